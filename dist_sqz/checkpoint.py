@@ -1,0 +1,59 @@
+"""Atomic checkpoints: written to a temporary file, fsynced, then renamed over `last.pt`.
+
+A crash mid-write leaves the previous `last.pt` intact. The file holds only tensors and
+plain containers, so `torch.load(path, weights_only=True)` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dist_sqz.errors import UsageError
+
+LAST = "last.pt"
+
+
+def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "checkpoints" / LAST
+
+
+def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load `RUN_DIR/checkpoints/last.pt`; UsageError if it is missing or unreadable."""
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        raise UsageError(
+            f"no checkpoint at {path}; --resume takes a run directory of an earlier run"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: say which, keep it
+        raise UsageError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
+    for key in ("model", "optimizer", "step", "config"):
+        if key not in ckpt:
+            raise UsageError(f"checkpoint {path} lacks {key!r}; it was not written by dist-sqz")
+    return ckpt

@@ -1,0 +1,156 @@
+"""`dist-sqz` command line. Errors a user can cause end as one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from typing import Any
+
+from dist_sqz.errors import UsageError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage dump), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from dist_sqz.config import TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="one training run (under torchrun, mpirun or horovodrun, or alone)",
+        description=(
+            "One data-parallel training run with exact per-step accounting of the bytes and "
+            "time of gradient exchange. Launch it under torchrun, mpirun or horovodrun; alone it "
+            "is a single worker. Settings come from the defaults, then --config FILE, then "
+            "flags and --set key=value (later wins)."
+        ),
+        epilog="example: torchrun --standalone --nproc-per-node 2 -m dist_sqz train "
+        "--model squeezenet1_1 --steps 20",
+    )
+    p.add_argument("--config", help="YAML file of settings (keys as below, with underscores)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="set any key; repeatable"
+    )
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt"
+    )
+    for f in fields(TrainConfig):
+        ptype = {"int": int, "float": float, "str": str}[f.type]
+        kw: dict[str, Any] = {"type": ptype, "default": argparse.SUPPRESS}
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            help=f"{f.metadata['help']} (default: {f.default!r})",
+            **kw,
+        )
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dist_sqz import checkpoint
+    from dist_sqz.config import field_names, load_yaml, parse_set, resolve
+    from dist_sqz.train import Trainer
+
+    flags = {k: getattr(args, k) for k in field_names() if hasattr(args, k)}
+    layers: list[dict[str, Any]] = []
+    ckpt = None
+    if args.resume:
+        ckpt = checkpoint.load(args.resume)
+        layers.append(ckpt["config"])
+    if args.config:
+        layers.append(load_yaml(args.config))
+    layers += [flags, parse_set(args.set)]
+    if args.resume:
+        layers.append({"out": args.resume})
+    cfg = resolve(*layers)
+    Trainer(cfg, resume=ckpt).run()
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="the model zoo: params, size, GFLOPs, bytes exchanged per step",
+        description="Parameters, fp32 size, GFLOPs at 224x224 (multiply-adds, torchvision's "
+        "convention) and, for uncompressed fp32 ring all-reduce at --workers N, the "
+        "payload_bytes and sent_bytes of one step.",
+    )
+    p.add_argument("--workers", type=int, default=2, help="world size N (default 2)")
+    p.add_argument("--models", help="comma-separated subset (default: all)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from dist_sqz.models import MODELS
+    from dist_sqz.models.stats import zoo_table
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    names = args.models.split(",") if args.models else None
+    for n in names or []:
+        MODELS.get(n)
+    rows = zoo_table(args.workers, names)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'model':<20}{'params':>14}{'fp32 MB':>10}{'GFLOPs':>8}"
+        f"{'payload B/step':>16}{'sent B/step':>15}   (N={args.workers}, ring all-reduce)"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<20}{r['params']:>14,}{r['fp32_mb']:>10.2f}{r['gflops']:>8.2f}"
+            f"{r['payload_bytes']:>16,}{r['sent_bytes']:>15,}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dist-sqz",
+        description="Data-parallel training that measures exactly what gradient exchange "
+        "costs (SqueezeNet vs AlexNet), and cuts it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_train(sub)
+    _add_models(sub)
+    return parser
+
+
+def _is_rank0() -> bool:
+    for var in ("RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return os.environ[var] == "0"
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        msg = str(e)
+        # Errors of configuration are the same on every rank: rank 0 says it once.
+        if _is_rank0() or msg.startswith("rank "):
+            print(f"dist-sqz: error: {msg}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dist-sqz: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Communication: launcher environments, backends, byte/time accounting, compression."""

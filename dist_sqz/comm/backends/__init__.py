@@ -1,0 +1,62 @@
+"""Backends: how gradients get averaged across workers. One module each, one registry line.
+
+A backend joins the job, wraps the model and optimizer so that `loss.backward();
+optimizer.step()` trains data-parallel, and routes every gradient collective through the
+compressor and the `Ledger`. `compute_only()` turns communication off for the no-comm probe
+steps that give `exposed_comm_s`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from dist_sqz.comm.accounting import Ledger
+from dist_sqz.comm.compression import Compressor
+from dist_sqz.comm.env import LaunchEnv
+from dist_sqz.registry import Registry
+
+BACKENDS = Registry("backend")
+
+
+class Backend:
+    """Base class; see the module docstring."""
+
+    name = "base"
+
+    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
+        self.cfg = cfg
+        self.env = env
+        self.rank = env.rank
+        self.world_size = env.world_size
+        self.local_rank = env.local_rank
+        self.device = torch.device("cpu")
+        self.ledger = Ledger(env.world_size)
+        self.comm_enabled = True
+
+    def wrap(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, compressor: Compressor
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def compute_only(self) -> Iterator[None]:
+        """Gradients stay local inside this block: no collective runs, nothing is counted."""
+        self.comm_enabled = False
+        try:
+            yield
+        finally:
+            self.comm_enabled = True
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+from dist_sqz.comm.backends import ddp  # noqa: E402, F401

@@ -1,0 +1,132 @@
+"""torch.distributed DDP over gloo (CPU) or nccl (GPU), with an accounting comm hook."""
+
+# No `from __future__ import annotations`: DDP checks the hook's annotations at run time.
+
+import datetime
+import inspect
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.collectives import TorchCollectives
+from dist_sqz.comm.compression import Compressor
+from dist_sqz.comm.env import LaunchEnv
+from dist_sqz.errors import UsageError
+
+
+def init_process_group(backend: str, env: LaunchEnv, timeout_s: float) -> None:
+    """Join the job through torch's env:// rendezvous (a local store if alone).
+
+    env:// reads MASTER_ADDR/MASTER_PORT; launchers other than torchrun may not set them, so
+    the values `launch_env` settled on are exported first. Under torchrun the agent's store
+    is used, which keeps elastic restarts apart.
+    """
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if env.world_size == 1:
+        dist.init_process_group(
+            backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
+        )
+        return
+    os.environ.setdefault("MASTER_ADDR", env.master_addr)
+    os.environ.setdefault("MASTER_PORT", str(env.master_port))
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        dist.init_process_group(
+            backend,
+            init_method="env://",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=timeout,
+        )
+    except (RuntimeError, ValueError, OSError) as e:
+        lines = str(e).strip().splitlines()
+        reason = lines[0][:160] if lines else type(e).__name__
+        raise UsageError(
+            f"rank {env.rank}: could not complete the rendezvous at {where} with "
+            f"{env.world_size} workers within {timeout_s:g}s ({reason}); start all workers "
+            "with the same world size and check MASTER_ADDR/MASTER_PORT"
+        ) from None
+
+
+def accounted_hook(
+    state: "DDPBackend", bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: the compressor's exchange over accounted collectives.
+
+    What goes on the wire is whatever the compressor hands to `all_reduce`/`all_gather`
+    (the whole fp32 bucket without compression); the ledger records its bytes and the time to
+    completion. Under `compute_only()` the bucket comes back untouched, like torch's
+    `noop_hook`. Registered by `DDPBackend.wrap`::
+
+        ddp.register_comm_hook(backend, accounted_hook)
+    """
+    buf = bucket.buffer()
+    if not state.comm_enabled:
+        fut: torch.futures.Future = torch.futures.Future()
+        fut.set_result(buf)
+        return fut
+    return state.compressor.exchange(buf, state.collectives, bucket.index())
+
+
+# Buffers (BatchNorm statistics) are not re-broadcast every forward: every byte DDP sends per
+# step is then a gradient that went through the accounted hook. Newer torch renamed the flag.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+class DDPBackend(Backend):
+    """DistributedDataParallel; `pg_backend` is the torch.distributed backend name."""
+
+    pg_backend = "gloo"
+
+    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
+        super().__init__(cfg, env)
+        self.name = self.pg_backend
+        if self.pg_backend == "nccl":
+            if not torch.cuda.is_available():
+                raise UsageError("backend nccl needs a CUDA GPU; on CPU use --backend gloo")
+            self.device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        init_process_group(self.pg_backend, env, cfg.timeout_s)
+        self.collectives = TorchCollectives(self.ledger, env.world_size)
+        self.compressor: Compressor | None = None
+
+    def wrap(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, compressor: Compressor
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        self.compressor = compressor
+        ddp = DDP(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            bucket_cap_mb=self.cfg.bucket_cap_mb,
+            **_NO_BUFFER_SYNC,
+        )
+        ddp.register_comm_hook(self, accounted_hook)
+        return ddp, optimizer
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@BACKENDS.register("gloo")
+class GlooBackend(DDPBackend):
+    pg_backend = "gloo"
+
+
+@BACKENDS.register("nccl")
+class NCCLBackend(DDPBackend):
+    pg_backend = "nccl"

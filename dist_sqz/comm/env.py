@@ -1,0 +1,79 @@
+"""Every launcher's environment, translated in one place to (rank, world_size, local_rank).
+
+torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; Open MPI's mpirun sets OMPI_COMM_WORLD_*; MPICH and
+Intel MPI set PMI_RANK/PMI_SIZE; horovodrun sets HOROVOD_*; srun sets SLURM_PROCID/NTASKS.
+With none of them the run is a single worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dist_sqz.errors import UsageError
+
+# (launcher, rank var, world-size var, local-rank var), first match wins.
+_LAUNCHERS = (
+    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("horovodrun", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    launcher: str
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _int(env: Mapping[str, str], var: str, default: int | None = None) -> int:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        if default is None:
+            raise UsageError(f"environment variable {var} is not set")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"environment variable {var}={raw!r} is not an integer") from None
+
+
+def launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
+    """Read rank, world size, local rank and the rendezvous address from the launcher."""
+    env = os.environ if env is None else env
+    launcher, rank, world, local = "single", 0, 1, 0
+    for name, rvar, wvar, lvar in _LAUNCHERS:
+        if rvar in env and wvar in env:
+            launcher = name
+            rank, world = _int(env, rvar), _int(env, wvar)
+            local = _int(env, lvar, default=rank)
+            break
+    if world < 1:
+        raise UsageError(f"world size must be >= 1, got {world} from the {launcher} environment")
+    if not 0 <= rank < world:
+        raise UsageError(
+            f"rank {rank} is outside world size {world} (from the {launcher} environment); "
+            "check the launcher's process count"
+        )
+    port = _int(env, "MASTER_PORT", default=29500)
+    if not 0 < port < 65536:
+        raise UsageError(f"MASTER_PORT={port} is not a valid TCP port")
+    return LaunchEnv(
+        launcher=launcher,
+        rank=rank,
+        world_size=world,
+        local_rank=local,
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+        master_port=port,
+    )

@@ -1,0 +1,8 @@
+"""Errors a user can cause. The CLI prints them as one line and exits with status 2."""
+
+
+class UsageError(ValueError):
+    """Bad input: a wrong option, a missing file, an unreachable rendezvous.
+
+    The message says what is wrong and how to fix it, in one line.
+    """

@@ -1,0 +1,57 @@
+"""Static model facts: parameters, fp32 size, multiply-adds, and bytes a step exchanges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dist_sqz.comm.accounting import sent_bytes
+from dist_sqz.models import MODELS, build_model, count_params
+
+
+def gflops(model: nn.Module, image_size: int = 224) -> float:
+    """Forward multiply-adds of conv and linear layers in billions, at batch 1.
+
+    Same convention as torchvision's weight metadata (one multiply-add counts once):
+    AlexNet 0.71, SqueezeNet 1.0 0.82, SqueezeNet 1.1 0.35.
+    """
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output.numel() * k
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total / 1e9
+
+
+def model_row(name: str, workers: int, image_size: int = 224) -> dict[str, Any]:
+    """One row of `dist-sqz models`: what an uncompressed fp32 step exchanges at `workers`."""
+    model = build_model(name)
+    params = count_params(model)
+    payload = 4 * params
+    return {
+        "model": name,
+        "params": params,
+        "fp32_mb": payload / 1e6,
+        "gflops": round(gflops(model, image_size), 3),
+        "world_size": workers,
+        "payload_bytes": payload,
+        "sent_bytes": sent_bytes("allreduce", payload, workers),
+    }
+
+
+def zoo_table(workers: int, names: list[str] | None = None) -> list[dict[str, Any]]:
+    return [model_row(n, workers) for n in (names or MODELS.names())]

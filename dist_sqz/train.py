@@ -1,0 +1,280 @@
+"""The training loop: short and linear, with timing and accounting beside each step.
+
+Rank 0 owns the run directory (config.yaml, metrics.jsonl, summary.json, checkpoints/).
+Randomness is a function of (seed, step, rank): weights come from `seed`, each step reseeds
+dropout, and batches depend on the step alone, so a resumed run retraces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dist_sqz import checkpoint
+from dist_sqz.comm.accounting import StepComm
+from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.compression import build_compressor
+from dist_sqz.comm.env import LaunchEnv, launch_env
+from dist_sqz.config import TrainConfig, dump_yaml
+from dist_sqz.data import build_batches, eval_batches, num_classes_of
+from dist_sqz.errors import UsageError
+from dist_sqz.metrics import JsonlSink, ProgressSink, Sink, medians, read_jsonl
+from dist_sqz.models import build_model, count_params
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return ((seed * 1_000_003 + step) * 10_007 + rank) % (2**63)
+
+
+def param_checksum(model: nn.Module) -> str:
+    """sha256 of all parameters as contiguous float32 bytes, in named_parameters() order."""
+    h = hashlib.sha256()
+    for _, p in model.named_parameters():
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def default_out(cfg: TrainConfig, world_size: int) -> tuple[str, str]:
+    name = cfg.name or f"{cfg.model}-{cfg.backend}-{cfg.compression}-n{world_size}"
+    out = cfg.out or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+    return name, out
+
+
+def check_new_run_dir(out: Path) -> None:
+    if (out / "metrics.jsonl").exists() or checkpoint.checkpoint_path(out).exists():
+        raise UsageError(
+            f"run directory {out} already holds a run; continue it with --resume {out} "
+            "or choose another --out"
+        )
+
+
+class Trainer:
+    """Composes backend, model, data, compressor and sinks for one run."""
+
+    def __init__(self, cfg: TrainConfig, resume: dict[str, Any] | None = None) -> None:
+        env = launch_env()
+        self.env: LaunchEnv = env
+        self.resume = resume
+        num_classes = cfg.num_classes or num_classes_of(cfg.data, cfg.image_size)
+        self.batches = build_batches(
+            cfg.data,
+            cfg.batch_size,
+            cfg.image_size,
+            num_classes,
+            env.rank,
+            env.world_size,
+            cfg.seed,
+        )
+        name, out = default_out(cfg, env.world_size)
+        self.cfg = cfg = TrainConfig(
+            **{**cfg.to_dict(), "name": name, "out": out, "num_classes": num_classes}
+        )
+        self.out = Path(out)
+        self.start_step = 0
+        if resume is not None:
+            if resume.get("world_size", env.world_size) != env.world_size:
+                raise UsageError(
+                    f"the checkpoint was written by {resume['world_size']} workers but this run "
+                    f"has {env.world_size}; relaunch with {resume['world_size']} workers"
+                )
+            self.start_step = int(resume["step"])
+            if self.start_step >= cfg.steps:
+                raise UsageError(
+                    f"the run already finished {self.start_step} steps; pass --steps larger "
+                    f"than {self.start_step} to train further"
+                )
+        elif env.is_main:
+            check_new_run_dir(self.out)
+
+        self.backend: Backend = BACKENDS.get(cfg.backend)(cfg, env)
+        self.device = self.backend.device
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, num_classes).to(self.device)
+        self.params = count_params(self.model)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        self.compressor = build_compressor(cfg.compression, cfg)
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.compressor.load_state_dict(resume.get("compressor", {}))
+        self.train_model, self.optimizer = self.backend.wrap(
+            self.model, self.optimizer, self.compressor
+        )
+        self.sinks: list[Sink] = []
+        self.compute_s: float | None = None
+
+    # -- run directory -------------------------------------------------------------------
+    def _open_sinks(self) -> None:
+        if not self.env.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
+        keep = self.start_step if self.resume is not None else None
+        self.sinks = [
+            JsonlSink(self.out / "metrics.jsonl", keep_below_step=keep),
+            ProgressSink(self.cfg.steps, self.cfg.log_every),
+        ]
+
+    def _save(self, step: int) -> None:
+        if not self.env.is_main:
+            return
+        checkpoint.save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": step,
+                "config": self.cfg.to_dict(),
+                "world_size": self.env.world_size,
+                "compressor": self.compressor.state_dict(),
+            },
+            checkpoint.checkpoint_path(self.out),
+        )
+
+    # -- one step ------------------------------------------------------------------------
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.train_model(x), y)
+        loss.backward()
+        return loss
+
+    def _probe_compute(self, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
+        """Median forward+backward time with communication off (a no-op comm hook)."""
+        times = []
+        with self.backend.compute_only():
+            for _ in range(self.cfg.compute_probe_steps):
+                torch.manual_seed(step_seed(self.cfg.seed, step, self.env.rank))
+                t0 = time.perf_counter()
+                loss = self._forward_backward(x, y)
+                loss.item()
+                times.append(time.perf_counter() - t0)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.backend.ledger.take_step()  # nothing should be there; keep the ledger clean
+        return statistics.median(times)
+
+    def _record(self, step: int, loss: float, step_s: float, optim_s: float, comm: StepComm):
+        cfg = self.cfg
+        exposed = None
+        if self.compute_s is not None:
+            exposed = step_s - (self.compute_s + optim_s)
+        return {
+            "step": step,
+            "model": cfg.model,
+            "backend": cfg.backend,
+            "compression": cfg.compression,
+            "world_size": self.env.world_size,
+            "batch_size": cfg.batch_size,
+            "step_time_s": step_s,
+            "comm_time_s": comm.comm_time_s,
+            "exposed_comm_s": exposed,
+            "payload_bytes": comm.payload_bytes,
+            "sent_bytes": comm.sent_bytes,
+            "collectives": comm.collectives,
+            "images_per_s": self.env.world_size * cfg.batch_size / step_s,
+            "loss": loss,
+            "warmup": step <= cfg.warmup_steps,
+        }
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        if env.is_main:
+            print(
+                f"dist-sqz: {cfg.model} ({self.params:,} params) on {env.world_size} worker(s), "
+                f"backend {cfg.backend} via {env.launcher}, compression {cfg.compression}, "
+                f"steps {self.start_step + 1}-{cfg.steps}, run dir {self.out}",
+                flush=True,
+            )
+        self._open_sinks()
+        first_measured = max(cfg.warmup_steps, self.start_step)
+        try:
+            for step in range(self.start_step, cfg.steps):
+                x, y = self.batches.batch(step)
+                x, y = x.to(self.device), y.to(self.device)
+                if step == first_measured and cfg.compute_probe_steps:
+                    self.compute_s = self._probe_compute(x, y, step)
+                torch.manual_seed(step_seed(cfg.seed, step, env.rank))
+                t0 = time.perf_counter()
+                loss = self._forward_backward(x, y)
+                t1 = time.perf_counter()
+                self.optimizer.step()
+                loss_value = loss.item()
+                t2 = time.perf_counter()
+                comm = self.backend.ledger.take_step()
+                record = self._record(step + 1, loss_value, t2 - t0, t2 - t1, comm)
+                for sink in self.sinks:
+                    sink.write(record)
+                done = step + 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                    self._save(done)
+            summary = self._finish()
+        finally:
+            for sink in self.sinks:
+                sink.close()
+            self.backend.close()
+        return summary
+
+    def _accuracy(self) -> float | None:
+        batches = eval_batches(self.cfg.data, self.cfg.image_size)
+        if not batches:
+            return None
+        self.model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in batches:
+                pred = self.model(x.to(self.device)).argmax(1).cpu()
+                correct += int((pred == y).sum())
+                total += len(y)
+        self.model.train()
+        return correct / total
+
+    def _finish(self) -> dict[str, Any]:
+        checksum = param_checksum(self.model)
+        checksums = self.backend.all_gather_object(checksum)
+        self._save(self.cfg.steps)
+        if not self.env.is_main:
+            return {}
+        records = read_jsonl(self.out / "metrics.jsonl")
+        summary: dict[str, Any] = {
+            "model": self.cfg.model,
+            "backend": self.cfg.backend,
+            "compression": self.cfg.compression,
+            "world_size": self.env.world_size,
+            "batch_size": self.cfg.batch_size,
+            "launcher": self.env.launcher,
+            "device": str(self.device),
+            "params": self.params,
+            "uncompressed_payload_bytes": 4 * self.params,
+            **medians(records),
+        }
+        if summary.get("payload_bytes"):
+            summary["compression_ratio"] = 4 * self.params / summary["payload_bytes"]
+        summary["compute_time_s"] = self.compute_s
+        summary["final_loss"] = records[-1]["loss"] if records else None
+        summary["accuracy"] = self._accuracy()
+        summary["param_checksum"] = checksum
+        summary["replicas_consistent"] = len(set(checksums)) == 1
+        summary["config"] = self.cfg.to_dict()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(
+            f"dist-sqz: done. median step {summary.get('step_time_s', float('nan')) * 1e3:.1f} ms, "
+            f"payload {summary.get('payload_bytes', 0):,.0f} B/step, "
+            f"sent {summary.get('sent_bytes', 0):,.0f} B/step, "
+            f"replicas_consistent {summary['replicas_consistent']}; {self.out / 'summary.json'}",
+            file=sys.stdout,
+            flush=True,
+        )
+        return summary
