@@ -28,7 +28,11 @@ from dist_sqz.config import TrainConfig, dump_yaml
 from dist_sqz.data import build_batches, eval_batches, num_classes_of
 from dist_sqz.errors import UsageError
 from dist_sqz.metrics import JsonlSink, ProgressSink, Sink, medians, read_jsonl
-from dist_sqz.models import build_model, count_params
+from dist_sqz.models import build_model, check_input_size, count_params
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker" + ("s" if n != 1 else "")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -65,6 +69,7 @@ class Trainer:
         self.env: LaunchEnv = env
         self.resume = resume
         num_classes = cfg.num_classes or num_classes_of(cfg.data, cfg.image_size)
+        check_input_size(cfg.model, cfg.image_size, num_classes)
         self.batches = build_batches(
             cfg.data,
             cfg.batch_size,
@@ -82,9 +87,10 @@ class Trainer:
         self.start_step = 0
         if resume is not None:
             if resume.get("world_size", env.world_size) != env.world_size:
+                n = resume["world_size"]
                 raise UsageError(
-                    f"the checkpoint was written by {resume['world_size']} workers but this run "
-                    f"has {env.world_size}; relaunch with {resume['world_size']} workers"
+                    f"the checkpoint was written by {_workers(n)} but this run has "
+                    f"{_workers(env.world_size)}; relaunch with {_workers(n)}"
                 )
             self.start_step = int(resume["step"])
             if self.start_step >= cfg.steps:

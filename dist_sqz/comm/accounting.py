@@ -9,7 +9,6 @@ compressor hands to a collective is what gets counted.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -62,15 +61,11 @@ class Ledger:
         self._lock = threading.Lock()
 
     def begin(self, collective: str, payload_bytes: int) -> CollectiveRecord:
-        """Record a collective about to be issued; call `finish(rec, t0)` when it completes."""
+        """Record a collective about to be issued; the caller sets its time on completion."""
         rec = CollectiveRecord(collective, int(payload_bytes))
         with self._lock:
             self._records.append(rec)
         return rec
-
-    @staticmethod
-    def finish(rec: CollectiveRecord, t0: float) -> None:
-        rec.comm_time_s = time.perf_counter() - t0
 
     def take_step(self) -> StepComm:
         """Return and clear what has been recorded since the last call."""

@@ -27,7 +27,8 @@ class TorchCollectives:
         self.world_size = world_size
         self.group = group
 
-    def _issue(self, collective: str, payload: torch.Tensor, launch) -> torch.futures.Future:
+    def _issue(self, collective: str, payload: torch.Tensor, launch, result):
+        """Start `launch()`, account it, and return a future of `result` once it completes."""
         rec = self.ledger.begin(collective, nbytes(payload))
         start = None
         if payload.is_cuda:
@@ -36,28 +37,27 @@ class TorchCollectives:
         t0 = time.perf_counter()
         work = launch()
 
-        def done(fut: torch.futures.Future) -> None:
+        def done(fut: torch.futures.Future):
             if start is None:
-                self.ledger.finish(rec, t0)
+                rec.comm_time_s = time.perf_counter() - t0
             else:
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
                 rec.cuda_events = (start, end)
-            fut.value()  # re-raises a failed collective here
+            fut.wait()  # re-raises a failed collective here
+            return result
 
         return work.get_future().then(done)
 
     def all_reduce(self, t: torch.Tensor) -> torch.futures.Future:
         """Sum `t` in place across ranks; the future's value is `t`."""
-        fut = self._issue(
-            "allreduce", t, lambda: dist.all_reduce(t, group=self.group, async_op=True)
+        return self._issue(
+            "allreduce", t, lambda: dist.all_reduce(t, group=self.group, async_op=True), t
         )
-        return fut.then(lambda _: t)
 
     def all_gather(self, t: torch.Tensor) -> torch.futures.Future:
         """Gather equally shaped `t` from every rank; the future's value is the list."""
         out = [torch.empty_like(t) for _ in range(self.world_size)]
-        fut = self._issue(
-            "allgather", t, lambda: dist.all_gather(out, t, group=self.group, async_op=True)
+        return self._issue(
+            "allgather", t, lambda: dist.all_gather(out, t, group=self.group, async_op=True), out
         )
-        return fut.then(lambda _: out)

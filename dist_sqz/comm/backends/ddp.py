@@ -5,6 +5,8 @@
 import datetime
 import inspect
 import os
+import socket
+import time
 from typing import Any
 
 import torch
@@ -17,6 +19,19 @@ from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Compressor
 from dist_sqz.comm.env import LaunchEnv
 from dist_sqz.errors import UsageError
+
+
+def wait_for_listener(addr: str, port: int, timeout_s: float) -> bool:
+    """True once a TCP connection to addr:port succeeds; False after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=min(2.0, timeout_s)):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
 
 def init_process_group(backend: str, env: LaunchEnv, timeout_s: float) -> None:
@@ -34,7 +49,13 @@ def init_process_group(backend: str, env: LaunchEnv, timeout_s: float) -> None:
         return
     os.environ.setdefault("MASTER_ADDR", env.master_addr)
     os.environ.setdefault("MASTER_PORT", str(env.master_port))
-    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    where = f"{addr}:{port}"
+    if env.rank != 0 and not wait_for_listener(addr, port, timeout_s):
+        raise UsageError(
+            f"rank {env.rank}: nothing listens at the rendezvous {where} after {timeout_s:g}s; "
+            "start rank 0 (or torchrun) there, or fix MASTER_ADDR/MASTER_PORT"
+        )
     try:
         dist.init_process_group(
             backend,

@@ -1,0 +1,114 @@
+"""Helpers that launch real worker processes (torchrun over gloo on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_cmd(nproc: int, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "dist_sqz",
+        "train",
+        *args,
+    ]
+
+
+def run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None, **kw):
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or base_env(),
+        cwd=kw.pop("cwd", None),
+        **kw,
+    )
+
+
+def dist_sqz(*args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd=None):
+    return run([sys.executable, "-m", "dist_sqz", *args], timeout=timeout, env=env, cwd=cwd)
+
+
+def train_torchrun(nproc: int, out: Path, *args: str, timeout: float = 300):
+    proc = run(torchrun_cmd(nproc, "--out", str(out), *args), timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def descendants(pid: int) -> list[int]:
+    """pid's children, grandchildren... from /proc (torchrun's workers have own sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL pid and everything under it at once, like a machine losing power."""
+    for p in [pid, *descendants(pid)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def read_run(out: Path) -> tuple[list[dict], dict]:
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
+    summary = json.loads((out / "summary.json").read_text())
+    return metrics, summary
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """Flags for a quick SqueezeNet 1.1 run."""
+    return [
+        "--model",
+        "squeezenet1_1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "4",
+        "--warmup-steps",
+        "1",
+        "--compute-probe-steps",
+        "1",
+    ]

@@ -1,0 +1,123 @@
+"""Every bad input ends with exit status 2, one line on stderr, and nothing written."""
+
+import hashlib
+
+import pytest
+
+from tests.conftest import base_env, dist_sqz, free_port, run, torchrun_cmd, train_torchrun
+
+
+def assert_usage_error(proc, *words):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("W")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("dist-sqz: error: ") or "dist-sqz" in lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+CASES = {
+    "unknown model": (["--model", "lenet9"], ["unknown model", "squeezenet1_1"]),
+    "negative batch": (["--batch-size", "-4"], ["batch_size must be > 0"]),
+    "zero steps": (["--steps", "0"], ["steps must be > 0"]),
+    "warm-up too long": (["--steps", "3", "--warmup-steps", "3"], ["warmup_steps"]),
+    "missing data dir": (["--data", "imagefolder:/no/such/dir"], ["/no/such/dir"]),
+    "unknown data kind": (["--data", "mnist"], ["data must be"]),
+    "unknown --set key": (["--set", "batchsize=4"], ["unknown key 'batchsize'"]),
+    "bad --set value": (["--set", "steps=many"], ["steps must be int"]),
+    "unknown flag": (["--bogus"], ["unrecognized arguments"]),
+    "bad choice": (["--backend", "carrier-pigeon"], ["invalid choice"]),
+    "image too small": (["--model", "alexnet", "--image-size", "32"], ["at least 63"]),
+    "missing resume": (["--resume", "no-such-run"], ["no checkpoint"]),
+    "missing config": (["--config", "nope.yaml"], ["not found"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_flags(tmp_path, case):
+    args, words = CASES[case]
+    proc = dist_sqz("train", "--steps", "2", "--warmup-steps", "1", *args, cwd=tmp_path)
+    assert_usage_error(proc, *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("model: [unclosed\n", ["not valid YAML", "line"]),
+        ("modle: alexnet\n", ["unknown key 'modle'"]),
+        ("- a\n- b\n", ["mapping"]),
+        ("batch_size: 1.5\n", ["batch_size must be int"]),
+    ],
+)
+def test_bad_yaml(tmp_path, text, words):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    proc = dist_sqz("train", "--config", str(cfg), cwd=tmp_path)
+    assert_usage_error(proc, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_unreachable_rendezvous(tmp_path):
+    env = base_env(
+        RANK="1",
+        WORLD_SIZE="2",
+        LOCAL_RANK="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+    )
+    proc = run(
+        [*dist_sqz_cmd(), "train", "--timeout-s", "3", "--steps", "2", "--warmup-steps", "1"],
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert_usage_error(proc, "rendezvous", "MASTER_ADDR")
+    assert list(tmp_path.iterdir()) == []
+
+
+def dist_sqz_cmd():
+    import sys
+
+    return [sys.executable, "-m", "dist_sqz"]
+
+
+def test_rank_outside_world(tmp_path):
+    env = base_env(RANK="2", WORLD_SIZE="2")
+    proc = run([*dist_sqz_cmd(), "train"], env=env, cwd=tmp_path)
+    assert_usage_error(proc, "rank 2 is outside world size 2")
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_resume_with_other_world_size_and_existing_dir(tmp_path, tiny):
+    out = tmp_path / "run"
+    train_torchrun(1, out, *tiny)
+    ckpt = out / "checkpoints" / "last.pt"
+    before = {p.name: _sha(p) for p in (ckpt, out / "metrics.jsonl", out / "summary.json")}
+
+    proc = run(torchrun_cmd(2, "--resume", str(out), "--steps", "8"), cwd=tmp_path)
+    assert proc.returncode != 0
+    # torchrun prints its own launcher report; the workers print one line and no traceback
+    assert proc.stderr.count("dist-sqz: error: the checkpoint was written by 1 worker but") == 1
+    assert "[rank0]" not in proc.stderr and "[rank1]" not in proc.stderr
+
+    proc = dist_sqz("train", "--out", str(out), *tiny, cwd=tmp_path)
+    assert_usage_error(proc, "already holds a run", "--resume")
+
+    proc = dist_sqz("train", "--resume", str(out), "--steps", "4", cwd=tmp_path)
+    assert_usage_error(proc, "already finished 4 steps")
+    after = {p.name: _sha(p) for p in (ckpt, out / "metrics.jsonl", out / "summary.json")}
+    assert after == before
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
+    out = tmp_path / "run" / "checkpoints"
+    out.mkdir(parents=True)
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    proc = dist_sqz("train", "--resume", str(tmp_path / "run"), cwd=tmp_path)
+    assert_usage_error(proc, "cannot be read")
+    assert (out / "last.pt").read_bytes() == b"not a checkpoint"

@@ -1,0 +1,70 @@
+import json
+
+import pytest
+import torch
+
+from dist_sqz.models import build_model, count_params
+from dist_sqz.models.squeezenet_family import SqueezeNetFamily, fire_widths
+from dist_sqz.models.stats import gflops
+from tests.conftest import dist_sqz
+
+PAPER = {"alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496}
+
+
+@pytest.mark.parametrize("name,params", sorted(PAPER.items()))
+def test_torchvision_counts(name, params):
+    assert count_params(build_model(name)) == params
+
+
+def test_family_defaults_are_squeezenet1_0_layer_for_layer():
+    ours = SqueezeNetFamily()
+    ref = build_model("squeezenet1_0")
+    assert count_params(ours) == 1_248_424
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in ref.parameters()]
+    # Same widths as Table 1 of the paper: fire2 s=16, e=64+64 ... fire9 s=64, e=256+256.
+    assert fire_widths(128, 128, 2, 0.125, 0.5)[0] == (16, 64, 64)
+    assert fire_widths(128, 128, 2, 0.125, 0.5)[-1] == (64, 256, 256)
+
+
+def test_bypass_variants():
+    vanilla = count_params(SqueezeNetFamily())
+    assert count_params(SqueezeNetFamily(bypass="simple")) == vanilla
+    complex_ = count_params(SqueezeNetFamily(bypass="complex"))
+    # 1x1 convs around fire2 (96->128), fire4 (128->256), fire6 (256->384), fire8 (384->512)
+    extra = sum(i * o + o for i, o in ((96, 128), (128, 256), (256, 384), (384, 512)))
+    assert complex_ == vanilla + extra
+    x = torch.randn(2, 3, 64, 64)
+    for bypass in ("simple", "complex"):
+        assert SqueezeNetFamily(num_classes=7, bypass=bypass)(x).shape == (2, 7)
+
+
+def test_metaparameters_change_the_model():
+    small = SqueezeNetFamily(base_e=64, incr_e=64, squeeze_ratio=0.25, pct3x3=0.25)
+    widths = fire_widths(64, 64, 2, 0.25, 0.25)
+    assert widths[0] == (16, 48, 16)
+    assert small(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    assert count_params(small) != 1_248_424
+
+
+def test_gflops_match_torchvision_metadata():
+    assert gflops(build_model("alexnet")) == pytest.approx(0.714, abs=0.005)
+    assert gflops(build_model("squeezenet1_0")) == pytest.approx(0.819, abs=0.005)
+    assert gflops(build_model("squeezenet1_1")) == pytest.approx(0.349, abs=0.005)
+
+
+def test_models_command_json():
+    proc = dist_sqz(
+        "models",
+        "--workers",
+        "4",
+        "--format",
+        "json",
+        "--models",
+        "alexnet,squeezenet1_0,squeezenet1_1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["model"]: r for r in json.loads(proc.stdout)}
+    for name, params in PAPER.items():
+        assert rows[name]["params"] == params
+        assert rows[name]["payload_bytes"] == 4 * params
+        assert rows[name]["sent_bytes"] == 6 * params  # 1.5 x payload at N = 4

@@ -1,0 +1,67 @@
+"""An interrupted (SIGKILLed) 2-worker run, resumed, ends where an uninterrupted one does."""
+
+import os
+import subprocess
+import time
+
+import torch
+
+from tests.conftest import base_env, descendants, kill_tree, read_run, torchrun_cmd, train_torchrun
+
+ARGS = [
+    "--model",
+    "squeezenet1_1",
+    "--image-size",
+    "96",
+    "--batch-size",
+    "4",
+    "--steps",
+    "14",
+    "--warmup-steps",
+    "1",
+    "--checkpoint-every",
+    "2",
+    "--compute-probe-steps",
+    "1",
+]
+
+
+def _ckpt_step(out):
+    try:
+        return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+
+
+def test_killed_then_resumed_matches_uninterrupted(tmp_path):
+    full = tmp_path / "full"
+    train_torchrun(2, full, *ARGS)
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        torchrun_cmd(2, "--out", str(cut), *ARGS),
+        env=base_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while _ckpt_step(cut) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = descendants(proc.pid)
+    kill_tree(proc.pid)
+    proc.wait()
+    deadline = time.time() + 30
+    while any(os.path.exists(f"/proc/{p}") for p in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    killed_at = _ckpt_step(cut)
+    assert 4 <= killed_at < 14, f"kill came at checkpoint step {killed_at}"
+    assert not (cut / "summary.json").exists()
+
+    train_torchrun(2, cut, "--resume", str(cut))
+    metrics, summary = read_run(cut)
+    _, reference = read_run(full)
+    assert [m["step"] for m in metrics] == list(range(1, 15))
+    assert summary["param_checksum"] == reference["param_checksum"]
+    assert summary["replicas_consistent"] is True
+    assert _ckpt_step(cut) == 14
