@@ -107,6 +107,8 @@ def medians(records: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [r[key] for r in measured if r.get(key) is not None]
         if vals:
             out[key] = statistics.median(vals)
+    if out.get("wire_bytes") and out.get("sent_bytes"):
+        out["wire_over_sent"] = out["wire_bytes"] / out["sent_bytes"]
     if out.get("comm_time_s"):
         out["algbw"] = out["payload_bytes"] / out["comm_time_s"]
         out["busbw"] = out["sent_bytes"] / out["comm_time_s"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -59,6 +60,16 @@ def check_new_run_dir(out: Path) -> None:
             f"run directory {out} already holds a run; continue it with --resume {out} "
             "or choose another --out"
         )
+
+
+def tx_counter(iface: str):
+    """A reader of IFACE's kernel tx byte counter, or None when no interface is named."""
+    if not iface:
+        return None
+    path = Path(f"/sys/class/net/{iface}/statistics/tx_bytes")
+    if not path.exists():
+        raise UsageError(f"no network interface {iface!r} here (DIST_SQZ_WIRE_IFACE)")
+    return lambda: int(path.read_text())
 
 
 class Trainer:
@@ -122,6 +133,8 @@ class Trainer:
         )
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
+        # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
+        self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
 
     # -- run directory -------------------------------------------------------------------
     def _open_sinks(self) -> None:
@@ -171,7 +184,15 @@ class Trainer:
         self.backend.ledger.take_step()  # nothing should be there; keep the ledger clean
         return statistics.median(times)
 
-    def _record(self, step: int, loss: float, step_s: float, optim_s: float, comm: StepComm):
+    def _record(
+        self,
+        step: int,
+        loss: float,
+        step_s: float,
+        optim_s: float,
+        comm: StepComm,
+        wire: int | None,
+    ):
         cfg = self.cfg
         exposed = None
         if self.compute_s is not None:
@@ -192,6 +213,7 @@ class Trainer:
             "images_per_s": self.env.world_size * cfg.batch_size / step_s,
             "loss": loss,
             "warmup": step <= cfg.warmup_steps,
+            **({"wire_bytes": wire} if wire is not None else {}),
         }
 
     # -- the loop ------------------------------------------------------------------------
@@ -213,14 +235,16 @@ class Trainer:
                 if step == first_measured and cfg.compute_probe_steps:
                     self.compute_s = self._probe_compute(x, y, step)
                 torch.manual_seed(step_seed(cfg.seed, step, env.rank))
+                tx0 = self.tx() if self.tx else None
                 t0 = time.perf_counter()
                 loss = self._forward_backward(x, y)
                 t1 = time.perf_counter()
                 self.optimizer.step()
                 loss_value = loss.item()
                 t2 = time.perf_counter()
+                wire = self.tx() - tx0 if self.tx else None
                 comm = self.backend.ledger.take_step()
-                record = self._record(step + 1, loss_value, t2 - t0, t2 - t1, comm)
+                record = self._record(step + 1, loss_value, t2 - t0, t2 - t1, comm, wire)
                 for sink in self.sinks:
                     sink.write(record)
                 done = step + 1
