@@ -164,6 +164,62 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     return 0 if all(c == 0 for c in codes) else 1
 
 
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="the main job: models x worker counts on emulated hosts, with a report",
+        description="Trains each model at each worker count (one emulated host per worker, "
+        "links shaped to --link; local processes where namespaces are not permitted) and "
+        "writes results.json, report.md and PNG plots to --out.",
+    )
+    p.add_argument("--models", default="alexnet,squeezenet1_0,squeezenet1_1")
+    p.add_argument("--workers", default="1,2,4", help="worker counts (default 1,2,4)")
+    p.add_argument("--steps", type=int, default=8, help="steps per run (default 8)")
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--link", default="1gbit", help="each host's link rate (default 1gbit)")
+    p.add_argument("--delay", default="", help="one-way link delay, e.g. 100us")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8, help="per worker (default 8)")
+    p.add_argument("--out", default="", help="output folder (default runs/compare-<time>)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from dist_sqz.compare import compare
+
+    try:
+        workers = [int(x) for x in _csv(args.workers)]
+    except ValueError:
+        raise UsageError(f"--workers takes integers like 1,2,4; got {args.workers!r}") from None
+    if args.image_size <= 0 or args.batch_size <= 0:
+        raise UsageError("--image-size and --batch-size must be > 0")
+    out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = compare(
+        _csv(args.models),
+        workers,
+        args.steps,
+        args.link,
+        out,
+        warmup=args.warmup_steps,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        delay=args.delay,
+    )
+    print((out / "report.md").read_text())
+    print(
+        f"dist-sqz compare: wrote {out}/results.json, report.md and plots "
+        f"in {result['elapsed_s']:.0f}s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dist-sqz",
@@ -175,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_models(sub)
     _add_cluster(sub)
+    _add_compare(sub)
     return parser
 
 

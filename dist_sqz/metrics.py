@@ -106,7 +106,10 @@ def medians(records: list[dict[str, Any]]) -> dict[str, Any]:
     for key in MEDIAN_FIELDS:
         vals = [r[key] for r in measured if r.get(key) is not None]
         if vals:
-            out[key] = statistics.median(vals)
+            m = statistics.median(vals)
+            out[key] = (
+                int(m) if isinstance(m, float) and m.is_integer() and key.endswith("_bytes") else m
+            )
     if out.get("wire_bytes") and out.get("sent_bytes"):
         out["wire_over_sent"] = out["wire_bytes"] / out["sent_bytes"]
     if out.get("comm_time_s"):
