@@ -133,6 +133,7 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> None:
             pts = [(r["world_size"], r[key]) for r in series[m] if r[key] is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=m)
+        ax.set_xticks(ns)
         ax.set_xlabel("workers N")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

@@ -211,6 +211,9 @@ class Cluster:
     ) -> list[int]:
         """Start `torchrun ... args` on every host; wait; return each host's exit status.
 
+        Each host's output goes to `log_dir/host<i>.log`; with no `log_dir`, host 0's goes to
+        this process's stdout and the others' is dropped.
+
         On timeout every host's processes are killed and the statuses are 124.
         """
         if not self.up_:
@@ -224,7 +227,8 @@ class Cluster:
         }
         procs = []
         for i in range(self.hosts):
-            out = subprocess.DEVNULL
+            # Without a log folder, host 0 speaks on our stdout and the others stay quiet.
+            out = None if i == 0 else subprocess.DEVNULL
             if log_dir is not None:
                 log_dir.mkdir(parents=True, exist_ok=True)
                 out = (log_dir / f"host{i}.log").open("w")
