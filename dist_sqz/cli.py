@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import CommFailure, UsageError
 
 EXIT_USAGE = 2
 
@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_rank0() or msg.startswith("rank "):
             print(f"dist-sqz: error: {msg}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except CommFailure as e:
+        print(f"dist-sqz: error: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("dist-sqz: interrupted", file=sys.stderr)
         return 130

@@ -6,3 +6,8 @@ class UsageError(ValueError):
 
     The message says what is wrong and how to fix it, in one line.
     """
+
+
+class CommFailure(RuntimeError):
+    """A collective failed or timed out mid-run (a dead peer, a cut link). Not bad input:
+    the CLI prints one line and exits 1; the last checkpoint is left as it was."""

@@ -27,9 +27,20 @@ from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env
 from dist_sqz.config import TrainConfig, dump_yaml
 from dist_sqz.data import build_batches, eval_batches, num_classes_of
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import CommFailure, UsageError
 from dist_sqz.metrics import JsonlSink, ProgressSink, Sink, medians, read_jsonl
 from dist_sqz.models import build_model, check_input_size, count_params
+
+
+def _is_comm_error(e: BaseException) -> bool:
+    """A failure of the network or a peer, as gloo/nccl/torch.distributed report it."""
+    if isinstance(e, torch.distributed.DistError):
+        return True
+    text = str(e)
+    return any(
+        w in text
+        for w in ("gloo", "Gloo", "NCCL", "Timed out", "timed out", "Connection", "connection")
+    )
 
 
 def _workers(n: int) -> str:
@@ -251,6 +262,16 @@ class Trainer:
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     self._save(done)
             summary = self._finish()
+        except RuntimeError as e:
+            if env.world_size == 1 or not _is_comm_error(e):
+                raise
+            ckpt = checkpoint.checkpoint_path(self.out)
+            kept = f"; last checkpoint kept at {ckpt}" if ckpt.exists() else ""
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CommFailure(
+                f"rank {env.rank}: a collective failed or timed out (timeout_s="
+                f"{cfg.timeout_s:g}): {first}{kept}; resume with --resume {self.out}"
+            ) from None
         finally:
             for sink in self.sinks:
                 sink.close()

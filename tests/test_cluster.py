@@ -131,3 +131,66 @@ def test_compare_bad_input(tmp_path):
     proc = dist_sqz("compare", "--link", "fast", cwd=tmp_path)
     assert proc.returncode == 2 and "link rate" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cut_link_fails_within_timeout_and_keeps_checkpoint(tmp_path):
+    import threading
+    import time
+
+    import torch
+
+    out = tmp_path / "run"
+    ckpt = out / "checkpoints" / "last.pt"
+    with Cluster(2, "1gbit") as cluster:
+
+        def cut_when_checkpointed():
+            deadline = time.time() + 200
+            while time.time() < deadline:
+                try:
+                    if torch.load(ckpt, weights_only=True)["step"] >= 2:
+                        break
+                except (FileNotFoundError, RuntimeError, EOFError):
+                    pass
+                time.sleep(0.05)
+            cluster.cut(1)
+            cut_at.append(time.time())
+
+        cut_at: list[float] = []
+        watcher = threading.Thread(target=cut_when_checkpointed)
+        watcher.start()
+        codes = cluster.run(
+            [
+                "-m",
+                "dist_sqz",
+                "train",
+                "--model",
+                "squeezenet1_1",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "2",
+                "--steps",
+                "100000",
+                "--warmup-steps",
+                "1",
+                "--checkpoint-every",
+                "1",
+                "--timeout-s",
+                "10",
+                "--out",
+                str(out),
+            ],
+            timeout_s=240,
+            log_dir=tmp_path / "logs",
+        )
+        ended = time.time()
+        watcher.join()
+    assert cut_at and codes[0] != 0 and 124 not in codes, codes
+    # the collective timeout, torchrun's shutdown, and the cluster's grace for the cut host
+    assert ended - cut_at[0] < 10 + 30 + 30
+    for host in (0, 1):
+        log = (tmp_path / "logs" / f"host{host}.log").read_text()
+        assert "a collective failed or timed out" in log and "last checkpoint kept" in log
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] >= 2 and "model" in state
+    assert not (out / "summary.json").exists()

@@ -143,28 +143,19 @@ class Cluster:
                 + (["delay", self.delay] if self.delay else [])
                 + (["loss", self.loss] if self.loss else [])
             )
-            _sh(*tc, "root", "handle", "1:", *netem)
+            proc = _sh(*tc, "root", "handle", "1:", *netem, check=False)
+            if proc.returncode != 0:
+                raise UsageError(
+                    f"tc cannot add delay/loss here ({proc.stderr.strip()[:80]}): this kernel "
+                    "lacks the netem qdisc; run without --delay/--loss"
+                )
             _sh(*tc, "parent", "1:1", "handle", "10:", *tbf)
         else:
             _sh(*tc, "root", *tbf)
 
     def cut(self, i: int) -> None:
-        """Drop every packet host i sends (a cut link): netem loss 100% at the root."""
-        _sh(
-            "ip",
-            "netns",
-            "exec",
-            self.ns(i),
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            IFACE,
-            "root",
-            "netem",
-            "loss",
-            "100%",
-        )
+        """Cut host i's cable: its bridge-side veth goes down, so nothing passes either way."""
+        _sh("ip", "link", "set", f"{self.prefix}-v{i}", "down")
 
     def tx_bytes(self, i: int) -> int:
         out = _sh(
@@ -208,13 +199,16 @@ class Cluster:
         log_dir: Path | None = None,
         env: dict[str, str] | None = None,
         nproc: int = 1,
+        grace_s: float = 30,
     ) -> list[int]:
         """Start `torchrun ... args` on every host; wait; return each host's exit status.
 
         Each host's output goes to `log_dir/host<i>.log`; with no `log_dir`, host 0's goes to
         this process's stdout and the others' is dropped.
 
-        On timeout every host's processes are killed and the statuses are 124.
+        On timeout every host's processes are killed and the statuses are 124. Once a host
+        fails, the others get `grace_s` to finish (a host cut off from the rendezvous store
+        would wait on it far longer), then are killed with status 137.
         """
         if not self.up_:
             raise RuntimeError("cluster is not up")
@@ -243,12 +237,16 @@ class Cluster:
             )
         deadline = time.monotonic() + timeout_s
         codes: list[int | None] = [None] * len(procs)
+        killed_code = 124
         try:
             while any(c is None for c in codes):
                 for k, p in enumerate(procs):
                     if codes[k] is None:
                         codes[k] = p.poll()
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if any(c not in (None, 0) for c in codes) and now + grace_s < deadline:
+                    deadline, killed_code = now + grace_s, 137
+                if now > deadline:
                     break
                 time.sleep(0.1)
         finally:
@@ -256,5 +254,5 @@ class Cluster:
                 if p.poll() is None:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
-                    codes[k] = 124
+                    codes[k] = killed_code
         return [int(c) for c in codes]
