@@ -123,6 +123,8 @@ class Trainer:
         elif env.is_main:
             check_new_run_dir(self.out)
 
+        # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
+        self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
         self.backend: Backend = BACKENDS.get(cfg.backend)(cfg, env)
         self.device = self.backend.device
         torch.manual_seed(cfg.seed)
@@ -144,8 +146,6 @@ class Trainer:
         )
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
-        # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
-        self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
 
     # -- run directory -------------------------------------------------------------------
     def _open_sinks(self) -> None:
