@@ -28,7 +28,7 @@ def _leftovers():
     return [x for x in (ns + links).split() if x.startswith("dsqz-")]
 
 
-def test_three_hosts_exact_and_wire_bytes(tmp_path):
+def test_three_hosts_exact_and_wire_bytes(tmp_path, tiny):
     out = tmp_path / "run"
     proc = dist_sqz(
         "cluster",
@@ -41,16 +41,7 @@ def test_three_hosts_exact_and_wire_bytes(tmp_path):
         "-m",
         "dist_sqz",
         "train",
-        "--model",
-        "squeezenet1_1",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "2",
-        "--steps",
-        "4",
-        "--warmup-steps",
-        "1",
+        *tiny,
         "--out",
         str(out),
         timeout=300,
