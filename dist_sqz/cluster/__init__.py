@@ -96,7 +96,6 @@ class Cluster:
         """Delete every namespace and link of this prefix (deleting a namespace deletes its
         veth pair). Safe to call any number of times."""
         for ns in self.stale():
-            _sh("ip", "netns", "pids", ns, check=False)
             for pid in _sh("ip", "netns", "pids", ns, check=False).stdout.split():
                 try:
                     os.kill(int(pid), signal.SIGKILL)

@@ -23,13 +23,10 @@ def check_input_size(name: str, image_size: int, num_classes: int = 1000) -> Non
     """Raise UsageError if `image_size` shrinks to nothing inside the model (shape-only run)."""
     with torch.device("meta"):
         model = build_model(name, num_classes)
-        try:
-            model(torch.empty(1, 3, image_size, image_size))
-        except RuntimeError:
-            smallest = next(s for s in range(image_size + 1, 1025) if _fits(model, s))
-            raise UsageError(
-                f"image_size {image_size} is too small for {name}; use at least {smallest}"
-            ) from None
+        if _fits(model, image_size):
+            return
+        smallest = next(s for s in range(image_size + 1, 1025) if _fits(model, s))
+    raise UsageError(f"image_size {image_size} is too small for {name}; use at least {smallest}")
 
 
 def _fits(model: nn.Module, size: int) -> bool:
