@@ -57,3 +57,29 @@ def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in ckpt:
             raise UsageError(f"checkpoint {path} lacks {key!r}; it was not written by dist-sqz")
     return ckpt
+
+
+def rank_state_path(run_dir: str | os.PathLike[str], rank: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"compressor-rank{rank}.pt"
+
+
+def save_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int, state: dict) -> None:
+    """One rank's compressor state (error-feedback residuals differ per rank), atomically."""
+    save_atomic({"step": step, "state": state}, rank_state_path(run_dir, rank))
+
+
+def load_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int) -> dict[str, Any]:
+    """This rank's compressor state saved at `step`; {} when the run kept none."""
+    path = rank_state_path(run_dir, rank)
+    if not path.is_file():
+        return {}
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"compressor state {path} cannot be read ({type(e).__name__})") from None
+    if saved.get("step") != step:
+        raise UsageError(
+            f"compressor state {path} is from step {saved.get('step')} but last.pt from step "
+            f"{step} (the run stopped between the two writes); start the run afresh"
+        )
+    return saved["state"]

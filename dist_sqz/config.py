@@ -32,6 +32,11 @@ class TrainConfig:
     model: str = _f("squeezenet1_1", "model name (see `dist-sqz models`)")
     backend: str = _f("gloo", "gloo (CPU), nccl (GPU), mpi (mpi4py), horovod", choices=BACKENDS)
     compression: str = _f("none", "gradient compression", choices=COMPRESSIONS)
+    compression_density: float = _f(0.01, "topk/dgc: fraction of each bucket's values sent")
+    powersgd_rank: int = _f(2, "powersgd: rank of the gradient approximation")
+    powersgd_start_step: int = _f(0, "powersgd: plain all-reduce before this step (0-based)")
+    dgc_clip_norm: float = _f(0.0, "dgc: clip each bucket's gradient norm to this/sqrt(N); 0=off")
+    dgc_warmup_steps: int = _f(0, "dgc: steps over which density falls from 25% to its target")
     batch_size: int = _f(8, "images per worker per step")
     steps: int = _f(20, "optimizer steps in total, warm-up included")
     warmup_steps: int = _f(3, "first steps left out of summary medians")
@@ -54,18 +59,29 @@ class TrainConfig:
     wandb_group: str = _f("", "W&B group (runs of one sweep share it)")
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "steps", "image_size", "log_every")
+        positive = ("batch_size", "steps", "image_size", "log_every", "powersgd_rank")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        nonneg = ("warmup_steps", "num_classes", "compute_probe_steps", "checkpoint_every")
+        nonneg = (
+            "warmup_steps",
+            "num_classes",
+            "compute_probe_steps",
+            "checkpoint_every",
+            "powersgd_start_step",
+            "dgc_warmup_steps",
+        )
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "bucket_cap_mb", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum", "weight_decay"):
+        if not 0 < self.compression_density <= 1:
+            raise UsageError(
+                f"compression_density must be in (0, 1], got {self.compression_density}"
+            )
+        for name in ("momentum", "weight_decay", "dgc_clip_norm"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup_steps >= self.steps:

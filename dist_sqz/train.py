@@ -130,17 +130,20 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, num_classes).to(self.device)
         self.params = count_params(self.model)
+        self.compressor = build_compressor(cfg.compression, cfg)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=cfg.lr,
-            momentum=cfg.momentum,
+            # DGC corrects momentum before sparsifying; the optimizer must not apply it again.
+            momentum=0.0 if self.compressor.owns_momentum else cfg.momentum,
             weight_decay=cfg.weight_decay,
         )
-        self.compressor = build_compressor(cfg.compression, cfg)
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
-            self.compressor.load_state_dict(resume.get("compressor", {}))
+            self.compressor.load_state_dict(
+                checkpoint.load_rank_state(self.out, env.rank, self.start_step)
+            )
         self.train_model, self.optimizer = self.backend.wrap(
             self.model, self.optimizer, self.compressor
         )
@@ -160,6 +163,9 @@ class Trainer:
         ]
 
     def _save(self, step: int) -> None:
+        state = self.compressor.state_dict()
+        if state:  # per-rank state (residuals) goes beside last.pt, one file per rank
+            checkpoint.save_rank_state(self.out, self.env.rank, step, state)
         if not self.env.is_main:
             return
         checkpoint.save_atomic(
@@ -169,7 +175,6 @@ class Trainer:
                 "step": step,
                 "config": self.cfg.to_dict(),
                 "world_size": self.env.world_size,
-                "compressor": self.compressor.state_dict(),
             },
             checkpoint.checkpoint_path(self.out),
         )
@@ -246,6 +251,7 @@ class Trainer:
                 if step == first_measured and cfg.compute_probe_steps:
                     self.compute_s = self._probe_compute(x, y, step)
                 torch.manual_seed(step_seed(cfg.seed, step, env.rank))
+                self.compressor.set_step(step)
                 tx0 = self.tx() if self.tx else None
                 t0 = time.perf_counter()
                 loss = self._forward_backward(x, y)

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dist_sqz.comm.backends import BACKENDS, Backend
 from dist_sqz.comm.collectives import TorchCollectives
-from dist_sqz.comm.compression import Compressor
+from dist_sqz.comm.compression import Bucket, Compressor
 from dist_sqz.comm.env import LaunchEnv
 from dist_sqz.errors import UsageError
 
@@ -91,7 +91,10 @@ def accounted_hook(
         fut: torch.futures.Future = torch.futures.Future()
         fut.set_result(buf)
         return fut
-    return state.compressor.exchange(buf, state.collectives, bucket.index())
+    params = bucket.parameters()
+    names = [state.param_names[id(p)] for p in params]
+    shapes = [p.shape for p in params]
+    return state.compressor.exchange(Bucket(buf, bucket.index(), shapes, names), state.collectives)
 
 
 # Buffers (BatchNorm statistics) are not re-broadcast every forward: every byte DDP sends per
@@ -124,6 +127,7 @@ class DDPBackend(Backend):
         self, model: nn.Module, optimizer: torch.optim.Optimizer, compressor: Compressor
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         self.compressor = compressor
+        self.param_names = {id(p): n for n, p in model.named_parameters()}
         ddp = DDP(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,

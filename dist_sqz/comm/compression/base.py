@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -17,19 +20,86 @@ class Collectives(Protocol):
     def all_gather(self, t: torch.Tensor) -> torch.futures.Future: ...
 
 
+@dataclass
+class Bucket:
+    """One flat gradient buffer and the shapes of the parameters laid out in it, in order."""
+
+    buffer: torch.Tensor
+    index: int
+    shapes: Sequence[torch.Size]
+    names: Sequence[str]
+
+    def views(self) -> list[torch.Tensor]:
+        """The buffer cut into one view per parameter, shaped like it."""
+        out, at = [], 0
+        for s in self.shapes:
+            n = math.prod(s)
+            out.append(self.buffer[at : at + n].view(s))
+            at += n
+        return out
+
+
+class ParamState:
+    """Per-parameter state (residuals, momenta) kept by name, so it survives DDP re-forming
+    its buckets after the first step and a resume into fresh buckets."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def flat(self, bucket: Bucket) -> torch.Tensor:
+        """This bucket's state as one flat tensor laid out like the buffer (zeros if new)."""
+        parts = []
+        for name, shape in zip(bucket.names, bucket.shapes, strict=True):
+            t = self.tensors.get(name)
+            if t is None or t.shape != shape:
+                t = bucket.buffer.new_zeros(shape)
+            parts.append(t.reshape(-1).to(bucket.buffer))
+        return torch.cat(parts) if len(parts) > 1 else parts[0].clone()
+
+    def store(self, bucket: Bucket, flat: torch.Tensor) -> None:
+        at = 0
+        for name, shape in zip(bucket.names, bucket.shapes, strict=True):
+            n = math.prod(shape)
+            self.tensors[name] = flat[at : at + n].view(shape)
+            at += n
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.tensors.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.tensors = dict(state)
+
+
+def done_future(value: Any) -> torch.futures.Future:
+    fut: torch.futures.Future = torch.futures.Future()
+    fut.set_result(value)
+    return fut
+
+
 class Compressor:
-    """Base: `exchange` turns one rank's gradient into the average over ranks."""
+    """Base: `exchange` turns one rank's gradient bucket into the average over ranks, in place.
+
+    Collectives must be issued from `exchange` itself (the thread that runs the backward
+    pass), never from a completion callback: callbacks run on the collective library's
+    threads in whatever order collectives finish, and ranks would then disagree on the order.
+    """
 
     name = "base"
+    owns_momentum = False  # True: the compressor applies momentum itself (the optimizer must not)
 
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg
+        self.step = 0
 
-    def exchange(self, grad: torch.Tensor, comm: Collectives, key: int) -> torch.futures.Future:
+    def set_step(self, step: int) -> None:
+        """Called before each training step (0-based) so schedules can follow it."""
+        self.step = step
+
+    def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Compressor state that a checkpoint must keep (error-feedback residuals...)."""
+        """Per-rank state a checkpoint must keep (error-feedback residuals...)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -45,7 +115,8 @@ class AllReduceCompressor(Compressor):
     def decompress(self, payload: torch.Tensor, ctx: Any, like: torch.Tensor) -> torch.Tensor:
         return payload
 
-    def exchange(self, grad: torch.Tensor, comm: Collectives, key: int) -> torch.futures.Future:
+    def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
+        grad = bucket.buffer
         payload, ctx = self.compress(grad)
         n = comm.world_size
 
@@ -56,3 +127,30 @@ class AllReduceCompressor(Compressor):
             return grad.div_(n)
 
         return comm.all_reduce(payload).then(finish)
+
+
+class GatherCompressor(Compressor):
+    """compress to a per-rank payload -> all-gather -> every rank decodes all N the same way.
+
+    For payloads that do not sum (sparse values + indices, int8 with per-rank scales). All
+    ranks decode the gathered list in rank order, so they compute bit-identical averages.
+    """
+
+    def encode(self, bucket: Bucket) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode_sum(self, payloads: list[torch.Tensor], out: torch.Tensor) -> None:
+        """Write the sum of every rank's decoded gradient into `out` (zeroed by the caller)."""
+        raise NotImplementedError
+
+    def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
+        grad = bucket.buffer
+        payload = self.encode(bucket)
+        n = comm.world_size
+
+        def finish(fut: torch.futures.Future) -> torch.Tensor:
+            grad.zero_()
+            self.decode_sum(fut.value(), grad)
+            return grad.div_(n)
+
+        return comm.all_gather(payload).then(finish)
