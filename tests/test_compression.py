@@ -1,0 +1,199 @@
+"""Compressors over real gloo collectives: exact maths on known gradients (2 spawned ranks),
+then whole training runs under torchrun (payload accounting, identical replicas, resume)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dist_sqz.comm.accounting import Ledger
+from dist_sqz.comm.collectives import TorchCollectives
+from dist_sqz.comm.compression import Bucket, build_compressor
+from tests.conftest import free_port, read_run, train_torchrun
+
+SHAPES = [torch.Size([6, 5]), torch.Size([6]), torch.Size([4, 3, 2, 2]), torch.Size([700])]
+NAMES = ["fc.weight", "fc.bias", "conv.weight", "big.bias"]
+
+
+def _grad(rank: int, low_rank: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(100 + rank)
+    parts = []
+    for s in SHAPES:
+        if low_rank and len(s) >= 2:  # rank-1 matrices: PowerSGD (rank 2) recovers them exactly
+            n, m = s[0], math.prod(s[1:])
+            parts.append((torch.randn(n, 1, generator=g) @ torch.randn(1, m, generator=g)).view(-1))
+        else:
+            parts.append(torch.randn(math.prod(s), generator=g))
+    return torch.cat(parts)
+
+
+def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: bool, q) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    ledger = Ledger(2)
+    comm = TorchCollectives(ledger, 2)
+    cfg = SimpleNamespace(momentum=0.0, **opts)
+    comp = build_compressor(name, cfg)
+    outs = []
+    for step in range(steps):
+        comp.set_step(step)
+        buf = _grad(rank, low_rank) * (step + 1)
+        out = comp.exchange(Bucket(buf, 0, SHAPES, NAMES), comm).wait()
+        outs.append(out.clone())
+    held = comp.state_dict().get("residual", {})
+    residual = torch.cat([held[n].reshape(-1) for n in NAMES]) if held else None
+    q.put((rank, outs, ledger.take_step().payload_bytes, residual))
+    dist.destroy_process_group()
+
+
+def _exchange(name: str, steps: int = 1, low_rank: bool = False, **opts):
+    """Run `steps` exchanges of known gradients on 2 gloo ranks; per-rank outputs, payload."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = free_port()
+    procs = [
+        ctx.Process(target=_worker, args=(r, port, name, opts, steps, low_rank, q))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    got = {r: (o, b, res) for r, o, b, res in (q.get(timeout=120) for _ in procs)}
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    return got
+
+
+def _mean(step: int = 0, low_rank: bool = False) -> torch.Tensor:
+    return (_grad(0, low_rank) + _grad(1, low_rank)) * (step + 1) / 2
+
+
+NUMEL = sum(math.prod(s) for s in SHAPES)
+
+
+def test_fp16_and_bf16_average_and_halve_payload():
+    for name, tol in (("fp16", 2e-3), ("bf16", 2e-2)):
+        got = _exchange(name)
+        for r in (0, 1):
+            out, payload = got[r][0][0], got[r][1]
+            assert payload == 2 * NUMEL
+            torch.testing.assert_close(out, _mean(), rtol=tol, atol=tol)
+        assert torch.equal(got[0][0][0], got[1][0][0])
+
+
+def test_int8_payload_and_error():
+    got = _exchange("int8")
+    chunks = math.ceil(NUMEL / 1024)
+    assert got[0][1] == NUMEL + 4 * chunks
+    out = got[0][0][0]
+    assert torch.equal(out, got[1][0][0])
+    # Each value is off by at most half a quantisation step of its rank's chunk.
+    bound = sum(_grad(r).abs().max() / 127 / 2 for r in (0, 1)) / 2
+    assert (out - _mean()).abs().max() <= bound + 1e-6
+
+
+def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest():
+    got = _exchange("topk", compression_density=1.0)
+    torch.testing.assert_close(got[0][0][0], _mean())
+    assert got[0][1] == 8 * NUMEL  # values + int32 indices
+
+    density = 0.1
+    k = math.ceil(density * NUMEL)
+    got = _exchange("topk", steps=2, compression_density=density)
+    first, second = got[0][0]
+    assert torch.equal(first, got[1][0][0]) and torch.equal(second, got[1][0][1])
+    assert got[0][1] == 2 * 8 * k
+    assert int((first != 0).sum()) <= 2 * k
+    top = torch.topk(_grad(0).abs(), k).indices
+    assert torch.all(first[top] != 0)
+    # Error feedback loses nothing: what was averaged over both steps plus the mean of what
+    # the ranks still hold equals the mean of every gradient so far.
+    held = (got[0][2] + got[1][2]) / 2
+    torch.testing.assert_close(first + second + held, _mean(0) + _mean(1))
+
+
+def test_dgc_warmup_density_schedule():
+    cfg = SimpleNamespace(momentum=0.9, compression_density=0.001, dgc_warmup_steps=8)
+    comp = build_compressor("dgc", cfg)
+    seen = []
+    for step in range(10):
+        comp.set_step(step)
+        seen.append(comp.current_density())
+    assert seen[:2] == [0.25, 0.25] and seen[2] == 0.0625 and seen[-1] == 0.001
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_dgc_replicas_agree_and_momentum_masks():
+    got = _exchange("dgc", steps=3, compression_density=0.05, dgc_clip_norm=1.0)
+    for a, b in zip(got[0][0], got[1][0], strict=True):
+        assert torch.equal(a, b)
+        assert int((a != 0).sum()) <= 2 * math.ceil(0.05 * NUMEL)
+
+
+def test_powersgd_recovers_low_rank_gradients_and_shrinks_payload():
+    got = _exchange("powersgd", steps=2, low_rank=True, powersgd_rank=2)
+    for step in (0, 1):
+        out = got[0][0][step]
+        assert torch.equal(out, got[1][0][step])
+    # The average of two rank-1 matrices is rank 2: recovered once Q has warmed up.
+    torch.testing.assert_close(got[0][0][1], _mean(1, low_rank=True), rtol=1e-4, atol=1e-4)
+    # fc.weight (6x5) and conv.weight (4x12) go as rank-2 P and Q: 2(n+m) < nm for both;
+    # the biases go whole.
+    p_q = 2 * (6 + 5) + 2 * (4 + 12)
+    assert got[0][1] == 2 * 4 * (p_q + 6 + 700)
+
+
+# -- whole runs --------------------------------------------------------------------------
+
+ALEX = ["--model", "alexnet", "--image-size", "64", "--batch-size", "2"]
+QUICK = ["--steps", "3", "--warmup-steps", "1", "--compute-probe-steps", "0"]
+ALEX_PAYLOAD = 244_403_360
+
+
+def test_alexnet_topk_fp16_powersgd_payloads(tmp_path):
+    train_torchrun(
+        2,
+        tmp_path / "topk",
+        *ALEX,
+        *QUICK,
+        "--compression",
+        "topk",
+        "--compression-density",
+        "0.001",
+    )
+    _, s = read_run(tmp_path / "topk")
+    assert s["compression_ratio"] >= 250 and s["replicas_consistent"]
+
+    train_torchrun(2, tmp_path / "fp16", *ALEX, *QUICK, "--compression", "fp16")
+    metrics, s = read_run(tmp_path / "fp16")
+    assert all(m["payload_bytes"] * 2 == ALEX_PAYLOAD for m in metrics)
+    assert s["replicas_consistent"]
+
+    train_torchrun(2, tmp_path / "psgd", *ALEX, *QUICK, "--compression", "powersgd")
+    metrics, s = read_run(tmp_path / "psgd")
+    assert all(m["payload_bytes"] < ALEX_PAYLOAD / 100 for m in metrics)
+    assert s["replicas_consistent"]
+
+
+@pytest.mark.parametrize("name", ["int8", "dgc", "bf16"])
+def test_replicas_consistent_under_compression(tmp_path, tiny, name):
+    train_torchrun(3, tmp_path / name, *tiny, "--compression", name)
+    _, s = read_run(tmp_path / name)
+    assert s["replicas_consistent"] and s["compression_ratio"] > 1.5
+
+
+@pytest.mark.parametrize("name", ["topk", "powersgd"])
+def test_resume_restores_per_rank_compressor_state(tmp_path, tiny, name):
+    args = [*tiny, "--compression", name, "--compression-density", "0.05"]
+    train_torchrun(2, tmp_path / "full", *args)
+    half = [*args, "--steps", "2"]
+    train_torchrun(2, tmp_path / "cut", *half)
+    assert (tmp_path / "cut" / "checkpoints" / "compressor-rank1.pt").is_file()
+    train_torchrun(2, tmp_path / "cut", *args, "--resume", str(tmp_path / "cut"))
+    _, full = read_run(tmp_path / "full")
+    _, resumed = read_run(tmp_path / "cut")
+    assert resumed["param_checksum"] == full["param_checksum"]
