@@ -65,6 +65,7 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
         plain = DDP(build_model(name))
         hooked = DDP(build_model(name))
         state = _HookState(world)
+        state.param_names = {id(p): n for n, p in hooked.module.named_parameters()}
         hooked.register_comm_hook(state, accounted_hook)
         # torch's own Python all-reduce hook: the cost of any Python comm hook in DDP.
         torch_hook = DDP(build_model(name))

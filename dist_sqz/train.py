@@ -24,7 +24,7 @@ from dist_sqz import checkpoint
 from dist_sqz.comm.accounting import StepComm
 from dist_sqz.comm.backends import BACKENDS, Backend
 from dist_sqz.comm.compression import build_compressor
-from dist_sqz.comm.env import LaunchEnv, launch_env
+from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
 from dist_sqz.config import TrainConfig, dump_yaml
 from dist_sqz.data import build_batches, eval_batches, num_classes_of
 from dist_sqz.errors import CommFailure, UsageError
@@ -88,6 +88,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: dict[str, Any] | None = None) -> None:
         env = launch_env()
+        share_cpu_threads(env)
         self.env: LaunchEnv = env
         self.resume = resume
         num_classes = cfg.num_classes or num_classes_of(cfg.data, cfg.image_size)
@@ -181,7 +182,7 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.backend.zero_grad(self.optimizer)
         loss = F.cross_entropy(self.train_model(x), y)
         loss.backward()
         return loss
@@ -196,7 +197,7 @@ class Trainer:
                 loss = self._forward_backward(x, y)
                 loss.item()
                 times.append(time.perf_counter() - t0)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.backend.zero_grad(self.optimizer)
         self.backend.ledger.take_step()  # nothing should be there; keep the ledger clean
         return statistics.median(times)
 

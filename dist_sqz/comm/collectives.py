@@ -61,3 +61,79 @@ class TorchCollectives:
         return self._issue(
             "allgather", t, lambda: dist.all_gather(out, t, group=self.group, async_op=True), out
         )
+
+
+class _Pending(torch.futures.Future):
+    """A future completed by polling a library's request handle (MPI, Horovod).
+
+    `wait()` first drives the request to completion, so code that waits on it directly
+    (PowerSGD's first all-reduce) cannot hang on a future nobody completes.
+    """
+
+    def __init__(self, owner: PolledCollectives, handle, result, rec, t0: float) -> None:
+        super().__init__()
+        self.owner, self.handle, self.result, self.rec, self.t0 = owner, handle, result, rec, t0
+
+    def complete(self, block: bool = True) -> bool:
+        if self.done():
+            return True
+        if not block and not self.owner.test(self.handle):
+            return False
+        self.owner.finish(self.handle)
+        self.rec.comm_time_s = time.perf_counter() - self.t0
+        self.set_result(self.result() if callable(self.result) else self.result)
+        return True
+
+    def wait(self):
+        self.complete()
+        return super().wait()
+
+
+class PolledCollectives:
+    """Accounted collectives over a library with non-blocking calls and request handles.
+
+    Subclasses start operations (`start_all_reduce`, `start_all_gather`) and say how to test
+    and finish a handle. `poll()` completes whatever has finished; the bucketed exchange calls
+    it from each gradient hook so completion times are observed during backward.
+    """
+
+    def __init__(self, ledger: Ledger, world_size: int) -> None:
+        self.ledger = ledger
+        self.world_size = world_size
+        self._pending: list[_Pending] = []
+
+    def test(self, handle) -> bool:
+        raise NotImplementedError
+
+    def finish(self, handle) -> None:
+        raise NotImplementedError
+
+    def start_all_reduce(self, t: torch.Tensor):
+        raise NotImplementedError
+
+    def start_all_gather(self, t: torch.Tensor):
+        """(handle, () -> list of N tensors shaped like t)"""
+        raise NotImplementedError
+
+    def _track(self, collective: str, payload: torch.Tensor, start) -> torch.futures.Future:
+        rec = self.ledger.begin(collective, nbytes(payload))
+        t0 = time.perf_counter()
+        handle, result = start()
+        fut = _Pending(self, handle, result, rec, t0)
+        self._pending.append(fut)
+        return fut
+
+    def poll(self) -> None:
+        self._pending = [f for f in self._pending if not f.complete(block=False)]
+
+    def all_reduce(self, t: torch.Tensor) -> torch.futures.Future:
+        return self._track("allreduce", t, lambda: (self.start_all_reduce(t), t))
+
+    def all_gather(self, t: torch.Tensor) -> torch.futures.Future:
+        return self._track("allgather", t, lambda: self.start_all_gather(t))
+
+    def flush(self) -> None:
+        """Complete every outstanding collective, oldest first."""
+        for f in self._pending:
+            f.complete()
+        self._pending = []

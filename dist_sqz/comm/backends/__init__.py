@@ -52,6 +52,9 @@ class Backend:
         finally:
             self.comm_enabled = True
 
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
     def all_gather_object(self, obj: Any) -> list[Any]:
         raise NotImplementedError
 
@@ -59,4 +62,4 @@ class Backend:
         pass
 
 
-from dist_sqz.comm.backends import ddp  # noqa: E402, F401
+from dist_sqz.comm.backends import ddp, horovod, mpi  # noqa: E402, F401

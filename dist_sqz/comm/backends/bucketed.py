@@ -1,0 +1,148 @@
+"""DDP-style gradient bucketing for backends without DDP (MPI, Horovod with a compressor).
+
+Parameters are grouped into buckets of about `bucket_cap_mb` in reverse registration order
+(roughly the order backward produces gradients, as DDP's first iteration does). A
+post-accumulate-grad hook copies each gradient into its bucket; when a bucket is full the
+compressor exchanges it over the backend's non-blocking collectives while backward goes on.
+Before `optimizer.step()` every bucket's result is waited for, in bucket order, and written
+back to the gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dist_sqz.comm.compression import Bucket, Compressor
+
+
+class _Slot:
+    def __init__(self, index: int, params: list[tuple[str, nn.Parameter]]) -> None:
+        self.index = index
+        self.names = [n for n, _ in params]
+        self.params = [p for _, p in params]
+        self.shapes = [p.shape for p in self.params]
+        numel = sum(p.numel() for p in self.params)
+        self.buffer = torch.zeros(numel, dtype=self.params[0].dtype, device=self.params[0].device)
+        self.offsets = {}
+        at = 0
+        for p in self.params:
+            self.offsets[id(p)] = at
+            at += p.numel()
+        self.ready: set[int] = set()
+        self.future: torch.futures.Future | None = None
+
+
+class BucketedExchange:
+    """Owns the buckets, the hooks and the pending futures of one model."""
+
+    def __init__(
+        self, model: nn.Module, compressor: Compressor, comm: Any, bucket_cap_mb: float
+    ) -> None:
+        self.compressor = compressor
+        self.comm = comm
+        self.enabled = True
+        cap = bucket_cap_mb * 2**20
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.slots: list[_Slot] = []
+        group: list[tuple[str, nn.Parameter]] = []
+        size = 0
+        for name, p in reversed(params):
+            group.append((name, p))
+            size += p.numel() * p.element_size()
+            if size >= cap:
+                self.slots.append(_Slot(len(self.slots), group))
+                group, size = [], 0
+        if group:
+            self.slots.append(_Slot(len(self.slots), group))
+        self._slot_of = {id(p): s for s in self.slots for p in s.params}
+        self._next = 0  # buckets are launched strictly in index order, like DDP
+        self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad) for _, p in params]
+
+    def _on_grad(self, p: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        slot = self._slot_of[id(p)]
+        at = slot.offsets[id(p)]
+        slot.buffer[at : at + p.numel()].copy_(p.grad.reshape(-1))
+        slot.ready.add(id(p))
+        self._launch_ready()
+        poll = getattr(self.comm, "poll", None)
+        if poll is not None:
+            poll()
+
+    def _launch(self, slot: _Slot) -> None:
+        bucket = Bucket(slot.buffer, slot.index, slot.shapes, slot.names)
+        slot.future = self.compressor.exchange(bucket, self.comm)
+
+    def _launch_ready(self) -> None:
+        while self._next < len(self.slots):
+            slot = self.slots[self._next]
+            if len(slot.ready) < len(slot.params):
+                return
+            self._launch(slot)
+            self._next += 1
+
+    def synchronize(self) -> None:
+        """Launch what is left (unused parameters count as zero), wait, write gradients back."""
+        if not self.enabled:
+            return
+        for slot in self.slots[self._next :]:
+            for p in slot.params:
+                if id(p) not in slot.ready:
+                    at = slot.offsets[id(p)]
+                    slot.buffer[at : at + p.numel()].zero_()
+            self._launch(slot)
+        self._next = len(self.slots)
+        flush = getattr(self.comm, "flush", None)
+        if flush is not None:
+            flush()  # drive every outstanding request to completion, in issue order
+        for slot in self.slots:
+            out = slot.future.wait()
+            for p in slot.params:
+                at = slot.offsets[id(p)]
+                view = out[at : at + p.numel()].view_as(p)
+                if p.grad is None:
+                    p.grad = view.clone()
+                else:
+                    p.grad.copy_(view)
+            slot.ready.clear()
+            slot.future = None
+        self._next = 0
+
+    def reset(self) -> None:
+        """Forget a backward pass that will not be synchronised (the no-comm probe)."""
+        for slot in self.slots:
+            slot.ready.clear()
+            slot.future = None
+        self._next = 0
+        end_step = getattr(self.comm, "end_step", None)
+        if end_step is not None:
+            end_step()
+
+
+class SyncOptimizer:
+    """An optimizer whose `step()` first completes the gradient exchange."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, exchange: BucketedExchange) -> None:
+        self.optimizer = optimizer
+        self.exchange = exchange
+
+    def step(self, closure=None):
+        self.exchange.synchronize()
+        return self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups

@@ -1,0 +1,160 @@
+"""Horovod (horovodrun, Gloo controller): `hvd.DistributedOptimizer` with accounted compression.
+
+Launch with `horovodrun -np N python -m dist_sqz train --backend horovod`. Uncompressed and
+fp16 runs go through `hvd.DistributedOptimizer` itself (Horovod's own fp16 compression): an
+accounting wrapper around its `Compression` records each tensor's payload after compression
+and the time from hand-off to `synchronize()` collecting it. Compressors that need an
+all-gather or two rounds (int8, topk, dgc, powersgd, bf16) run through the same bucketing as
+the MPI backend, over Horovod's asynchronous collectives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from dist_sqz.comm.accounting import Ledger
+from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
+from dist_sqz.comm.collectives import PolledCollectives, nbytes
+from dist_sqz.comm.compression import Compressor
+from dist_sqz.comm.env import LaunchEnv
+from dist_sqz.errors import UsageError
+
+
+def import_horovod():
+    try:
+        import horovod.torch as hvd
+    except ImportError:
+        raise UsageError(
+            "backend horovod needs Horovod built for this torch: run launch/install_horovod.sh"
+        ) from None
+    return hvd
+
+
+class AccountedCompression:
+    """Wraps a Horovod `Compression`: what `compress` returns is what gets all-reduced."""
+
+    def __init__(self, inner, ledger: Ledger) -> None:
+        self.inner = inner
+        self.ledger = ledger
+
+    def compress(self, tensor: torch.Tensor):
+        out, ctx = self.inner.compress(tensor)
+        rec = self.ledger.begin("allreduce", nbytes(out))
+        return out, (ctx, rec, time.perf_counter())
+
+    def decompress(self, tensor: torch.Tensor, ctx):
+        inner_ctx, rec, t0 = ctx
+        rec.comm_time_s = time.perf_counter() - t0
+        return self.inner.decompress(tensor, inner_ctx)
+
+
+class HorovodCollectives(PolledCollectives):
+    """Horovod's async all-reduce (sum) and all-gather; names repeat each step, in order."""
+
+    def __init__(self, ledger: Ledger, hvd) -> None:
+        super().__init__(ledger, hvd.size())
+        self.hvd = hvd
+        self._seq = itertools.count()
+        self._results: dict[int, list[torch.Tensor]] = {}
+
+    def start_all_reduce(self, t: torch.Tensor):
+        return self.hvd.allreduce_async_(t, name=f"dsqz.ar.{next(self._seq)}", op=self.hvd.Sum)
+
+    def start_all_gather(self, t: torch.Tensor):
+        handle = self.hvd.allgather_async(t.unsqueeze(0), name=f"dsqz.ag.{next(self._seq)}")
+        box: list[torch.Tensor] = []
+        self._results[id(handle)] = box
+        return handle, lambda: list(box[0].unbind(0))
+
+    def test(self, handle) -> bool:
+        return self.hvd.poll(handle)
+
+    def finish(self, handle) -> None:
+        out = self.hvd.synchronize(handle)
+        box = self._results.pop(id(handle), None)
+        if box is not None:
+            box.append(out)
+
+    def end_step(self) -> None:
+        """The step's collectives are done: next step reuses the same names (Horovod caches
+        its negotiation per name)."""
+        self._seq = itertools.count()
+
+
+@BACKENDS.register("horovod")
+class HorovodBackend(Backend):
+    name = "horovod"
+
+    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
+        super().__init__(cfg, env)
+        self.hvd = hvd = import_horovod()
+        hvd.init()
+        if (hvd.size(), hvd.rank()) != (env.world_size, env.rank):
+            raise UsageError(
+                f"backend horovod sees world size {hvd.size()} (rank {hvd.rank()}) but the "
+                f"launcher says {env.world_size} (rank {env.rank}); launch with horovodrun -np N"
+            )
+        self.collectives = HorovodCollectives(self.ledger, hvd)
+        self.hvd_opt = None
+        self.exchange: BucketedExchange | None = None
+
+    def wrap(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, compressor: Compressor
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        hvd = self.hvd
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        native = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}
+        if compressor.name in native:
+            self.hvd_opt = hvd.DistributedOptimizer(
+                optimizer,
+                named_parameters=model.named_parameters(),
+                compression=AccountedCompression(native[compressor.name], self.ledger),
+            )
+            hvd.broadcast_optimizer_state(self.hvd_opt, root_rank=0)
+            return model, self.hvd_opt
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        self.exchange = BucketedExchange(
+            model, compressor, self.collectives, self.cfg.bucket_cap_mb
+        )
+        return model, SyncOptimizer(optimizer, self.exchange)
+
+    @contextlib.contextmanager
+    def compute_only(self) -> Iterator[None]:
+        opt, ex = self.hvd_opt, self.exchange
+        if opt is not None:
+            # The hooks count down per backward pass and all-reduce at zero: out of reach here.
+            opt.set_backward_passes_per_step(2**30)
+        if ex is not None:
+            ex.enabled = False
+        try:
+            with super().compute_only():
+                yield
+        finally:
+            if opt is not None:
+                opt._handles.clear()  # the (None, None) placeholders the hooks left
+                opt.set_backward_passes_per_step(1)
+            if ex is not None:
+                ex.enabled = True
+                ex.reset()
+
+    def zero_grad(self, optimizer) -> None:
+        if self.hvd_opt is not None and not self.comm_enabled:
+            self.hvd_opt._handles.clear()
+        if self.hvd_opt is not None:
+            self.hvd_opt.zero_grad()  # Horovod's takes no set_to_none; it sets None anyway
+        else:
+            optimizer.zero_grad(set_to_none=True)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return self.hvd.allgather_object(obj)
+
+    def close(self) -> None:
+        self.hvd.shutdown()
