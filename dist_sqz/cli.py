@@ -185,6 +185,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8, help="per worker (default 8)")
     p.add_argument("--out", default="", help="output folder (default runs/compare-<time>)")
+    p.add_argument("--wandb", default="off", choices=("off", "offline", "online"))
+    p.add_argument("--wandb-project", default="dist_sqz")
+    p.add_argument("--wandb-group", default="", help="default compare-<out folder name>")
     p.set_defaults(func=cmd_compare)
 
 
@@ -211,6 +214,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         batch_size=args.batch_size,
         delay=args.delay,
+        wandb=(args.wandb, args.wandb_project, args.wandb_group or f"compare-{out.name}"),
     )
     print((out / "report.md").read_text())
     print(

@@ -98,6 +98,7 @@ def compare(
     batch_size: int = 8,
     delay: str = "",
     timeout_s: float = 900,
+    wandb: tuple[str, str, str] = ("off", "", ""),
 ) -> dict[str, Any]:
     for m in models:
         MODELS.get(m)
@@ -106,6 +107,11 @@ def compare(
     if steps <= warmup:
         raise UsageError(f"--steps must exceed the {warmup} warm-up steps")
     link_bps = parse_rate(link)
+    wandb_mode, wandb_project, wandb_group = wandb
+    if wandb_mode != "off":
+        from dist_sqz.wandb_sink import import_wandb
+
+        import_wandb()
     if (out / "results.json").exists():
         raise UsageError(f"{out} already holds a comparison; choose another --out")
     emulate, why = namespaces_permitted()
@@ -132,6 +138,9 @@ def compare(
                 flush=True,
             )
             args = _train_args(model, run_dir, steps, warmup, image_size, batch_size)
+            if wandb_mode != "off":
+                args += ["--wandb", wandb_mode, "--wandb-project", wandb_project]
+                args += ["--wandb-group", wandb_group]
             ok = _run_one(args, n, emulate, link, delay, out / "logs" / f"{model}-n{n}", timeout_s)
             if not ok or not (run_dir / "summary.json").exists():
                 print(" failed", flush=True)
@@ -174,4 +183,13 @@ def compare(
     from dist_sqz.report import write_compare_report
 
     write_compare_report(result, out)
+    if wandb_mode != "off":
+        from dist_sqz.report import PLOTS
+        from dist_sqz.wandb_sink import WandbSink
+
+        meta = {k: v for k, v in result.items() if k != "rows"}
+        sink = WandbSink(wandb_mode, wandb_project, wandb_group, "compare", meta, out)
+        sink.log_table("results", rows)
+        sink.log_images([out / p for p in PLOTS if (out / p).exists()])
+        sink.close()
     return result

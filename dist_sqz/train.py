@@ -30,6 +30,7 @@ from dist_sqz.data import build_batches, eval_batches, num_classes_of
 from dist_sqz.errors import CommFailure, UsageError
 from dist_sqz.metrics import JsonlSink, ProgressSink, Sink, medians, read_jsonl
 from dist_sqz.models import build_model, check_input_size, count_params
+from dist_sqz.wandb_sink import WandbSink, import_wandb
 
 
 def _is_comm_error(e: BaseException) -> bool:
@@ -123,6 +124,8 @@ class Trainer:
                 )
         elif env.is_main:
             check_new_run_dir(self.out)
+        if cfg.wandb != "off" and env.is_main:
+            import_wandb()  # fail before anything is written
 
         # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
         self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
@@ -162,6 +165,17 @@ class Trainer:
             JsonlSink(self.out / "metrics.jsonl", keep_below_step=keep),
             ProgressSink(self.cfg.steps, self.cfg.log_every),
         ]
+        if self.cfg.wandb != "off":
+            self.sinks.append(
+                WandbSink(
+                    self.cfg.wandb,
+                    self.cfg.wandb_project,
+                    self.cfg.wandb_group,
+                    self.cfg.name,
+                    self.cfg.to_dict(),
+                    self.out,
+                )
+            )
 
     def _save(self, step: int) -> None:
         state = self.compressor.state_dict()
@@ -327,6 +341,9 @@ class Trainer:
         summary["replicas_consistent"] = len(set(checksums)) == 1
         summary["config"] = self.cfg.to_dict()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for sink in self.sinks:
+            if hasattr(sink, "summary"):
+                sink.summary(summary)
         print(
             f"dist-sqz: done. median step {summary.get('step_time_s', float('nan')) * 1e3:.1f} ms, "
             f"payload {summary.get('payload_bytes', 0):,.0f} B/step, "
