@@ -224,6 +224,178 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        vals = [int(x) for x in _csv(text)]
+    except ValueError:
+        raise UsageError(f"{flag} takes integers like 1,2,4; got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise UsageError(f"{flag} takes positive integers; got {text!r}")
+    return vals
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    from dist_sqz.simulate import TOPOLOGIES
+
+    p = sub.add_parser(
+        "simulate",
+        help="cost model: step time and scaling efficiency at N workers",
+        description="Predicts step time, scaling efficiency and throughput from the model's "
+        "DDP gradient buckets, a compute profile and a network (latency + bandwidth, "
+        "topology), with each bucket's all-reduce overlapping the rest of backward.",
+    )
+    p.add_argument("--models", default="alexnet,squeezenet1_1")
+    p.add_argument(
+        "--workers",
+        default=",".join(str(2**i) for i in range(11)),
+        help="worker counts (default 1,2,4,...,1024)",
+    )
+    p.add_argument("--profile", default="h100", help="configs/profiles/NAME.json or a path")
+    p.add_argument("--precision", default="bf16_cl", help="profile precision (fp32, bf16_cl)")
+    p.add_argument("--batch-size", type=int, default=256, help="per worker (default 256)")
+    p.add_argument("--link", default="100gbit", help="per-worker bandwidth (default 100gbit)")
+    p.add_argument("--latency", default="5us", help="per-message latency (default 5us)")
+    p.add_argument("--topology", default="ring", choices=TOPOLOGIES)
+    p.add_argument("--gpus-per-node", type=int, default=8, help="hierarchical only")
+    p.add_argument("--intra-link", default="3600gbit", help="hierarchical: node-local link")
+    p.add_argument("--bucket-cap-mb", type=float, default=25.0)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--plot", default="", metavar="DIR", help="write efficiency/throughput PNGs")
+    p.set_defaults(func=cmd_simulate)
+
+
+def _seconds(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(s|ms|us|ns)?\s*", text)
+    if not m:
+        raise UsageError(f"latency {text!r} is not like 5us or 1ms")
+    return float(m.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[m.group(2) or "s"]
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dist_sqz.cluster import parse_rate
+    from dist_sqz.models import MODELS
+    from dist_sqz.simulate import Network, load_profile, plot, simulate
+
+    for m in _csv(args.models):
+        MODELS.get(m)
+    if args.batch_size < 1 or args.gpus_per_node < 1:
+        raise UsageError("--batch-size and --gpus-per-node must be >= 1")
+    net = Network(
+        bandwidth_Bps=parse_rate(args.link) / 8,
+        latency_s=_seconds(args.latency),
+        topology=args.topology,
+        gpus_per_node=args.gpus_per_node,
+        intra_bandwidth_Bps=parse_rate(args.intra_link) / 8,
+    )
+    rows = simulate(
+        _csv(args.models),
+        _ints(args.workers, "--workers"),
+        net,
+        load_profile(args.profile),
+        args.batch_size,
+        args.precision,
+        args.bucket_cap_mb,
+    )
+    if args.plot:
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        plot(rows, Path(args.plot))
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(
+        f"profile {args.profile} ({args.precision}, batch {args.batch_size}/worker), "
+        f"{args.link} links, {args.latency} latency, {args.topology}"
+    )
+    print(
+        f"{'model':15s} {'N':>5s} {'step ms':>9s} {'comm ms':>9s} {'exposed':>9s} "
+        f"{'efficiency':>10s} {'images/s':>12s}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:15s} {r['world_size']:5d} {r['step_time_s'] * 1e3:9.2f} "
+            f"{r['comm_time_s'] * 1e3:9.2f} {r['exposed_comm_s'] * 1e3:9.2f} "
+            f"{r['scaling_efficiency']:10.3f} {r['images_per_s']:12,.0f}"
+        )
+    return 0
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="measure forward/backward/optimizer time per model on this device",
+        description="Times forward, backward and the optimizer step for each model, batch "
+        "size and precision on this device (GPU if present) and writes a profile JSON for "
+        "`dist-sqz simulate --profile FILE`.",
+    )
+    p.add_argument("--models", default="alexnet,squeezenet1_0,squeezenet1_1")
+    p.add_argument("--batch-sizes", default="64,256")
+    p.add_argument("--precisions", default="", help="default fp32,bf16_cl on GPU, fp32 on CPU")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from dist_sqz.models import MODELS
+    from dist_sqz.profile import profile, write
+
+    for m in _csv(args.models):
+        MODELS.get(m)
+    if args.steps < 1 or args.warmup < 0 or args.image_size < 1:
+        raise UsageError("--steps and --image-size must be >= 1, --warmup >= 0")
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"{out} exists; choose another --out")
+    default = "fp32,bf16_cl" if torch.cuda.is_available() else "fp32"
+    result = profile(
+        _csv(args.models),
+        _ints(args.batch_sizes, "--batch-sizes"),
+        _csv(args.precisions or default),
+        args.image_size,
+        args.steps,
+        args.warmup,
+    )
+    write(result, out)
+    print(f"dist-sqz profile: wrote {out}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="Markdown + PNG report from finished runs",
+        description="Reads finished run directories (train runs: metrics.jsonl + "
+        "summary.json; compare folders: results.json) and writes report.md with plots: "
+        "per-step bytes and time, scaling curves, a compression table.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="", help="output folder (default runs/report-<time>)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from dist_sqz.report import write_runs_report
+
+    out = Path(args.out or f"runs/report-{time.strftime('%Y%m%d-%H%M%S')}")
+    path = write_runs_report([Path(r) for r in args.runs], out)
+    print(path.read_text())
+    print(f"dist-sqz report: wrote {path} and plots")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dist-sqz",
@@ -236,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_cluster(sub)
     _add_compare(sub)
+    _add_simulate(sub)
+    _add_profile(sub)
+    _add_report(sub)
     return parser
 
 

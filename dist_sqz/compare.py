@@ -58,7 +58,7 @@ def _train_args(
     ]
 
 
-def _run_one(
+def run_job(
     args: list[str], n: int, emulate: bool, link: str, delay: str, logs: Path, timeout_s: float
 ) -> bool:
     logs.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def compare(
             if wandb_mode != "off":
                 args += ["--wandb", wandb_mode, "--wandb-project", wandb_project]
                 args += ["--wandb-group", wandb_group]
-            ok = _run_one(args, n, emulate, link, delay, out / "logs" / f"{model}-n{n}", timeout_s)
+            ok = run_job(args, n, emulate, link, delay, out / "logs" / f"{model}-n{n}", timeout_s)
             if not ok or not (run_dir / "summary.json").exists():
                 print(" failed", flush=True)
                 raise RuntimeError(

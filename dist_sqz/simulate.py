@@ -1,0 +1,226 @@
+"""Cost model: step time and scaling efficiency of data-parallel training at N workers.
+
+    step(N) = forward + max(backward, last bucket's exchange ends) + optimizer
+
+Inputs: (a) the model's gradient buckets as DDP forms them (reverse parameter order, first
+bucket capped at 1 MiB, the rest at `bucket_cap_mb`); (b) a compute profile (forward,
+backward, optimizer seconds at a batch size and precision, `configs/profiles/<name>.json`,
+written by `dist-sqz profile`); (c) a network: per-worker link bandwidth B, per-message
+latency a, and a topology; (d) overlap: a bucket is ready when backward has got through its
+layers (backward time is shared among layers by their multiply-adds) and buckets go out one
+at a time, in order, each once it is ready and the previous one is done.
+
+Per bucket of S bytes among N workers:
+  ring          2(N-1) a + 2(N-1)/N S/B                    (NCCL/gloo ring all-reduce)
+  tree          2 ceil(log2 N) (a + S/B)                   (FireCaffe's reduction tree)
+  ps            2 (a + N S/B)                              (one parameter server: N pushes in,
+                                                            N pulls out through its link)
+  hierarchical  intra-node reduce-scatter + all-gather on the node link (g GPUs per node)
+                around an inter-node ring over N/g nodes of S/g bytes per GPU
+scaling_efficiency(N) = step(1) / step(N) (same per-worker batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dist_sqz.errors import UsageError
+from dist_sqz.models import build_model
+
+TOPOLOGIES = ("ring", "tree", "ps", "hierarchical")
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+FIRST_BUCKET_BYTES = 2**20  # DDP's first bucket cap
+
+
+@dataclass(frozen=True)
+class Network:
+    bandwidth_Bps: float  # per worker, bytes/s
+    latency_s: float = 5e-6
+    topology: str = "ring"
+    gpus_per_node: int = 8
+    intra_bandwidth_Bps: float = 450e9  # NVLink 4 (H100): 450 GB/s each way
+    intra_latency_s: float = 2e-6
+
+
+def allreduce_time(size: float, n: int, net: Network) -> float:
+    """Seconds to all-reduce `size` bytes among n workers on `net`."""
+    if n <= 1 or size <= 0:
+        return 0.0
+    a, b = net.latency_s, net.bandwidth_Bps
+    if net.topology == "ring":
+        return 2 * (n - 1) * a + 2 * (n - 1) / n * size / b
+    if net.topology == "tree":
+        return 2 * math.ceil(math.log2(n)) * (a + size / b)
+    if net.topology == "ps":
+        return 2 * (a + n * size / b)
+    if net.topology == "hierarchical":
+        g = min(net.gpus_per_node, n)
+        nodes = math.ceil(n / g)
+        intra = 2 * ((g - 1) * net.intra_latency_s + (g - 1) / g * size / net.intra_bandwidth_Bps)
+        inter = Network(b, a, "ring")
+        return intra + allreduce_time(size / g, nodes, inter)
+    raise UsageError(f"topology must be one of {', '.join(TOPOLOGIES)}; got {net.topology!r}")
+
+
+@dataclass(frozen=True)
+class GradBucket:
+    nbytes: int
+    ready_fraction: float  # share of backward done when its last gradient is ready
+
+
+def ddp_buckets(model: nn.Module, bucket_cap_mb: float = 25.0, image_size: int = 224):
+    """DDP's buckets in launch order, each with the share of backward done when it is ready."""
+    macs = _param_macs(model, image_size)
+    total = sum(macs.values()) or 1
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    buckets, size, done, cap = [], 0, 0, FIRST_BUCKET_BYTES
+    for name, p in reversed(params):
+        size += p.numel() * 4
+        done += macs.get(name, 0)
+        if size >= cap:
+            buckets.append(GradBucket(size, done / total))
+            size, cap = 0, bucket_cap_mb * 2**20
+    if size:
+        buckets.append(GradBucket(size, 1.0))
+    return buckets
+
+
+def _param_macs(model: nn.Module, image_size: int) -> dict[str, int]:
+    """Multiply-adds of the layer each weight belongs to (a proxy for its backward time)."""
+    owner = {id(m): name for name, m in model.named_modules()}
+    out: dict[str, int] = {}
+
+    def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        elif isinstance(module, nn.Linear):
+            k = module.in_features
+        else:
+            return
+        prefix = owner[id(module)]
+        out[f"{prefix}.weight" if prefix else "weight"] = output.numel() * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, image_size, image_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    path = Path(name) if name.endswith(".json") else PROFILE_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.json")))
+        raise UsageError(f"no profile {name!r}; known: {known} (or a path to a .json)")
+    return json.loads(path.read_text())
+
+
+def compute_times(profile: dict, model: str, batch_size: int, precision: str) -> dict[str, float]:
+    entries = profile.get("models", {}).get(model, {}).get(precision)
+    if not entries:
+        raise UsageError(
+            f"profile {profile.get('device', '?')} has no {model} at precision {precision}; "
+            f"measure it with `dist-sqz profile --models {model}`"
+        )
+    if str(batch_size) in entries:
+        return entries[str(batch_size)]
+    # Linear in batch size between (or beyond) the two nearest measured sizes.
+    sizes = sorted(int(b) for b in entries)
+    if len(sizes) == 1:
+        scale = batch_size / sizes[0]
+        return {k: v * scale for k, v in entries[str(sizes[0])].items()}
+    lo, hi = (sizes[0], sizes[1]) if batch_size < sizes[0] else (sizes[-2], sizes[-1])
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        if a <= batch_size <= b:
+            lo, hi = a, b
+    t = (batch_size - lo) / (hi - lo)
+    e0, e1 = entries[str(lo)], entries[str(hi)]
+    return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) for k in e0}
+
+
+def step_time(compute: dict[str, float], buckets: list[GradBucket], n: int, net: Network):
+    """(step seconds, comm seconds summed over buckets, exposed comm seconds)."""
+    fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
+    end = 0.0
+    comm = 0.0
+    for b in buckets:
+        t = allreduce_time(b.nbytes, n, net)
+        end = max(end, b.ready_fraction * bwd) + t
+        comm += t
+    backward_done = max(bwd, end)
+    return fwd + backward_done + opt, comm, backward_done - bwd
+
+
+def simulate(
+    models: list[str],
+    workers: list[int],
+    net: Network,
+    profile: dict[str, Any],
+    batch_size: int,
+    precision: str,
+    bucket_cap_mb: float = 25.0,
+) -> list[dict[str, Any]]:
+    rows = []
+    for name in models:
+        with torch.device("meta"):
+            model = build_model(name)
+        buckets = ddp_buckets(model, bucket_cap_mb)
+        compute = compute_times(profile, name, batch_size, precision)
+        t1, _, _ = step_time(compute, buckets, 1, net)
+        for n in workers:
+            t, comm, exposed = step_time(compute, buckets, n, net)
+            rows.append(
+                {
+                    "model": name,
+                    "world_size": n,
+                    "topology": net.topology,
+                    "step_time_s": t,
+                    "comm_time_s": comm,
+                    "exposed_comm_s": exposed,
+                    "compute_time_s": t1,
+                    "scaling_efficiency": t1 / t,
+                    "images_per_s": n * batch_size / t,
+                    "payload_bytes": sum(b.nbytes for b in buckets),
+                    "buckets": len(buckets),
+                }
+            )
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, label, name in (
+        ("scaling_efficiency", "scaling efficiency", "sim_efficiency.png"),
+        ("images_per_s", "cluster images/s", "sim_throughput.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for model in dict.fromkeys(r["model"] for r in rows):
+            mine = [r for r in rows if r["model"] == model]
+            ax.plot([r["world_size"] for r in mine], [r[key] for r in mine], "o-", label=model)
+        ax.set_xscale("log", base=2)
+        if key == "images_per_s":
+            ax.set_yscale("log")
+        ax.set_xlabel("workers")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths
