@@ -1,0 +1,146 @@
+"""The cost model, `profile` and `report` commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dist_sqz.models import build_model
+from dist_sqz.simulate import Network, allreduce_time, ddp_buckets
+from tests.conftest import dist_sqz, train_torchrun
+
+
+def _sim(*args: str) -> list[dict]:
+    proc = dist_sqz("simulate", *args, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_done_criterion_h100_8_workers():
+    rows = _sim(
+        "--models",
+        "alexnet,squeezenet1_1",
+        "--workers",
+        "8",
+        "--link",
+        "100gbit",
+        "--profile",
+        "h100",
+        "--batch-size",
+        "256",
+    )
+    eff = {r["model"]: r["scaling_efficiency"] for r in rows}
+    assert 0.15 <= eff["alexnet"] <= 0.30
+    assert eff["squeezenet1_1"] >= 0.90
+    for r in rows:
+        assert set(r) >= {
+            "model",
+            "world_size",
+            "step_time_s",
+            "scaling_efficiency",
+            "images_per_s",
+        }
+        assert r["images_per_s"] == pytest.approx(8 * 256 / r["step_time_s"])
+
+
+def test_buckets_cover_every_gradient_byte():
+    with torch.device("meta"):
+        model = build_model("alexnet")
+    buckets = ddp_buckets(model)
+    assert sum(b.nbytes for b in buckets) == 244_403_360
+    assert [b.ready_fraction for b in buckets] == sorted(b.ready_fraction for b in buckets)
+    assert buckets[-1].ready_fraction == 1.0
+
+
+def test_topologies_against_closed_forms():
+    s, b, a = 1e8, 1e10, 1e-5
+    assert allreduce_time(s, 1, Network(b, a)) == 0
+    assert allreduce_time(s, 4, Network(b, a, "ring")) == pytest.approx(6 * a + 1.5 * s / b)
+    assert allreduce_time(s, 8, Network(b, a, "tree")) == pytest.approx(6 * (a + s / b))
+    assert allreduce_time(s, 8, Network(b, a, "ps")) == pytest.approx(2 * (a + 8 * s / b))
+    # Hierarchical within one node only uses the node link; across nodes it beats a flat ring.
+    hier = Network(b, a, "hierarchical", gpus_per_node=8, intra_bandwidth_Bps=40 * b)
+    assert allreduce_time(s, 64, hier) < allreduce_time(s, 64, Network(b, a, "ring"))
+
+
+def test_sweep_efficiency_falls_and_squeezenet_scales_better():
+    rows = _sim("--models", "alexnet,squeezenet1_1", "--link", "10gbit")
+    for model in ("alexnet", "squeezenet1_1"):
+        eff = [r["scaling_efficiency"] for r in rows if r["model"] == model]
+        assert eff[0] == 1.0 and eff == sorted(eff, reverse=True)
+        assert len(eff) == 11  # 1..1024
+    by = {(r["model"], r["world_size"]): r for r in rows}
+    for n in (2, 64, 1024):
+        assert (
+            by[("squeezenet1_1", n)]["scaling_efficiency"]
+            > by[("alexnet", n)]["scaling_efficiency"]
+        )
+
+
+def test_bad_simulate_input():
+    for args in (
+        ["--profile", "nope"],
+        ["--link", "fast"],
+        ["--workers", "0"],
+        ["--models", "lenet"],
+        ["--precision", "fp8"],
+    ):
+        proc = dist_sqz("simulate", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_profile_then_simulate_with_it(tmp_path):
+    out = tmp_path / "cpu.json"
+    proc = dist_sqz(
+        "profile",
+        "--models",
+        "squeezenet1_1",
+        "--batch-sizes",
+        "2",
+        "--image-size",
+        "64",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    t = json.loads(out.read_text())["models"]["squeezenet1_1"]["fp32"]["2"]
+    assert all(t[k] > 0 for k in ("forward_s", "backward_s", "optimizer_s"))
+    rows = _sim(
+        "--models",
+        "squeezenet1_1",
+        "--workers",
+        "1,2",
+        "--profile",
+        str(out),
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "2",
+        "--link",
+        "1gbit",
+    )
+    assert rows[0]["step_time_s"] == pytest.approx(
+        t["forward_s"] + t["backward_s"] + t["optimizer_s"]
+    )
+
+
+def test_report_from_runs(tmp_path, tiny):
+    train_torchrun(2, tmp_path / "a", *tiny)
+    train_torchrun(2, tmp_path / "b", *tiny, "--compression", "fp16")
+    proc = dist_sqz(
+        "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "rep")
+    )
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Compression" in md and "| squeezenet1_1 | 2 | fp16 | 2.0 |" in md
+    for png in ("steps_bytes.png", "steps_time.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 1000
+    bad = dist_sqz("report", str(tmp_path / "missing"), "--out", str(tmp_path / "rep2"))
+    assert bad.returncode == 2 and not (tmp_path / "rep2").exists()
