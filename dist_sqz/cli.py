@@ -74,8 +74,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         layers.append({"out": args.resume})
     cfg = resolve(*layers)
+    if ckpt is None and _elastic_restart() and cfg.out:
+        # torchrun restarted the workers after one failed (--max-restarts): every worker
+        # picks the run up from its last checkpoint, as `--resume OUT` would.
+        if checkpoint.checkpoint_path(cfg.out).exists():
+            ckpt = checkpoint.load(cfg.out)
+            cfg = resolve(ckpt["config"], *layers, {"out": cfg.out})
+            if _is_rank0():
+                print(
+                    f"dist-sqz: elastic restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: "
+                    f"resuming {cfg.out} from step {ckpt['step']}",
+                    flush=True,
+                )
     Trainer(cfg, resume=ckpt).run()
     return 0
+
+
+def _elastic_restart() -> bool:
+    return os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0")
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -140,6 +156,13 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--delay", default="", help="one-way delay added by netem, e.g. 1ms")
     r.add_argument("--loss", default="", help="packet loss added by netem, e.g. 0.1%%")
     r.add_argument("--timeout", type=float, default=1800, help="seconds before all is killed")
+    r.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="torchrun elastic restarts after a worker fails; train runs with --out and "
+        "--checkpoint-every resume from their last checkpoint",
+    )
     r.add_argument("--logs", default="", help="folder for each host's output (default: shown)")
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="torchrun's script and its args")
     r.set_defaults(func=cmd_cluster_run)
@@ -153,7 +176,7 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UsageError("cluster run needs a command after --, e.g. -- -m dist_sqz train")
-    cluster = Cluster(args.hosts, args.link, args.delay, args.loss)
+    cluster = Cluster(args.hosts, args.link, args.delay, args.loss, max_restarts=args.max_restarts)
     with cluster:
         before = [cluster.tx_bytes(i) for i in range(args.hosts)]
         logs = Path(args.logs) if args.logs else None

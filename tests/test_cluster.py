@@ -4,11 +4,12 @@ are not permitted, and fail instead when DIST_SQZ_REQUIRE_NETNS=1 (as .ci/run se
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
 from dist_sqz.cluster import Cluster, namespaces_permitted
-from tests.conftest import dist_sqz, read_run
+from tests.conftest import base_env, dist_sqz, read_run
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +186,74 @@ def test_cut_link_fails_within_timeout_and_keeps_checkpoint(tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] >= 2 and "model" in state
     assert not (out / "summary.json").exists()
+
+
+def _train_pid_in(ns: str) -> int | None:
+    """The training worker (not the torchrun agent) running in namespace `ns`."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"dist_sqz" in cmd and b"train" in cmd and b"torch.distributed.run" not in cmd:
+            return int(pid)
+    return None
+
+
+def test_killed_worker_is_restarted_and_resumes(tmp_path):
+    """SIGKILL host 1's worker mid-run: torchrun restarts both workers (--max-restarts 1),
+    they resume from checkpoints/last.pt and end where an uninterrupted run ends."""
+    import signal
+    import time
+
+    import torch
+
+    from tests.conftest import train_torchrun
+    from tests.test_resume import ARGS
+
+    train_torchrun(2, tmp_path / "full", *ARGS)
+    out = tmp_path / "cut"
+    cmd = [
+        sys.executable,
+        "-m",
+        "dist_sqz",
+        "cluster",
+        "run",
+        "--hosts",
+        "2",
+        "--link",
+        "1gbit",
+        "--max-restarts",
+        "1",
+        "--",
+        "-m",
+        "dist_sqz",
+        "train",
+        *ARGS,
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ckpt = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    step = 0
+    while step < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            step = torch.load(ckpt, weights_only=True)["step"]
+        except (FileNotFoundError, RuntimeError, EOFError):
+            pass
+    pid = _train_pid_in("dsqz-h1")
+    assert pid and 4 <= step < 14, (pid, step)
+    os.kill(pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output[-4000:]
+    assert "elastic restart 1: resuming" in output
+    metrics, summary = read_run(out)
+    _, reference = read_run(tmp_path / "full")
+    assert [m["step"] for m in metrics] == list(range(1, 15))
+    assert summary["param_checksum"] == reference["param_checksum"]
+    assert summary["replicas_consistent"] is True

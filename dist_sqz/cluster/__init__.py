@@ -67,10 +67,13 @@ class Cluster:
     delay: str = ""
     loss: str = ""
     prefix: str = "dsqz"
+    max_restarts: int = 0  # torchrun's elastic restarts of failed workers
 
     def __post_init__(self) -> None:
         if not 1 <= self.hosts <= 250:
             raise UsageError(f"--hosts must be between 1 and 250, got {self.hosts}")
+        if self.max_restarts < 0:
+            raise UsageError(f"--max-restarts must be >= 0, got {self.max_restarts}")
         self.rate_bps = parse_rate(self.link)
         if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", self.prefix):
             raise UsageError("cluster prefix must be 1-8 lowercase letters or digits")
@@ -188,6 +191,7 @@ class Cluster:
             f"--local-addr={self.addr(i)}",
             # Namespaces share the machine's hostname, so say outright who hosts the store.
             f"--rdzv-conf=is_host={int(i == 0)}",
+            f"--max-restarts={self.max_restarts}",
             *args,
         ]
 
