@@ -59,27 +59,43 @@ def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
-def rank_state_path(run_dir: str | os.PathLike[str], rank: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"compressor-rank{rank}.pt"
+def rank_state_path(run_dir: str | os.PathLike[str], rank: int, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"compressor-rank{rank}-step{step}.pt"
+
+
+def _rank_state_steps(run_dir: str | os.PathLike[str], rank: int) -> list[int]:
+    prefix = f"compressor-rank{rank}-step"
+    steps = []
+    for p in (Path(run_dir) / "checkpoints").glob(f"{prefix}*.pt"):
+        tail = p.name[len(prefix) : -len(".pt")]
+        if tail.isdigit():
+            steps.append(int(tail))
+    return sorted(steps)
 
 
 def save_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int, state: dict) -> None:
-    """One rank's compressor state (error-feedback residuals differ per rank), atomically."""
-    save_atomic({"step": step, "state": state}, rank_state_path(run_dir, rank))
+    """One rank's compressor state (error-feedback residuals differ per rank), atomically.
+
+    Ranks save without waiting for each other, so a crash can leave this file a checkpoint
+    ahead of last.pt: the previous one is kept too, and older ones are removed."""
+    save_atomic({"step": step, "state": state}, rank_state_path(run_dir, rank, step))
+    for old in _rank_state_steps(run_dir, rank)[:-2]:
+        rank_state_path(run_dir, rank, old).unlink(missing_ok=True)
 
 
 def load_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int) -> dict[str, Any]:
-    """This rank's compressor state saved at `step`; {} when the run kept none."""
-    path = rank_state_path(run_dir, rank)
-    if not path.is_file():
+    """This rank's compressor state saved at `step` (the step of last.pt); {} if none kept."""
+    steps = _rank_state_steps(run_dir, rank)
+    if not steps:
         return {}
+    path = rank_state_path(run_dir, rank, step)
+    if step not in steps:
+        raise UsageError(
+            f"no compressor state of rank {rank} for step {step} (last.pt's) in "
+            f"{path.parent}; the run stopped between writes, start it afresh"
+        )
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UsageError(f"compressor state {path} cannot be read ({type(e).__name__})") from None
-    if saved.get("step") != step:
-        raise UsageError(
-            f"compressor state {path} is from step {saved.get('step')} but last.pt from step "
-            f"{step} (the run stopped between the two writes); start the run afresh"
-        )
     return saved["state"]

@@ -192,8 +192,25 @@ def test_resume_restores_per_rank_compressor_state(tmp_path, tiny, name):
     train_torchrun(2, tmp_path / "full", *args)
     half = [*args, "--steps", "2"]
     train_torchrun(2, tmp_path / "cut", *half)
-    assert (tmp_path / "cut" / "checkpoints" / "compressor-rank1.pt").is_file()
+    assert (tmp_path / "cut" / "checkpoints" / "compressor-rank1-step2.pt").is_file()
     train_torchrun(2, tmp_path / "cut", *args, "--resume", str(tmp_path / "cut"))
     _, full = read_run(tmp_path / "full")
     _, resumed = read_run(tmp_path / "cut")
     assert resumed["param_checksum"] == full["param_checksum"]
+
+
+def test_rank_state_keeps_two_generations(tmp_path):
+    from dist_sqz import checkpoint
+    from dist_sqz.errors import UsageError
+
+    for step in (2, 4, 6):
+        checkpoint.save_rank_state(tmp_path, 1, step, {"r": torch.full((3,), float(step))})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "compressor-rank1-step4.pt",
+        "compressor-rank1-step6.pt",
+    ]
+    # last.pt may lag one checkpoint behind this rank's state: the older one is still there.
+    assert checkpoint.load_rank_state(tmp_path, 1, 4)["r"][0] == 4
+    with pytest.raises(UsageError, match="start it afresh"):
+        checkpoint.load_rank_state(tmp_path, 1, 2)
+    assert checkpoint.load_rank_state(tmp_path, 0, 4) == {}
