@@ -208,6 +208,21 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8, help="per worker (default 8)")
     p.add_argument("--out", default="", help="output folder (default runs/compare-<time>)")
+    p.add_argument(
+        "--compute-profile",
+        default="",
+        help="emulate GPU compute from configs/profiles/NAME.json (e.g. h100) instead of "
+        "timing this CPU; --link is then the emulated link",
+    )
+    p.add_argument("--compute-precision", default="bf16_cl")
+    p.add_argument("--profile-batch-size", type=int, default=256, help="emulated per-GPU batch")
+    p.add_argument(
+        "--dilation",
+        type=float,
+        default=100.0,
+        help="with --compute-profile: compute runs D times slower and links D times slower "
+        "(default 100: a 100gbit link is shaped to 1gbit)",
+    )
     p.add_argument("--wandb", default="off", choices=("off", "offline", "online"))
     p.add_argument("--wandb-project", default="dist_sqz")
     p.add_argument("--wandb-group", default="", help="default compare-<out folder name>")
@@ -226,6 +241,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers takes integers like 1,2,4; got {args.workers!r}") from None
     if args.image_size <= 0 or args.batch_size <= 0:
         raise UsageError("--image-size and --batch-size must be > 0")
+    if args.compute_profile:
+        from dist_sqz.simulate import compute_times, load_profile
+
+        if not args.dilation > 0 or args.profile_batch_size < 1:
+            raise UsageError("--dilation must be > 0 and --profile-batch-size >= 1")
+        prof = load_profile(args.compute_profile)
+        for m in _csv(args.models):
+            compute_times(prof, m, args.profile_batch_size, args.compute_precision)
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     result = compare(
         _csv(args.models),
@@ -238,6 +261,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         delay=args.delay,
         wandb=(args.wandb, args.wandb_project, args.wandb_group or f"compare-{out.name}"),
+        emulated=(
+            (args.compute_profile, args.compute_precision, args.profile_batch_size, args.dilation)
+            if args.compute_profile
+            else None
+        ),
     )
     print((out / "report.md").read_text())
     print(

@@ -99,7 +99,10 @@ def compare(
     delay: str = "",
     timeout_s: float = 900,
     wandb: tuple[str, str, str] = ("off", "", ""),
+    emulated: tuple[str, str, int, float] | None = None,
 ) -> dict[str, Any]:
+    """`emulated` = (profile, precision, profile batch size, dilation D): compute is padded to
+    the profile's GPU times x D, links run at `link` / D, reported times are divided by D."""
     for m in models:
         MODELS.get(m)
     if not workers or any(n < 1 for n in workers):
@@ -107,6 +110,9 @@ def compare(
     if steps <= warmup:
         raise UsageError(f"--steps must exceed the {warmup} warm-up steps")
     link_bps = parse_rate(link)
+    dilation = emulated[3] if emulated else 1.0
+    # The link that is actually shaped: D times slower than the one emulated.
+    shaped = f"{link_bps / dilation:.0f}bit" if emulated else link
     wandb_mode, wandb_project, wandb_group = wandb
     if wandb_mode != "off":
         from dist_sqz.wandb_sink import import_wandb
@@ -138,10 +144,14 @@ def compare(
                 flush=True,
             )
             args = _train_args(model, run_dir, steps, warmup, image_size, batch_size)
+            if emulated:
+                profile, precision, profile_batch, d = emulated
+                args += ["--compute-profile", profile, "--compute-precision", precision]
+                args += ["--compute-batch-size", str(profile_batch), "--dilation", str(d)]
             if wandb_mode != "off":
                 args += ["--wandb", wandb_mode, "--wandb-project", wandb_project]
                 args += ["--wandb-group", wandb_group]
-            ok = run_job(args, n, emulate, link, delay, out / "logs" / f"{model}-n{n}", timeout_s)
+            ok = run_job(args, n, emulate, shaped, delay, out / "logs" / f"{model}-n{n}", timeout_s)
             if not ok or not (run_dir / "summary.json").exists():
                 print(" failed", flush=True)
                 raise RuntimeError(
@@ -176,6 +186,12 @@ def compare(
         "note": note,
         "image_size": image_size,
         "batch_size": batch_size,
+        "emulated_compute": (
+            dict(zip(("profile", "precision", "batch_size", "dilation"), emulated, strict=True))
+            if emulated
+            else None
+        ),
+        "shaped_link": shaped if emulate else None,
         "rows": rows,
         "elapsed_s": time.perf_counter() - t_start,
     }

@@ -37,6 +37,10 @@ class TrainConfig:
     powersgd_start_step: int = _f(0, "powersgd: plain all-reduce before this step (0-based)")
     dgc_clip_norm: float = _f(0.0, "dgc: clip each bucket's gradient norm to this/sqrt(N); 0=off")
     dgc_warmup_steps: int = _f(0, "dgc: steps over which density falls from 25% to its target")
+    compute_profile: str = _f("", "emulated compute: pad to this profile's GPU times ('' = real)")
+    compute_precision: str = _f("bf16_cl", "emulated compute: the profile's precision")
+    compute_batch_size: int = _f(0, "emulated compute: profile batch size (0 = batch_size)")
+    dilation: float = _f(1.0, "emulated compute: time dilation D (divide link rates by D)")
     batch_size: int = _f(8, "images per worker per step")
     steps: int = _f(20, "optimizer steps in total, warm-up included")
     warmup_steps: int = _f(3, "first steps left out of summary medians")
@@ -70,11 +74,12 @@ class TrainConfig:
             "checkpoint_every",
             "powersgd_start_step",
             "dgc_warmup_steps",
+            "compute_batch_size",
         )
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "bucket_cap_mb", "timeout_s"):
+        for name in ("lr", "bucket_cap_mb", "timeout_s", "dilation"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.compression_density <= 1:

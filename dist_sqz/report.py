@@ -72,6 +72,13 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
             else result["note"]
         )
     )
+    emu = result.get("emulated_compute")
+    if emu:
+        setup += (
+            f". Compute emulated from profile {emu['profile']} ({emu['precision']}, batch "
+            f"{emu['batch_size']} per GPU), time-dilated x{emu['dilation']:g}: links shaped to "
+            f"{result.get('shaped_link')}, times reported divided back"
+        )
     md = [
         "# dist_sqz compare",
         "",

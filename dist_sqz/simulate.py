@@ -77,7 +77,7 @@ class GradBucket:
 
 def ddp_buckets(model: nn.Module, bucket_cap_mb: float = 25.0, image_size: int = 224):
     """DDP's buckets in launch order, each with the share of backward done when it is ready."""
-    macs = _param_macs(model, image_size)
+    macs = param_macs(model, image_size)
     total = sum(macs.values()) or 1
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     buckets, size, done, cap = [], 0, 0, FIRST_BUCKET_BYTES
@@ -92,7 +92,7 @@ def ddp_buckets(model: nn.Module, bucket_cap_mb: float = 25.0, image_size: int =
     return buckets
 
 
-def _param_macs(model: nn.Module, image_size: int) -> dict[str, int]:
+def param_macs(model: nn.Module, image_size: int) -> dict[str, int]:
     """Multiply-adds of the layer each weight belongs to (a proxy for its backward time)."""
     owner = {id(m): name for name, m in model.named_modules()}
     out: dict[str, int] = {}

@@ -27,9 +27,11 @@ from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
 from dist_sqz.config import TrainConfig, dump_yaml
 from dist_sqz.data import build_batches, eval_batches, num_classes_of
+from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.errors import CommFailure, UsageError
 from dist_sqz.metrics import JsonlSink, ProgressSink, Sink, medians, read_jsonl
 from dist_sqz.models import build_model, check_input_size, count_params
+from dist_sqz.simulate import compute_times, load_profile
 from dist_sqz.wandb_sink import WandbSink, import_wandb
 
 
@@ -126,6 +128,13 @@ class Trainer:
             check_new_run_dir(self.out)
         if cfg.wandb != "off" and env.is_main:
             import_wandb()  # fail before anything is written
+        if cfg.compute_profile:  # a missing profile or model entry fails here, not mid-run
+            compute_times(
+                load_profile(cfg.compute_profile),
+                cfg.model,
+                cfg.compute_batch_size or cfg.batch_size,
+                cfg.compute_precision,
+            )
 
         # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
         self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
@@ -150,6 +159,18 @@ class Trainer:
             )
         self.train_model, self.optimizer = self.backend.wrap(
             self.model, self.optimizer, self.compressor
+        )
+        self.emu = (
+            EmulatedCompute(
+                self.model,
+                cfg.compute_profile,
+                cfg.model,
+                cfg.compute_batch_size or cfg.batch_size,
+                cfg.compute_precision,
+                cfg.dilation,
+            )
+            if cfg.compute_profile
+            else None
         )
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
@@ -197,9 +218,20 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.backend.zero_grad(self.optimizer)
+        if self.emu:
+            self.emu.start_step()
         loss = F.cross_entropy(self.train_model(x), y)
+        if self.emu:
+            self.emu.end_forward()
         loss.backward()
         return loss
+
+    def _optimizer_step(self) -> None:
+        if self.emu:
+            self.emu.start_optimizer()
+        self.optimizer.step()
+        if self.emu:
+            self.emu.end_optimizer()
 
     def _probe_compute(self, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
         """Median forward+backward time with communication off (a no-op comm hook)."""
@@ -228,6 +260,11 @@ class Trainer:
         exposed = None
         if self.compute_s is not None:
             exposed = step_s - (self.compute_s + optim_s)
+        # Emulated compute: times are dilated D-fold, throughput counts the emulated batch.
+        d = self.emu.dilation if self.emu else 1.0
+        batch = self.emu.batch_size if self.emu else cfg.batch_size
+        step_s, exposed = step_s / d, None if exposed is None else exposed / d
+        emulation = {"dilation": d, "emulation_late_s": self.emu.late_s / d} if self.emu else {}
         return {
             "step": step,
             "model": cfg.model,
@@ -236,14 +273,15 @@ class Trainer:
             "world_size": self.env.world_size,
             "batch_size": cfg.batch_size,
             "step_time_s": step_s,
-            "comm_time_s": comm.comm_time_s,
+            "comm_time_s": comm.comm_time_s / d,
             "exposed_comm_s": exposed,
             "payload_bytes": comm.payload_bytes,
             "sent_bytes": comm.sent_bytes,
             "collectives": comm.collectives,
-            "images_per_s": self.env.world_size * cfg.batch_size / step_s,
+            "images_per_s": self.env.world_size * batch / step_s,
             "loss": loss,
             "warmup": step <= cfg.warmup_steps,
+            **emulation,
             **({"wire_bytes": wire} if wire is not None else {}),
         }
 
@@ -271,7 +309,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss = self._forward_backward(x, y)
                 t1 = time.perf_counter()
-                self.optimizer.step()
+                self._optimizer_step()
                 loss_value = loss.item()
                 t2 = time.perf_counter()
                 wire = self.tx() - tx0 if self.tx else None
@@ -334,7 +372,12 @@ class Trainer:
         }
         if summary.get("payload_bytes"):
             summary["compression_ratio"] = 4 * self.params / summary["payload_bytes"]
-        summary["compute_time_s"] = self.compute_s
+        d = self.emu.dilation if self.emu else 1.0
+        summary["compute_time_s"] = None if self.compute_s is None else self.compute_s / d
+        if self.emu:
+            summary.update(self.emu.describe())
+            late = [r["emulation_late_s"] for r in records if not r["warmup"]]
+            summary["emulation_late_s"] = statistics.median(late) if late else None
         summary["final_loss"] = records[-1]["loss"] if records else None
         summary["accuracy"] = self._accuracy()
         summary["param_checksum"] = checksum

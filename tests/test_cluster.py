@@ -257,3 +257,47 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
     assert [m["step"] for m in metrics] == list(range(1, 15))
     assert summary["param_checksum"] == reference["param_checksum"]
     assert summary["replicas_consistent"] is True
+
+
+def test_scaling_efficiency_is_invariant_under_dilation(tmp_path):
+    """Emulated H100 compute on an emulated 1 Gbit/s link, at two dilations D: links are
+    shaped to 1gbit/D and compute padded x D, and the efficiency comes out the same."""
+    eff = {}
+    for d in (5, 10):
+        out = tmp_path / f"d{d}"
+        proc = dist_sqz(
+            "compare",
+            "--models",
+            "squeezenet1_1",
+            "--workers",
+            "1,2",
+            "--steps",
+            "6",
+            "--warmup-steps",
+            "2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--link",
+            "1gbit",
+            "--compute-profile",
+            "h100",
+            "--dilation",
+            str(d),
+            "--out",
+            str(out),
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        result = json.loads((out / "results.json").read_text())
+        assert result["shaped_link"] == f"{1e9 / d:.0f}bit"
+        rows = {r["world_size"]: r for r in result["rows"]}
+        # Reported times are undilated: the 1-worker step is the profile's compute.
+        assert rows[1]["step_time_s"] == pytest.approx(0.01817, rel=0.15)
+        assert rows[2]["payload_bytes"] == 4_941_984
+        eff[d] = rows[2]["scaling_efficiency"]
+    # Comm at 1 Gbit/s (~40 ms) dominates compute (18 ms): efficiency well below 1...
+    assert 0.15 < eff[5] < 0.8
+    # ...and the same at both dilations.
+    assert eff[10] == pytest.approx(eff[5], rel=0.12), eff

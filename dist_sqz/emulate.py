@@ -1,0 +1,111 @@
+"""Emulated compute, time-dilated: the real model runs, but each phase is padded to a GPU.
+
+On a 2-core machine, real compute for 4+ workers measures CPU contention, not the network.
+Here every step still runs the real forward and backward (so DDP's buckets, their order and
+their payloads are real), but waits until each phase has taken what the profile says a GPU
+takes, times a dilation factor D:
+
+- forward + loss: padded to D x forward_s;
+- backward: each parameter's gradient is held back (a tensor hook, before DDP sees it) until
+  D x backward_s x (share of backward done by then) has passed — the share by the
+  multiply-adds of the layers behind it, as `dist-sqz simulate` assumes;
+- optimizer step: padded to D x optimizer_s.
+
+Links run D times slower (the caller divides the link rate by D) and reported times are
+divided by D, so a 100 Gbit/s cluster of GPUs is emulated on 1 Gbit/s links with D = 100.
+Scaling efficiency is invariant under D as long as the real work fits inside the padding;
+`emulation_late_s` says, per step, by how much (in undilated seconds) real work overran
+the padding: then the step measured this machine, not the GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from dist_sqz.simulate import compute_times, load_profile, param_macs
+
+
+def _wait_until(deadline: float) -> float:
+    """Sleep until `deadline` (perf_counter); how late we already were (0 if on time)."""
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        return -left
+    time.sleep(left)
+    return 0.0
+
+
+class EmulatedCompute:
+    def __init__(
+        self,
+        model: nn.Module,
+        profile: str,
+        model_name: str,
+        batch_size: int,
+        precision: str,
+        dilation: float,
+    ) -> None:
+        times = compute_times(load_profile(profile), model_name, batch_size, precision)
+        self.dilation = dilation
+        self.forward_s = times["forward_s"] * dilation
+        self.backward_s = times["backward_s"] * dilation
+        self.optimizer_s = times["optimizer_s"] * dilation
+        self.batch_size = batch_size
+        macs = param_macs(model, 224)
+        total = sum(macs.values()) or 1
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        done = 0
+        self._share: dict[int, float] = {}
+        for name, p in reversed(params):  # backward reaches the last layers first
+            done += macs.get(name, 0)
+            self._share[id(p)] = done / total
+        self._hooks = [p.register_hook(self._grad_hook(p)) for _, p in params]
+        self._backward_start = 0.0
+        self._released = 0.0
+        self._t0 = 0.0
+        self.late_s = 0.0  # this step: real work that did not fit in the padding
+
+    def _grad_hook(self, p: torch.Tensor):
+        share = self._share[id(p)]
+
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            deadline = self._backward_start + share * self.backward_s
+            # Parallel branches (Fire modules) may finish in another order than the
+            # parameters are listed: a gradient due earlier than one already released waits
+            # no more and is not late.
+            if deadline > self._released:
+                self._pad(deadline)
+                self._released = deadline
+            return grad
+
+        return hook
+
+    def _pad(self, deadline: float) -> None:
+        # Gradients behind one deadline arrive one after another; only real lateness counts.
+        self.late_s = max(self.late_s, _wait_until(deadline))
+
+    def start_step(self) -> None:
+        self.late_s = 0.0
+        self._t0 = time.perf_counter()
+
+    def end_forward(self) -> None:
+        self._pad(self._t0 + self.forward_s)
+        self._backward_start = time.perf_counter()
+        self._released = self._backward_start
+
+    def start_optimizer(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def end_optimizer(self) -> None:
+        self._pad(self._t0 + self.optimizer_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dilation": self.dilation,
+            "emulated_batch_size": self.batch_size,
+            "emulated_compute_s": (self.forward_s + self.backward_s + self.optimizer_s)
+            / self.dilation,
+        }
