@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dist_sqz.models import build_model
 from dist_sqz.simulate import compute_times, load_profile, param_macs
 
 
@@ -47,6 +48,7 @@ class EmulatedCompute:
         batch_size: int,
         precision: str,
         dilation: float,
+        num_classes: int = 1000,
     ) -> None:
         times = compute_times(load_profile(profile), model_name, batch_size, precision)
         self.dilation = dilation
@@ -54,7 +56,8 @@ class EmulatedCompute:
         self.backward_s = times["backward_s"] * dilation
         self.optimizer_s = times["optimizer_s"] * dilation
         self.batch_size = batch_size
-        macs = param_macs(model, 224)
+        with torch.device("meta"):  # layer sizes only: a shape-only twin of the model
+            macs = param_macs(build_model(model_name, num_classes), 224)
         total = sum(macs.values()) or 1
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         done = 0

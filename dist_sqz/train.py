@@ -168,6 +168,7 @@ class Trainer:
                 cfg.compute_batch_size or cfg.batch_size,
                 cfg.compute_precision,
                 cfg.dilation,
+                num_classes,
             )
             if cfg.compute_profile
             else None
