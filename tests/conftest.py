@@ -95,20 +95,23 @@ def read_run(out: Path) -> tuple[list[dict], dict]:
     return metrics, summary
 
 
+# Flags for a quick SqueezeNet 1.1 run (a later `--steps N` overrides).
+TINY = (
+    "--model",
+    "squeezenet1_1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--steps",
+    "4",
+    "--warmup-steps",
+    "1",
+    "--compute-probe-steps",
+    "1",
+)
+
+
 @pytest.fixture
 def tiny() -> list[str]:
-    """Flags for a quick SqueezeNet 1.1 run."""
-    return [
-        "--model",
-        "squeezenet1_1",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "2",
-        "--steps",
-        "4",
-        "--warmup-steps",
-        "1",
-        "--compute-probe-steps",
-        "1",
-    ]
+    return list(TINY)

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import base_env, dist_sqz, free_port, read_run, run, train_torchrun
+from tests.conftest import TINY, base_env, dist_sqz, free_port, read_run, run, train_torchrun
 
 
 def _need(module: str, exe: str) -> None:
@@ -53,20 +53,7 @@ def _max_rel_diff(a, b) -> float:
     return max(float((a[k] - b[k]).norm() / (b[k].norm() + 1e-12)) for k in b)
 
 
-ARGS = [
-    "--model",
-    "squeezenet1_1",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "2",
-    "--steps",
-    "3",
-    "--warmup-steps",
-    "1",
-    "--compute-probe-steps",
-    "1",
-]
+ARGS = [*TINY, "--steps", "3"]
 
 
 def test_three_launchers_agree(tmp_path):
