@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.errors import UsageError
 from dist_sqz.models import build_model
 
 TOPOLOGIES = ("ring", "tree", "ps", "hierarchical")
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "configs" / "profiles"
-FIRST_BUCKET_BYTES = 2**20  # DDP's first bucket cap
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,10 @@ def ddp_buckets(model: nn.Module, bucket_cap_mb: float = 25.0, image_size: int =
     macs = param_macs(model, image_size)
     total = sum(macs.values()) or 1
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    buckets, size, done, cap = [], 0, 0, FIRST_BUCKET_BYTES
-    for name, p in reversed(params):
-        size += p.numel() * 4
-        done += macs.get(name, 0)
-        if size >= cap:
-            buckets.append(GradBucket(size, done / total))
-            size, cap = 0, bucket_cap_mb * 2**20
-    if size:
-        buckets.append(GradBucket(size, 1.0))
+    buckets, done = [], 0
+    for group in ddp_bucket_groups(params, bucket_cap_mb):
+        done += sum(macs.get(name, 0) for name, _ in group)
+        buckets.append(GradBucket(sum(p.numel() * 4 for _, p in group), done / total))
     return buckets
 
 

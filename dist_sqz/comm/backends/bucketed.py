@@ -1,7 +1,6 @@
 """DDP-style gradient bucketing for backends without DDP (MPI, Horovod with a compressor).
 
-Parameters are grouped into buckets of about `bucket_cap_mb` in reverse registration order
-(roughly the order backward produces gradients, as DDP's first iteration does). A
+Parameters are grouped into buckets as DDP first forms them (`comm/buckets.py`). A
 post-accumulate-grad hook copies each gradient into its bucket; when a bucket is full the
 compressor exchanges it over the backend's non-blocking collectives while backward goes on.
 Before `optimizer.step()` every bucket's result is waited for, in bucket order, and written
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.comm.compression import Bucket, Compressor
 
 
@@ -44,19 +44,10 @@ class BucketedExchange:
         self.compressor = compressor
         self.comm = comm
         self.enabled = True
-        cap = bucket_cap_mb * 2**20
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.slots: list[_Slot] = []
-        group: list[tuple[str, nn.Parameter]] = []
-        size = 0
-        for name, p in reversed(params):
-            group.append((name, p))
-            size += p.numel() * p.element_size()
-            if size >= cap:
-                self.slots.append(_Slot(len(self.slots), group))
-                group, size = [], 0
-        if group:
-            self.slots.append(_Slot(len(self.slots), group))
+        self.slots = [
+            _Slot(i, group) for i, group in enumerate(ddp_bucket_groups(params, bucket_cap_mb))
+        ]
         self._slot_of = {id(p): s for s in self.slots for p in s.params}
         self._next = 0  # buckets are launched strictly in index order, like DDP
         self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad) for _, p in params]
