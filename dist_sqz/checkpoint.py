@@ -59,6 +59,26 @@ def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
+LAUNCH_ID = ".launch_id"
+
+
+def launch_id() -> str:
+    """The launcher's id of this job: torchrun's TORCHELASTIC_RUN_ID (the same across the
+    restarts of one job, new for a new job); '' when not under torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID", "")
+
+
+def mark_launch(run_dir: str | os.PathLike[str]) -> None:
+    if launch_id():
+        (Path(run_dir) / LAUNCH_ID).write_text(launch_id() + "\n")
+
+
+def same_launch(run_dir: str | os.PathLike[str]) -> bool:
+    """True when RUN_DIR was started by this very torchrun job: we are a restarted worker."""
+    path = Path(run_dir) / LAUNCH_ID
+    return bool(launch_id()) and path.is_file() and path.read_text().strip() == launch_id()
+
+
 def rank_state_path(run_dir: str | os.PathLike[str], rank: int, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"compressor-rank{rank}-step{step}.pt"
 

@@ -74,24 +74,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         layers.append({"out": args.resume})
     cfg = resolve(*layers)
-    if ckpt is None and _elastic_restart() and cfg.out:
-        # torchrun restarted the workers after one failed (--max-restarts): every worker
-        # picks the run up from its last checkpoint, as `--resume OUT` would.
+    restarted = False
+    if ckpt is None and cfg.out and checkpoint.same_launch(cfg.out):
+        # torchrun restarted this job's workers (--max-restarts; also on the nodes whose own
+        # workers did not fail, where TORCHELASTIC_RESTART_COUNT stays 0): every worker picks
+        # the run up from its last checkpoint, as `--resume OUT` would.
+        restarted = True
         if checkpoint.checkpoint_path(cfg.out).exists():
             ckpt = checkpoint.load(cfg.out)
             cfg = resolve(ckpt["config"], *layers, {"out": cfg.out})
-            if _is_rank0():
-                print(
-                    f"dist-sqz: elastic restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: "
-                    f"resuming {cfg.out} from step {ckpt['step']}",
-                    flush=True,
-                )
-    Trainer(cfg, resume=ckpt).run()
+        if _is_rank0():
+            where = f"from step {ckpt['step']}" if ckpt else "from the start (no checkpoint yet)"
+            print(f"dist-sqz: elastic restart: resuming {cfg.out} {where}", flush=True)
+    Trainer(cfg, resume=ckpt, restarted=restarted).run()
     return 0
-
-
-def _elastic_restart() -> bool:
-    return os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0")
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:

@@ -89,7 +89,9 @@ def tx_counter(iface: str):
 class Trainer:
     """Composes backend, model, data, compressor and sinks for one run."""
 
-    def __init__(self, cfg: TrainConfig, resume: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, resume: dict[str, Any] | None = None, restarted: bool = False
+    ) -> None:
         env = launch_env()
         share_cpu_threads(env)
         self.env: LaunchEnv = env
@@ -124,8 +126,9 @@ class Trainer:
                     f"the run already finished {self.start_step} steps; pass --steps larger "
                     f"than {self.start_step} to train further"
                 )
-        elif env.is_main:
+        elif env.is_main and not restarted:  # a restart before any checkpoint starts over
             check_new_run_dir(self.out)
+        self.restarted = restarted
         if cfg.wandb != "off" and env.is_main:
             import_wandb()  # fail before anything is written
         if cfg.compute_profile:  # a missing profile or model entry fails here, not mid-run
@@ -182,7 +185,8 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
-        keep = self.start_step if self.resume is not None else None
+        checkpoint.mark_launch(self.out)
+        keep = self.start_step if self.resume is not None or self.restarted else None
         self.sinks = [
             JsonlSink(self.out / "metrics.jsonl", keep_below_step=keep),
             ProgressSink(self.cfg.steps, self.cfg.log_every),

@@ -202,8 +202,11 @@ def _train_pid_in(ns: str) -> int | None:
 
 
 def test_killed_worker_is_restarted_and_resumes(tmp_path):
-    """SIGKILL host 1's worker mid-run: torchrun restarts both workers (--max-restarts 1),
-    they resume from checkpoints/last.pt and end where an uninterrupted run ends."""
+    """SIGKILL host 1's worker mid-run: torchrun restarts both workers, they resume from
+    checkpoints/last.pt and end where an uninterrupted run ends. Each host's agent counts its
+    own failures, and the two agents' restarts can cross: a host whose worker is still alive
+    when the other re-joins restarts too, and it can take a few rounds to settle (1 restart
+    failed 1 run in 5 here), so the budget is 10."""
     import signal
     import time
 
@@ -225,7 +228,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
         "--link",
         "1gbit",
         "--max-restarts",
-        "1",
+        "10",
         "--",
         "-m",
         "dist_sqz",
@@ -251,7 +254,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
     os.kill(pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output[-4000:]
-    assert "elastic restart 1: resuming" in output
+    assert "elastic restart: resuming" in output and "from step" in output
     metrics, summary = read_run(out)
     _, reference = read_run(tmp_path / "full")
     assert [m["step"] for m in metrics] == list(range(1, 15))

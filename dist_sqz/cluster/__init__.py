@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ class Cluster:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", self.prefix):
             raise UsageError("cluster prefix must be 1-8 lowercase letters or digits")
         self.up_ = False
+        self.job_id = uuid.uuid4().hex[:12]
 
     # -- names ----------------------------------------------------------------------------
     def ns(self, i: int) -> str:
@@ -187,7 +189,9 @@ class Cluster:
             f"--nproc-per-node={nproc}",
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={self.addr(0)}:{RDZV_PORT}",
-            f"--rdzv-id={self.prefix}",
+            # Unique per cluster: torchrun hands it to workers as TORCHELASTIC_RUN_ID, which
+            # tells a restarted worker that the run directory is its own job's.
+            f"--rdzv-id={self.prefix}-{self.job_id}",
             f"--local-addr={self.addr(i)}",
             # Namespaces share the machine's hostname, so say outright who hosts the store.
             f"--rdzv-conf=is_host={int(i == 0)}",
