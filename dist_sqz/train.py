@@ -176,6 +176,7 @@ class Trainer:
             if cfg.compute_profile
             else None
         )
+        self.dilation = self.emu.dilation if self.emu else 1.0
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
 
@@ -266,7 +267,7 @@ class Trainer:
         if self.compute_s is not None:
             exposed = step_s - (self.compute_s + optim_s)
         # Emulated compute: times are dilated D-fold, throughput counts the emulated batch.
-        d = self.emu.dilation if self.emu else 1.0
+        d = self.dilation
         batch = self.emu.batch_size if self.emu else cfg.batch_size
         step_s, exposed = step_s / d, None if exposed is None else exposed / d
         emulation = {"dilation": d, "emulation_late_s": self.emu.late_s / d} if self.emu else {}
@@ -377,8 +378,9 @@ class Trainer:
         }
         if summary.get("payload_bytes"):
             summary["compression_ratio"] = 4 * self.params / summary["payload_bytes"]
-        d = self.emu.dilation if self.emu else 1.0
-        summary["compute_time_s"] = None if self.compute_s is None else self.compute_s / d
+        summary["compute_time_s"] = (
+            None if self.compute_s is None else self.compute_s / self.dilation
+        )
         if self.emu:
             summary.update(self.emu.describe())
             late = [r["emulation_late_s"] for r in records if not r["warmup"]]

@@ -146,12 +146,11 @@ class HorovodBackend(Backend):
                 ex.reset()
 
     def zero_grad(self, optimizer) -> None:
-        if self.hvd_opt is not None and not self.comm_enabled:
+        if self.hvd_opt is None:
+            return super().zero_grad(optimizer)
+        if not self.comm_enabled:
             self.hvd_opt._handles.clear()
-        if self.hvd_opt is not None:
-            self.hvd_opt.zero_grad()  # Horovod's takes no set_to_none; it sets None anyway
-        else:
-            optimizer.zero_grad(set_to_none=True)
+        self.hvd_opt.zero_grad()  # Horovod's takes no set_to_none; it sets None anyway
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return self.hvd.allgather_object(obj)
