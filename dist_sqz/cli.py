@@ -162,6 +162,21 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--logs", default="", help="folder for each host's output (default: shown)")
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="torchrun's script and its args")
     r.set_defaults(func=cmd_cluster_run)
+    b = csub.add_parser(
+        "bench",
+        help="all-reduce bus bandwidth between emulated hosts, and the ring model's fit",
+        description="Times gloo all-reduces of each size on K emulated hosts for each K "
+        "(fastest of --reps), prints algbw and busbw (nccl-tests' definitions), and fits "
+        "the ring model t = 2(N-1) a + 2(N-1)/N S/B that `dist-sqz simulate` uses: per-hop "
+        "latency a and achieved bandwidth B, as `--latency` and `--link` x efficiency.",
+        epilog="example: dist-sqz cluster bench --hosts 2,8 --link 1gbit --sizes 4MB,64MB",
+    )
+    b.add_argument("--hosts", default="2,8", help="host counts, comma-separated (each >= 2)")
+    b.add_argument("--link", default="1gbit", help="each host's link rate (tc units: 1gbit)")
+    b.add_argument("--sizes", default="4MB,64MB", help="all-reduce sizes (binary units)")
+    b.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
+    b.add_argument("--format", choices=("text", "json"), default="text")
+    b.set_defaults(func=cmd_cluster_bench)
 
 
 def cmd_cluster_run(args: argparse.Namespace) -> int:
@@ -181,6 +196,44 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     for i, (code, w) in enumerate(zip(codes, wire, strict=True)):
         print(f"host {i} ({cluster.addr(i)}): exit {code}, wire tx {w:,} bytes")
     return 0 if all(c == 0 for c in codes) else 1
+
+
+def cmd_cluster_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from dist_sqz.cluster import Cluster, namespaces_permitted
+    from dist_sqz.comm.bench import bench_cluster, parse_size
+
+    try:
+        hosts = [int(h) for h in _csv(args.hosts)]
+        sizes = [parse_size(s) for s in _csv(args.sizes)]
+    except ValueError as e:
+        raise UsageError(f"cluster bench: {e}") from None
+    if not hosts or min(hosts) < 2:
+        raise UsageError("cluster bench: --hosts needs host counts of at least 2, e.g. 2,8")
+    if not sizes or args.reps < 1:
+        raise UsageError("cluster bench: give at least one size and --reps >= 1")
+    for n in hosts:
+        Cluster(n, args.link)  # validates host count and link before anything starts
+    ok, why = namespaces_permitted()
+    if not ok:
+        raise UsageError(f"cannot emulate a cluster here: {why}")
+    result = bench_cluster(hosts, args.link, sizes, args.reps)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'hosts':>5}{'bytes':>14}{'time ms':>11}{'algbw MB/s':>12}{'busbw MB/s':>12}")
+    for p in result["points"]:
+        print(
+            f"{p['world_size']:>5}{p['bytes']:>14,}{p['time_s'] * 1e3:>11.2f}"
+            f"{p['algbw_Bps'] / 1e6:>12.1f}{p['busbw_Bps'] / 1e6:>12.1f}"
+        )
+    print(
+        f"ring fit: latency a = {result['latency_s'] * 1e6:.0f} us per hop, bandwidth B = "
+        f"{result['bandwidth_Bps'] / 1e6:.1f} MB/s = {result['efficiency']:.3f} x the "
+        f"{args.link} link"
+    )
+    return 0
 
 
 def _csv(text: str) -> list[str]:

@@ -31,6 +31,7 @@ RESULT_FIELDS = (
     "images_per_s",
     "final_loss",
     "replicas_consistent",
+    "emulation_late_s",
 )
 
 

@@ -146,7 +146,8 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> None:
         ax.set_title(title)
         if key == "scaling_efficiency":
             ax.set_ylim(0, 1.1)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # no N=1 run: no efficiency to plot
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out / name, dpi=110)

@@ -304,3 +304,25 @@ def test_scaling_efficiency_is_invariant_under_dilation(tmp_path):
     assert 0.15 < eff[5] < 0.8
     # ...and the same at both dilations.
     assert eff[10] == pytest.approx(eff[5], rel=0.12), eff
+
+
+def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
+    """`cluster bench`: gloo all-reduces between 2 emulated hosts on a 200 Mbit/s link. Bus
+    bandwidth cannot beat the shaped rate (tbf's 128 KiB burst allows a few %), and the
+    fitted ring model reproduces each measured time."""
+    from dist_sqz.comm.bench import ring_terms
+
+    proc = dist_sqz(
+        "cluster", "bench", "--hosts", "2", "--link", "200mbit", "--sizes", "1MB,8MB",
+        "--reps", "2", "--format", "json", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    rate_Bps = 200e6 / 8
+    assert [p["bytes"] for p in result["points"]] == [2**20, 8 * 2**20]
+    for p in result["points"]:
+        assert 0 < p["busbw_Bps"] <= 1.05 * rate_Bps, p
+        ca, cb = ring_terms(p["world_size"], p["bytes"])
+        fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
+        assert fitted == pytest.approx(p["time_s"], rel=0.15)
+    assert 0 < result["efficiency"] <= 1.05

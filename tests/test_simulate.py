@@ -144,3 +144,20 @@ def test_report_from_runs(tmp_path, tiny):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
     bad = dist_sqz("report", str(tmp_path / "missing"), "--out", str(tmp_path / "rep2"))
     assert bad.returncode == 2 and not (tmp_path / "rep2").exists()
+
+
+def test_ring_fit_recovers_latency_and_bandwidth():
+    from dist_sqz.comm.bench import fit_ring, parse_size, ring_terms
+
+    a, b = 250e-6, 110e6
+    points = []
+    for n in (2, 4, 8):
+        for size in (parse_size("1MB"), parse_size("64MB")):
+            ca, cb = ring_terms(n, size)
+            points.append((n, size, ca * a + cb / b))
+    fa, fb = fit_ring(points)
+    assert fa == pytest.approx(a, rel=1e-6) and fb == pytest.approx(b, rel=1e-6)
+    # One size at one N cannot separate the two: bandwidth alone.
+    assert fit_ring(points[1:2])[0] == 0.0
+    with pytest.raises(ValueError):
+        parse_size("64 parsecs")

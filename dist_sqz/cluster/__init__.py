@@ -28,6 +28,7 @@ from dist_sqz.errors import UsageError
 SUBNET = "10.213.0"
 RDZV_PORT = 29400
 IFACE = "eth0"
+_GSO_BURST = 2**17  # bytes: one 64 KiB GSO segment with room to spare
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)(bit|bps)$", re.IGNORECASE)
 
 
@@ -137,8 +138,11 @@ class Cluster:
             raise
 
     def _shape(self, ns: str) -> None:
-        # burst: at least one MTU and ~1 ms at the rate; latency bounds the queue.
-        burst = max(15_000, int(self.rate_bps / 8 / 1000))
+        # burst: ~1 ms at the rate, and never below one 64 KiB GSO segment. With a smaller
+        # bucket tbf cuts every TCP segment down to MTU-sized packets in software, and on a
+        # few cores that per-packet work, not the rate, then caps 8 hosts at ~0.65 x the
+        # link. latency bounds the queue.
+        burst = max(_GSO_BURST, int(self.rate_bps / 8 / 1000))
         tbf = ["tbf", "rate", self.link, "burst", str(burst), "latency", "100ms"]
         tc = ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", IFACE]
         if self.delay or self.loss:

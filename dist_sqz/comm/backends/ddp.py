@@ -132,10 +132,18 @@ class DDPBackend(Backend):
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
             bucket_cap_mb=self.cfg.bucket_cap_mb,
+            # Gradients live in DDP's buckets: no copy into the bucket before the exchange,
+            # none back out after it, and one fewer model-sized buffer.
+            gradient_as_bucket_view=True,
             **_NO_BUFFER_SYNC,
         )
         ddp.register_comm_hook(self, accounted_hook)
         return ddp, optimizer
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        # Zeroed in place: the gradients stay views of DDP's buckets, and backward
+        # accumulates straight into them. (None would have DDP copy each new one in.)
+        optimizer.zero_grad(set_to_none=False)
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.world_size
