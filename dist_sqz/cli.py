@@ -206,6 +206,11 @@ def cmd_cluster_bench(args: argparse.Namespace) -> int:
 
     try:
         hosts = [int(h) for h in _csv(args.hosts)]
+    except ValueError:
+        raise UsageError(
+            f"cluster bench: --hosts takes counts like 2,8, not {args.hosts!r}"
+        ) from None
+    try:
         sizes = [parse_size(s) for s in _csv(args.sizes)]
     except ValueError as e:
         raise UsageError(f"cluster bench: {e}") from None

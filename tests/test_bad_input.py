@@ -121,3 +121,20 @@ def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
     proc = dist_sqz("train", "--resume", str(tmp_path / "run"), cwd=tmp_path)
     assert_usage_error(proc, "cannot be read")
     assert (out / "last.pt").read_bytes() == b"not a checkpoint"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--hosts", "1"], ["at least 2"]),
+        (["--hosts", "two"], ["counts like 2,8"]),
+        (["--sizes", "64 parsecs"], ["not like 4KB"]),
+        (["--link", "fast"], ["not like 100mbit"]),
+        (["--reps", "0"], ["--reps >= 1"]),
+    ],
+)
+def test_bad_cluster_bench(tmp_path, args, words):
+    """Rejected before any namespace exists, also where namespaces are not permitted."""
+    proc = dist_sqz("cluster", "bench", *args, cwd=tmp_path)
+    assert_usage_error(proc, *words)
+    assert list(tmp_path.iterdir()) == []
