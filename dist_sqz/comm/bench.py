@@ -100,20 +100,6 @@ def parse_output(text: str) -> dict:
     raise RuntimeError("the all-reduce benchmark printed no result")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m dist_sqz.comm.bench", description=__doc__)
-    ap.add_argument("--sizes", default="1MB,16MB,64MB", help="message sizes, e.g. 1MB,64MB")
-    ap.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
-    args = ap.parse_args(argv)
-    result = run_worker([parse_size(s) for s in args.sizes.split(",")], args.reps)
-    if result is not None:
-        print(PREFIX + json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    main()
-
-
 def bench_cluster(
     hosts: Sequence[int], link: str, sizes: Sequence[int], reps: int = 3, timeout_s: float = 900
 ) -> dict:
@@ -150,3 +136,17 @@ def bench_cluster(
         "bandwidth_Bps": b,
         "efficiency": b / rate_Bps,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m dist_sqz.comm.bench", description=__doc__)
+    ap.add_argument("--sizes", default="1MB,16MB,64MB", help="message sizes, e.g. 1MB,64MB")
+    ap.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
+    args = ap.parse_args(argv)
+    result = run_worker([parse_size(s) for s in args.sizes.split(",")], args.reps)
+    if result is not None:
+        print(PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
