@@ -173,7 +173,12 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--hosts", default="2,8", help="host counts, comma-separated (each >= 2)")
     b.add_argument("--link", default="1gbit", help="each host's link rate (tc units: 1gbit)")
-    b.add_argument("--sizes", default="4MB,64MB", help="all-reduce sizes (binary units)")
+    b.add_argument(
+        "--sizes",
+        default="4MB,64MB",
+        help="all-reduce sizes (binary units); the fit models these sizes, so use ones like "
+        "the gradient buckets",
+    )
     b.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
     b.add_argument("--format", choices=("text", "json"), default="text")
     b.set_defaults(func=cmd_cluster_bench)
@@ -202,7 +207,7 @@ def cmd_cluster_bench(args: argparse.Namespace) -> int:
     import json
 
     from dist_sqz.cluster import Cluster, namespaces_permitted
-    from dist_sqz.comm.bench import bench_cluster, parse_size
+    from dist_sqz.comm.bench import bench_cluster, parse_size, ring_terms
 
     try:
         hosts = [int(h) for h in _csv(args.hosts)]
@@ -227,11 +232,16 @@ def cmd_cluster_bench(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{'hosts':>5}{'bytes':>14}{'time ms':>11}{'algbw MB/s':>12}{'busbw MB/s':>12}")
+    print(
+        f"{'hosts':>5}{'bytes':>14}{'time ms':>11}{'algbw MB/s':>12}{'busbw MB/s':>12}"
+        f"{'fit ms':>10}"
+    )
     for p in result["points"]:
+        ca, cb = ring_terms(p["world_size"], p["bytes"])
+        fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
         print(
             f"{p['world_size']:>5}{p['bytes']:>14,}{p['time_s'] * 1e3:>11.2f}"
-            f"{p['algbw_Bps'] / 1e6:>12.1f}{p['busbw_Bps'] / 1e6:>12.1f}"
+            f"{p['algbw_Bps'] / 1e6:>12.1f}{p['busbw_Bps'] / 1e6:>12.1f}{fitted * 1e3:>10.2f}"
         )
     print(
         f"ring fit: latency a = {result['latency_s'] * 1e6:.0f} us per hop, bandwidth B = "
