@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dist_sqz.cluster import namespaces_permitted, parse_rate
 from dist_sqz.comm.bench import bench_cluster, parse_size
-from dist_sqz.compare import compare
+from dist_sqz.compare import compare, shaped_link
 from dist_sqz.simulate import Network, load_profile, simulate
 
 IMAGE_SIZE = {"alexnet": 64}  # the real compute only has to fit in the padding
@@ -125,7 +125,7 @@ def main() -> None:
                 for n in [1, *hosts]:
                     d = dilation_at(dilation[model], n)
                     m = single if n == 1 else measure(model, n, link, d, args, work)
-                    shaped = f"{parse_rate(link) / d:.0f}bit"  # as compare shapes it
+                    shaped = shaped_link(link, d)
                     if n > 1 and shaped not in fits:
                         fits[shaped] = calibrate(shaped)
                     fit = fits.get(shaped)

@@ -59,6 +59,11 @@ def _train_args(
     ]
 
 
+def shaped_link(link: str, dilation: float) -> str:
+    """The link that is actually shaped under time dilation D: D times slower (tc units)."""
+    return f"{parse_rate(link) / dilation:.0f}bit"
+
+
 def run_job(
     args: list[str], n: int, emulate: bool, link: str, delay: str, logs: Path, timeout_s: float
 ) -> bool:
@@ -112,8 +117,7 @@ def compare(
         raise UsageError(f"--steps must exceed the {warmup} warm-up steps")
     link_bps = parse_rate(link)
     dilation = emulated[3] if emulated else 1.0
-    # The link that is actually shaped: D times slower than the one emulated.
-    shaped = f"{link_bps / dilation:.0f}bit" if emulated else link
+    shaped = shaped_link(link, dilation) if emulated else link
     wandb_mode, wandb_project, wandb_group = wandb
     if wandb_mode != "off":
         from dist_sqz.wandb_sink import import_wandb
