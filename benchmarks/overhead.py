@@ -31,6 +31,7 @@ from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.backends.ddp import accounted_hook
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import build_compressor
+from dist_sqz.config import TrainConfig
 from dist_sqz.models import build_model
 
 
@@ -40,7 +41,7 @@ class _HookState:
     def __init__(self, world_size: int) -> None:
         self.ledger = Ledger(world_size)
         self.collectives = TorchCollectives(self.ledger, world_size)
-        self.compressor = build_compressor("none", None)
+        self.compressor = build_compressor("none", TrainConfig())
         self.comm_enabled = True
 
 

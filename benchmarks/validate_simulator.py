@@ -32,10 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from dist_sqz.cluster import namespaces_permitted, parse_rate
-from dist_sqz.comm.bench import bench_cluster, parse_size
+from dist_sqz.cluster import namespaces_permitted
+from dist_sqz.cluster.bench import bench_cluster
 from dist_sqz.compare import compare, shaped_link
-from dist_sqz.simulate import Network, load_profile, simulate
+from dist_sqz.config import CompareConfig
+from dist_sqz.profiles import load_profile
+from dist_sqz.simulate import Network, simulate
+from dist_sqz.units import parse_rate, parse_size
 
 IMAGE_SIZE = {"alexnet": 64}  # the real compute only has to fit in the padding
 BENCH_HOSTS = (2, 8)
@@ -75,17 +78,20 @@ def calibrate(shaped: str) -> dict:
 def measure(model: str, n: int, link: str, d: float, args, work: Path) -> dict:
     """One `compare` run of `model` on n emulated hosts at dilation d: its result row."""
     t0 = time.perf_counter()
-    result = compare(
-        [model],
-        [n],
-        args.steps + 2,
-        link,
-        work / f"{model}-{link}-n{n}",
-        warmup=2,
+    cfg = CompareConfig(
+        models=[model],
+        workers=[n],
+        steps=args.steps + 2,
+        warmup_steps=2,
+        link=link,
         image_size=IMAGE_SIZE.get(model, 32),
         batch_size=2,
-        emulated=(args.profile, args.precision, args.batch_size, d),
+        compute_profile=args.profile,
+        compute_precision=args.precision,
+        profile_batch_size=args.batch_size,
+        dilation=d,
     )
+    result = compare(cfg, work / f"{model}-{link}-n{n}")
     print(f"{model} x{n} on {link} (D={d:g}): {time.perf_counter() - t0:.0f}s", flush=True)
     return result["rows"][0]
 

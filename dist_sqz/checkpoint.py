@@ -6,6 +6,7 @@ plain containers, so `torch.load(path, weights_only=True)` reads it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,14 @@ import torch
 from dist_sqz.errors import UsageError
 
 LAST = "last.pt"
+
+
+def param_checksum(model: torch.nn.Module) -> str:
+    """sha256 of all parameters as contiguous float32 bytes, in named_parameters() order."""
+    h = hashlib.sha256()
+    for _, p in model.named_parameters():
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -103,19 +112,25 @@ def save_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int, state
         rank_state_path(run_dir, rank, old).unlink(missing_ok=True)
 
 
-def load_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int) -> dict[str, Any]:
-    """This rank's compressor state saved at `step` (the step of last.pt); {} if none kept."""
-    steps = _rank_state_steps(run_dir, rank)
-    if not steps:
+def load_rank_state(
+    run_dir: str | os.PathLike[str], rank: int, step: int, required: bool
+) -> dict[str, Any]:
+    """This rank's compressor state saved at `step` (the step of last.pt). A compressor with
+    state (`required`) must find it: resuming without it would not retrace the run."""
+    if not required:
         return {}
     path = rank_state_path(run_dir, rank, step)
-    if step not in steps:
+    if step not in _rank_state_steps(run_dir, rank):
         raise UsageError(
             f"no compressor state of rank {rank} for step {step} (last.pt's) in "
-            f"{path.parent}; the run stopped between writes, start it afresh"
+            f"{path.parent}; without it the resumed run would not be the same run: restore "
+            "the file, or start the run afresh",
+            rank=rank,
         )
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UsageError(f"compressor state {path} cannot be read ({type(e).__name__})") from None
+        raise UsageError(
+            f"compressor state {path} cannot be read ({type(e).__name__})", rank=rank
+        ) from None
     return saved["state"]

@@ -3,21 +3,23 @@
 Each multi-worker run is a torchrun multi-node job on an emulated cluster (one host per
 worker, every link shaped to `link`), so bytes cross a real network stack and `wire_bytes`
 comes from the kernel's counters. Where namespaces are not permitted, runs fall back to
-local processes on loopback, and the report says so.
+local processes on loopback, and the report says so. Every run's `TrainConfig` is built and
+validated here, before anything is launched, and handed to the run as its config file.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dist_sqz.cluster import Cluster, namespaces_permitted, parse_rate
+from dist_sqz.cluster import Cluster, namespaces_permitted
+from dist_sqz.cluster.launch import run_local
+from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import UsageError
-from dist_sqz.models import MODELS
+from dist_sqz.metrics import scaling_efficiency
+from dist_sqz.units import format_rate, parse_rate
 
 RESULT_FIELDS = (
     "payload_bytes",
@@ -26,6 +28,7 @@ RESULT_FIELDS = (
     "wire_over_sent",
     "step_time_s",
     "comm_time_s",
+    "comm_busy_s",
     "exposed_comm_s",
     "compute_time_s",
     "images_per_s",
@@ -35,57 +38,49 @@ RESULT_FIELDS = (
 )
 
 
-def _train_args(
-    model: str, out: Path, steps: int, warmup: int, image_size: int, batch_size: int
-) -> list[str]:
-    return [
-        "-m",
-        "dist_sqz",
-        "train",
-        "--model",
-        model,
-        "--steps",
-        str(steps),
-        "--warmup-steps",
-        str(warmup),
-        "--image-size",
-        str(image_size),
-        "--batch-size",
-        str(batch_size),
-        "--out",
-        str(out),
-        "--log-every",
-        str(steps),
-    ]
-
-
 def shaped_link(link: str, dilation: float) -> str:
     """The link that is actually shaped under time dilation D: D times slower (tc units)."""
-    return f"{parse_rate(link) / dilation:.0f}bit"
+    return format_rate(parse_rate(link) / dilation)
+
+
+def run_config(cfg: CompareConfig, model: str, out: Path) -> TrainConfig:
+    """The training config of one compare run (validated: a model that cannot take the
+    image size fails here, before anything starts)."""
+    emulated: dict[str, Any] = {}
+    if cfg.compute_profile:
+        emulated = {
+            "compute_profile": cfg.compute_profile,
+            "compute_precision": cfg.compute_precision,
+            "compute_batch_size": cfg.profile_batch_size,
+            "dilation": cfg.dilation,
+        }
+    return TrainConfig.build(
+        {
+            "model": model,
+            "steps": cfg.steps,
+            "warmup_steps": cfg.warmup_steps,
+            "image_size": cfg.image_size,
+            "batch_size": cfg.batch_size,
+            "out": str(out),
+            "log_every": cfg.steps,
+            "wandb": cfg.wandb,
+            "wandb_project": cfg.wandb_project,
+            "wandb_group": cfg.wandb_group,
+            **emulated,
+        }
+    )
 
 
 def run_job(
     args: list[str], n: int, emulate: bool, link: str, delay: str, logs: Path, timeout_s: float
 ) -> bool:
+    """One torchrun job of n workers: on n emulated hosts, or as local processes."""
     logs.mkdir(parents=True, exist_ok=True)
     if emulate and n > 1:
         with Cluster(n, link, delay) as cluster:
             codes = cluster.run(args, timeout_s=timeout_s, log_dir=logs)
         return all(c == 0 for c in codes)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={n}",
-        *args,
-    ]
-    with (logs / "host0.log").open("w") as log:
-        try:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return False
-    return proc.returncode == 0
+    return run_local(args, n, logs / "host0.log", timeout_s) == 0
 
 
 def analytic_efficiency(compute_s: float, sent_bytes: float, link_bps: float) -> float:
@@ -93,75 +88,56 @@ def analytic_efficiency(compute_s: float, sent_bytes: float, link_bps: float) ->
     return compute_s / (compute_s + sent_bytes * 8 / link_bps)
 
 
-def compare(
-    models: list[str],
-    workers: list[int],
-    steps: int,
-    link: str,
-    out: Path,
-    warmup: int = 2,
-    image_size: int = 64,
-    batch_size: int = 8,
-    delay: str = "",
-    timeout_s: float = 900,
-    wandb: tuple[str, str, str] = ("off", "", ""),
-    emulated: tuple[str, str, int, float] | None = None,
-) -> dict[str, Any]:
-    """`emulated` = (profile, precision, profile batch size, dilation D): compute is padded to
-    the profile's GPU times x D, links run at `link` / D, reported times are divided by D."""
-    for m in models:
-        MODELS.get(m)
-    if not workers or any(n < 1 for n in workers):
-        raise UsageError("--workers takes positive integers, e.g. 1,2,4")
-    if steps <= warmup:
-        raise UsageError(f"--steps must exceed the {warmup} warm-up steps")
-    link_bps = parse_rate(link)
-    dilation = emulated[3] if emulated else 1.0
-    shaped = shaped_link(link, dilation) if emulated else link
-    wandb_mode, wandb_project, wandb_group = wandb
-    if wandb_mode != "off":
+def compare(cfg: CompareConfig, out: Path) -> dict[str, Any]:
+    """Run every (model, N); write results.json and the report to `out`."""
+    if cfg.compute_profile:
+        from dist_sqz.profiles import compute_times, load_profile
+
+        prof = load_profile(cfg.compute_profile)
+        for m in cfg.models:
+            compute_times(prof, m, cfg.profile_batch_size, cfg.compute_precision)
+    if cfg.wandb != "off":
         from dist_sqz.wandb_sink import import_wandb
 
         import_wandb()
     if (out / "results.json").exists():
         raise UsageError(f"{out} already holds a comparison; choose another --out")
+    group = cfg.wandb_group or f"compare-{out.name}"
+    configs = {
+        m: run_config(cfg.model_copy(update={"wandb_group": group}), m, out / "runs")
+        for m in cfg.models
+    }
+    link_bps = parse_rate(cfg.link)
+    shaped = shaped_link(cfg.link, cfg.dilation) if cfg.compute_profile else cfg.link
     emulate, why = namespaces_permitted()
     note = (
         ""
         if emulate
-        else (
-            f"Emulated hosts unavailable ({why}); ran local processes over loopback, "
-            "links unshaped."
-        )
+        else f"Emulated hosts unavailable ({why}); ran local processes over loopback, "
+        "links unshaped."
     )
     if note:
         print(f"dist-sqz compare: note: {note}", flush=True)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for model in models:
-        for n in workers:
-            run_dir = out / "runs" / f"{model}-n{n}"
-            t0 = time.perf_counter()
-            print(
-                f"dist-sqz compare: {model} on {n} worker(s) "
-                f"({'emulated hosts, ' + link if emulate and n > 1 else 'local'}) ...",
-                end="",
-                flush=True,
+    for model in cfg.models:
+        for n in cfg.workers:
+            tag = f"{model}-n{n}"
+            run_dir = out / "runs" / tag
+            config_file = out / "configs" / f"{tag}.yaml"
+            config_file.parent.mkdir(parents=True, exist_ok=True)
+            config_file.write_text(
+                TrainConfig.build(configs[model].to_dict(), {"out": str(run_dir)}).dump_yaml()
             )
-            args = _train_args(model, run_dir, steps, warmup, image_size, batch_size)
-            if emulated:
-                profile, precision, profile_batch, d = emulated
-                args += ["--compute-profile", profile, "--compute-precision", precision]
-                args += ["--compute-batch-size", str(profile_batch), "--dilation", str(d)]
-            if wandb_mode != "off":
-                args += ["--wandb", wandb_mode, "--wandb-project", wandb_project]
-                args += ["--wandb-group", wandb_group]
-            ok = run_job(args, n, emulate, shaped, delay, out / "logs" / f"{model}-n{n}", timeout_s)
+            t0 = time.perf_counter()
+            where = "emulated hosts, " + cfg.link if emulate and n > 1 else "local"
+            print(f"dist-sqz compare: {model} on {n} worker(s) ({where}) ...", end="", flush=True)
+            args = ["-m", "dist_sqz", "train", "--config", str(config_file)]
+            logs = out / "logs" / tag
+            ok = run_job(args, n, emulate, shaped, cfg.delay, logs, cfg.timeout_s)
             if not ok or not (run_dir / "summary.json").exists():
                 print(" failed", flush=True)
-                raise RuntimeError(
-                    f"run {model} x {n} failed; see {out / 'logs' / f'{model}-n{n}'}"
-                )
+                raise RuntimeError(f"run {model} x {n} failed; see {logs}")
             s = json.loads((run_dir / "summary.json").read_text())
             row = {"model": model, "world_size": n, "params": s["params"]}
             row.update({k: s.get(k) for k in RESULT_FIELDS})
@@ -174,7 +150,9 @@ def compare(
     for row in rows:
         base = next((r for r in rows if r["model"] == row["model"] and r["world_size"] == 1), None)
         row["scaling_efficiency"] = (
-            row["images_per_s"] / (row["world_size"] * base["images_per_s"]) if base else None
+            scaling_efficiency(row["images_per_s"], row["world_size"], base["images_per_s"])
+            if base
+            else None
         )
         row["analytic_efficiency"] = (
             analytic_efficiency(base["step_time_s"], row["sent_bytes"], link_bps)
@@ -182,18 +160,23 @@ def compare(
             else None
         )
     result = {
-        "models": models,
-        "workers": workers,
-        "steps": steps,
-        "warmup_steps": warmup,
-        "link": link if emulate else "loopback",
+        "models": cfg.models,
+        "workers": cfg.workers,
+        "steps": cfg.steps,
+        "warmup_steps": cfg.warmup_steps,
+        "link": cfg.link if emulate else "loopback",
         "emulated_hosts": emulate,
         "note": note,
-        "image_size": image_size,
-        "batch_size": batch_size,
+        "image_size": cfg.image_size,
+        "batch_size": cfg.batch_size,
         "emulated_compute": (
-            dict(zip(("profile", "precision", "batch_size", "dilation"), emulated, strict=True))
-            if emulated
+            {
+                "profile": cfg.compute_profile,
+                "precision": cfg.compute_precision,
+                "batch_size": cfg.profile_batch_size,
+                "dilation": cfg.dilation,
+            }
+            if cfg.compute_profile
             else None
         ),
         "shaped_link": shaped if emulate else None,
@@ -204,12 +187,12 @@ def compare(
     from dist_sqz.report import write_compare_report
 
     write_compare_report(result, out)
-    if wandb_mode != "off":
+    if cfg.wandb != "off":
         from dist_sqz.report import PLOTS
         from dist_sqz.wandb_sink import WandbSink
 
         meta = {k: v for k, v in result.items() if k != "rows"}
-        sink = WandbSink(wandb_mode, wandb_project, wandb_group, "compare", meta, out)
+        sink = WandbSink(cfg.wandb, cfg.wandb_project, group, "compare", meta, out)
         sink.log_table("results", rows)
         sink.log_images([out / p for p in PLOTS if (out / p).exists()])
         sink.close()

@@ -1,152 +1,273 @@
-"""Typed training config: defaults < YAML file < command-line flags, validated once at start-up.
+"""Typed configs, validated once at start-up by pydantic: defaults < YAML file < flags/--set.
 
-Every field is both a YAML key and a flag (`batch_size` <-> `--batch-size`); `--set key=value`
-sets any key too. A bad value raises `UsageError` naming the field.
+Every field is a YAML key and a flag (`batch_size` <-> `--batch-size`; booleans as
+`--flag/--no-flag`; optionals take `--set key=null`); `--set key=value` sets any key, its value
+read as a YAML scalar. Any bad value raises one `UsageError` naming the field. `TrainConfig`
+is one run; `CompareConfig` and `SimulateConfig` are the commands that launch or model many.
+Choices of model, backend and compression come from their registries.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dist_sqz.errors import UsageError
+from dist_sqz.units import csv, parse_duration, parse_rate
 
-BACKENDS = ("gloo", "nccl", "mpi", "horovod")
-COMPRESSIONS = ("none", "fp16", "bf16", "int8", "topk", "dgc", "powersgd")
-WANDB_MODES = ("off", "offline", "online")
+WandbMode = Literal["off", "offline", "online"]
+C = TypeVar("C", bound="Config")
+
+
+def _model(name: str) -> str:
+    from dist_sqz.models import MODELS
+
+    MODELS.get(name)  # UsageError listing the models
+    return name
+
+
+def registry_choices(field: str) -> list[str] | None:
+    """The registry that lists a field's choices (for --help and argparse), if any."""
+    if field in ("model", "models"):
+        from dist_sqz.models import MODELS
+
+        return MODELS.names()
+    if field == "backend":
+        from dist_sqz.comm.backends import BACKENDS
+
+        return BACKENDS.names()
+    if field == "compression":
+        from dist_sqz.comm.compression import COMPRESSORS
+
+        return ["none", *COMPRESSORS.names()]
+    return None
+
+
+class Config(BaseModel):
+    """Base: unknown keys are errors, values keep their declared types."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    @classmethod
+    def build(cls: type[C], *layers: dict[str, Any]) -> C:
+        """Merge layers (later wins) over the defaults; validate; UsageError on any fault."""
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer)
+        try:
+            return cls(**merged)
+        except ValidationError as e:
+            raise UsageError(_one_line(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def dump_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _one_line(e: ValidationError) -> str:
+    err = e.errors()[0]
+    name = ".".join(str(x) for x in err["loc"]) or "config"
+    kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key {name!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    for bound, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if bound in ctx:
+            return f"{name} must be {op} {ctx[bound]}, got {value!r}"
+    if kind == "literal_error":
+        return f"{name} must be one of {ctx.get('expected')}; got {value!r}"
+    for t in ("int", "float", "bool", "string"):
+        if kind.startswith(t):
+            return f"{name} must be {'str' if t == 'string' else t}; got {value!r}"
+    return f"{name}: {err['msg']}; got {value!r}"
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
+    return Field(default, description=help, **kw)
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Field docs are what `dist-sqz train --help` prints."""
+class TrainConfig(Config):
+    """One training run. Field descriptions are what `dist-sqz train --help` prints."""
 
     model: str = _f("squeezenet1_1", "model name (see `dist-sqz models`)")
-    backend: str = _f("gloo", "gloo (CPU), nccl (GPU), mpi (mpi4py), horovod", choices=BACKENDS)
-    compression: str = _f("none", "gradient compression", choices=COMPRESSIONS)
-    compression_density: float = _f(0.01, "topk/dgc: fraction of each bucket's values sent")
-    powersgd_rank: int = _f(2, "powersgd: rank of the gradient approximation")
-    powersgd_start_step: int = _f(0, "powersgd: plain all-reduce before this step (0-based)")
-    dgc_clip_norm: float = _f(0.0, "dgc: clip each bucket's gradient norm to this/sqrt(N); 0=off")
-    dgc_warmup_steps: int = _f(0, "dgc: steps over which density falls from 25% to its target")
+    backend: str = _f("gloo", "gloo (CPU), nccl (GPU), mpi (mpi4py), horovod")
+    compression: str = _f("none", "gradient compression")
+    compression_density: float = _f(
+        0.01, "topk/dgc: fraction of each bucket's values sent", gt=0, le=1
+    )
+    powersgd_rank: int = _f(2, "powersgd: rank of the gradient approximation", gt=0)
+    powersgd_start_step: int = _f(0, "powersgd: plain all-reduce before this step (0-based)", ge=0)
+    dgc_clip_norm: float = _f(
+        0.0, "dgc: clip each bucket's gradient norm to this/sqrt(N); 0=off", ge=0
+    )
+    dgc_warmup_steps: int = _f(
+        0, "dgc: steps over which density falls from 25% to its target", ge=0
+    )
     compute_profile: str = _f("", "emulated compute: pad to this profile's GPU times ('' = real)")
     compute_precision: str = _f("bf16_cl", "emulated compute: the profile's precision")
-    compute_batch_size: int = _f(0, "emulated compute: profile batch size (0 = batch_size)")
-    dilation: float = _f(1.0, "emulated compute: time dilation D (divide link rates by D)")
-    batch_size: int = _f(8, "images per worker per step")
-    steps: int = _f(20, "optimizer steps in total, warm-up included")
-    warmup_steps: int = _f(3, "first steps left out of summary medians")
+    compute_batch_size: int = _f(0, "emulated compute: profile batch size (0 = batch_size)", ge=0)
+    dilation: float = _f(1.0, "emulated compute: time dilation D (divide link rates by D)", gt=0)
+    batch_size: int = _f(8, "images per worker per step", gt=0)
+    steps: int = _f(20, "optimizer steps in total, warm-up included", gt=0)
+    warmup_steps: int = _f(3, "first steps left out of summary medians", ge=0)
     data: str = _f("synthetic", "synthetic | digits | imagefolder:PATH")
-    image_size: int = _f(224, "input height and width in pixels")
-    num_classes: int = _f(0, "classifier outputs; 0 = from the data (synthetic: 1000)")
-    lr: float = _f(0.01, "SGD learning rate")
-    momentum: float = _f(0.9, "SGD momentum")
-    weight_decay: float = _f(0.0, "SGD weight decay")
+    image_size: int = _f(224, "input height and width in pixels", gt=0)
+    num_classes: int = _f(0, "classifier outputs; 0 = from the data (synthetic: 1000)", ge=0)
+    lr: float = _f(0.01, "SGD learning rate", gt=0)
+    momentum: float = _f(0.9, "SGD momentum", ge=0)
+    weight_decay: float = _f(0.0, "SGD weight decay", ge=0)
     seed: int = _f(0, "seed for weights, data order, dropout")
-    bucket_cap_mb: float = _f(25.0, "DDP gradient bucket size in MiB")
-    compute_probe_steps: int = _f(3, "no-communication steps timed to get exposed_comm_s (0 = off)")
-    checkpoint_every: int = _f(0, "write checkpoints/last.pt every N steps (0 = only at the end)")
-    timeout_s: float = _f(300.0, "seconds to wait for the rendezvous and for any collective")
-    out: str = _f("", "run directory (default runs/<time>-<model>)")
+    bucket_cap_mb: float = _f(25.0, "DDP gradient bucket size in MiB", gt=0)
+    compute_probe_steps: int = _f(
+        3, "no-communication steps timed for exposed_comm_s (0 = off)", ge=0
+    )
+    checkpoint_every: int = _f(
+        0, "write checkpoints/last.pt every N steps (0 = only at the end)", ge=0
+    )
+    timeout_s: float = _f(300.0, "seconds to wait for the rendezvous and for any collective", gt=0)
+    out: str = _f("", "run directory (default runs/<time>-<name>, decided by rank 0)")
     name: str = _f("", "run name (default <model>-<backend>-<compression>-n<world size>)")
-    log_every: int = _f(1, "progress line every N steps when stdout is not a terminal")
-    wandb: str = _f("off", "Weights & Biases logging", choices=WANDB_MODES)
+    log_every: int = _f(1, "progress line every N steps when stdout is not a terminal", gt=0)
+    wandb: WandbMode = _f("off", "Weights & Biases logging")
     wandb_project: str = _f("dist_sqz", "W&B project")
     wandb_group: str = _f("", "W&B group (runs of one sweep share it)")
 
-    def __post_init__(self) -> None:
-        positive = ("batch_size", "steps", "image_size", "log_every", "powersgd_rank")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        nonneg = (
-            "warmup_steps",
-            "num_classes",
-            "compute_probe_steps",
-            "checkpoint_every",
-            "powersgd_start_step",
-            "dgc_warmup_steps",
-            "compute_batch_size",
-        )
-        for name in nonneg:
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "bucket_cap_mb", "timeout_s", "dilation"):
-            if not getattr(self, name) > 0:
-                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.compression_density <= 1:
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        return _model(v)
+
+    @field_validator("backend", "compression")
+    @classmethod
+    def _registered(cls, v: str, info: Any) -> str:
+        choices = registry_choices(info.field_name)
+        if v not in choices:
+            raise UsageError(f"{info.field_name} must be one of {', '.join(choices)}; got {v!r}")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        kind, _, path = v.partition(":")
+        if kind not in ("synthetic", "digits", "imagefolder"):
+            raise UsageError(f"data must be synthetic, digits or imagefolder:PATH; got {v!r}")
+        if kind == "imagefolder" and (not path or not Path(path).is_dir()):
             raise UsageError(
-                f"compression_density must be in (0, 1], got {self.compression_density}"
+                f"data directory {path!r} does not exist; give imagefolder:PATH with one "
+                "sub-folder of images per class"
             )
-        for name in ("momentum", "weight_decay", "dgc_clip_norm"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        return v
+
+    def model_post_init(self, _context: Any) -> None:
         if self.warmup_steps >= self.steps:
             raise UsageError(
                 f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps}) "
                 "so that some steps are measured"
             )
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise UsageError(
-                    f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
-                )
-        from dist_sqz.models import MODELS
+        from dist_sqz.models import check_input_size
 
-        MODELS.get(self.model)  # raises UsageError listing the models
-        kind = self.data.split(":", 1)[0]
-        if kind not in ("synthetic", "digits", "imagefolder"):
-            raise UsageError(
-                f"data must be synthetic, digits or imagefolder:PATH; got {self.data!r}"
-            )
-        if kind == "imagefolder":
-            path = self.data.split(":", 1)[1] if ":" in self.data else ""
-            if not path or not Path(path).is_dir():
-                raise UsageError(
-                    f"data directory {path!r} does not exist; give imagefolder:PATH with one "
-                    "sub-folder of images per class"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # A model too small for the image fails here, in the parent, not mid-rendezvous.
+        check_input_size(self.model, self.image_size, self.num_classes or 10)
 
 
-def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
+def _split(v: Any) -> Any:
+    return csv(v) if isinstance(v, str) else v
 
 
-def _coerce(name: str, raw: Any) -> Any:
-    """Turn a YAML or command-line value into the field's type, or raise UsageError."""
-    ftype = {f.name: f.type for f in fields(TrainConfig)}[name]
-    try:
-        if ftype == "int":
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            return int(raw)
-        if ftype == "float":
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(raw)
-        if ftype == "str":
-            if isinstance(raw, (dict, list)):
-                raise ValueError
-            return str(raw)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be {ftype}; got {raw!r}") from None
-    raise AssertionError(f"unhandled field type {ftype} for {name}")
+def _lists_ok(v: list[Any], info: Any) -> list[Any]:
+    """models: registered names; workers: counts >= 1; neither empty."""
+    if not v:
+        raise UsageError(f"{info.field_name} needs at least one value")
+    if info.field_name == "models":
+        return [_model(m) for m in v]
+    if min(v) < 1:
+        raise UsageError(f"workers takes integers >= 1 like 1,2,4; got {v}")
+    return v
+
+
+class CompareConfig(Config):
+    """`dist-sqz compare`: each model at each worker count on emulated hosts."""
+
+    models: list[str] = _f(["alexnet", "squeezenet1_0", "squeezenet1_1"], "models, comma-separated")
+    workers: list[int] = _f([1, 2, 4], "worker counts, comma-separated")
+    steps: int = _f(8, "steps per run", gt=0)
+    warmup_steps: int = _f(2, "first steps of each run left out of the medians", ge=0)
+    link: str = _f("1gbit", "each host's link rate (tc units)")
+    delay: str = _f("", "one-way link delay, e.g. 100us (needs netem)")
+    image_size: int = _f(64, "input height and width in pixels", gt=0)
+    batch_size: int = _f(8, "images per worker per step", gt=0)
+    out: str = _f("", "output folder (default runs/compare-<time>)")
+    compute_profile: str = _f("", "emulate GPU compute from this profile (e.g. h100); '' = real")
+    compute_precision: str = _f("bf16_cl", "the profile's precision")
+    profile_batch_size: int = _f(256, "emulated per-GPU batch size", gt=0)
+    dilation: float = _f(100.0, "with a profile: compute and links run D times slower", gt=0)
+    timeout_s: float = _f(900.0, "seconds before one run is killed", gt=0)
+    wandb: WandbMode = _f("off", "Weights & Biases logging")
+    wandb_project: str = _f("dist_sqz", "W&B project")
+    wandb_group: str = _f("", "W&B group (default compare-<out folder name>)")
+
+    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+
+    _lists_ok = field_validator("models", "workers")(_lists_ok)
+
+    @field_validator("link")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_rate(v)
+        return v
+
+    @field_validator("delay")
+    @classmethod
+    def _delay(cls, v: str) -> str:
+        if v:
+            parse_duration(v)
+        return v
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.warmup_steps >= self.steps:
+            raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
+
+
+class SimulateConfig(Config):
+    """`dist-sqz simulate`: the cost model over worker counts."""
+
+    models: list[str] = _f(["alexnet", "squeezenet1_1"], "models, comma-separated")
+    workers: list[int] = _f([2**i for i in range(11)], "worker counts, comma-separated")
+    profile: str = _f("h100", "a shipped profile name or a profile .json file")
+    precision: str = _f("bf16_cl", "profile precision (fp32, bf16_cl)")
+    batch_size: int = _f(256, "images per worker per step", gt=0)
+    link: str = _f("100gbit", "per-worker link bandwidth")
+    latency: str = _f("5us", "per-message latency")
+    topology: Literal["ring", "tree", "ps", "hierarchical"] = _f("ring", "all-reduce algorithm")
+    gpus_per_node: int = _f(8, "hierarchical: GPUs per node", gt=0)
+    intra_link: str = _f("3600gbit", "hierarchical: node-local link")
+    bucket_cap_mb: float = _f(25.0, "DDP gradient bucket size in MiB", gt=0)
+
+    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+    _lists_ok = field_validator("models", "workers")(_lists_ok)
+
+    @field_validator("link", "intra_link")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_rate(v)
+        return v
+
+    @field_validator("latency")
+    @classmethod
+    def _latency(cls, v: str) -> str:
+        parse_duration(v)
+        return v
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML config file into a {key: value} dict, rejecting unknown keys."""
+    """Read a YAML config file into a {key: value} dict (keys are checked by `build`)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file {str(p)!r} not found")
@@ -160,39 +281,18 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"config file {str(p)!r} must hold a mapping of key: value")
-    return check_keys(data, source=f"config file {str(p)!r}")
-
-
-def check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
-    known = field_names()
-    for key in values:
-        if key not in known:
-            raise UsageError(f"unknown key {key!r} in {source}; known keys: {', '.join(known)}")
-    return {k: _coerce(k, v) for k, v in values.items()}
+    return data
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs; values are parsed as YAML scalars (`lr=1e-3`, `steps=5`)."""
+    """`--set key=value` pairs; values are parsed as YAML scalars (`lr=1e-3`, `nesterov=true`)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise UsageError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        key = key.strip().replace("-", "_")
         try:
-            out[key] = yaml.safe_load(raw) if raw else ""
+            out[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
-            out[key] = raw
-    return check_keys(out, source="--set")
-
-
-def resolve(*layers: dict[str, Any]) -> TrainConfig:
-    """Merge layers (later wins) over the defaults and validate."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(layer)
-    return TrainConfig(**merged)
-
-
-def dump_yaml(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            out[key.strip().replace("-", "_")] = raw
+    return out

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from dist_sqz.models import build_model
-from dist_sqz.simulate import compute_times, load_profile, param_macs
+from dist_sqz.profiles import compute_times, load_profile
+from dist_sqz.simulate import param_macs
 
 
 def _wait_until(deadline: float) -> float:

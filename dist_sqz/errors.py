@@ -1,11 +1,20 @@
-"""Errors a user can cause. The CLI prints them as one line and exits with status 2."""
+"""Errors a user can cause, and failures of the network. The CLI prints each as one line."""
+
+from __future__ import annotations
 
 
 class UsageError(ValueError):
-    """Bad input: a wrong option, a missing file, an unreachable rendezvous.
+    """Bad input: a wrong option, a missing file, an unreachable rendezvous. Exit status 2.
 
-    The message says what is wrong and how to fix it, in one line.
+    The message says what is wrong and how to fix it, in one line. `rank=None` means every
+    worker finds the same fault (a config value): one process per host reports it. A rank
+    number means only that worker found it (its own state file, its own rendezvous): that
+    worker reports it, prefixed `rank r:` unless it is rank 0.
     """
+
+    def __init__(self, message: str, rank: int | None = None) -> None:
+        super().__init__(message)
+        self.rank = rank
 
 
 class CommFailure(RuntimeError):

@@ -10,13 +10,17 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+from dist_sqz.errors import UsageError
 
 # Per-step fields whose medians the summary reports.
 MEDIAN_FIELDS = (
     "step_time_s",
     "comm_time_s",
+    "comm_busy_s",
     "exposed_comm_s",
     "payload_bytes",
     "sent_bytes",
@@ -116,3 +120,35 @@ def medians(records: list[dict[str, Any]]) -> dict[str, Any]:
         out["algbw"] = out["payload_bytes"] / out["comm_time_s"]
         out["busbw"] = out["sent_bytes"] / out["comm_time_s"]
     return out
+
+
+def scaling_efficiency(images_per_s: float, world_size: int, images_per_s_1: float) -> float:
+    """images_per_s(N) / (N x images_per_s(1)), same per-worker batch (DESIGN.md)."""
+    return images_per_s / (world_size * images_per_s_1)
+
+
+def build_summary(records: list[dict[str, Any]], **facts: Any) -> dict[str, Any]:
+    """summary.json: the run's facts, medians of its measured steps, compression_ratio and
+    final_loss (DESIGN.md). `facts` must hold `params`; what it holds comes first."""
+    summary: dict[str, Any] = {
+        **facts,
+        "uncompressed_payload_bytes": 4 * facts["params"],
+        **medians(records),
+    }
+    if summary.get("payload_bytes"):
+        summary["compression_ratio"] = 4 * facts["params"] / summary["payload_bytes"]
+    if any("emulation_late_s" in r for r in records):
+        late = [r["emulation_late_s"] for r in records if not r["warmup"]]
+        summary["emulation_late_s"] = statistics.median(late) if late else None
+    summary["final_loss"] = records[-1]["loss"] if records else None
+    return summary
+
+
+def tx_counter(iface: str) -> Callable[[], int] | None:
+    """A reader of IFACE's kernel tx byte counter (wire_bytes), or None when none is named."""
+    if not iface:
+        return None
+    path = Path(f"/sys/class/net/{iface}/statistics/tx_bytes")
+    if not path.exists():
+        raise UsageError(f"no network interface {iface!r} here (DIST_SQZ_WIRE_IFACE)")
+    return lambda: int(path.read_text())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.metrics import scaling_efficiency
+
 PLOTS = ("bytes_per_step.png", "scaling_efficiency.png", "throughput.png")
 
 
@@ -53,12 +55,14 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
     rows = result["rows"]
     head = (
         "| model | N | payload MB | sent MB | wire MB | wire/sent | step ms | comm ms | "
-        "img/s | efficiency | analytic |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "comm busy ms | exposed ms | img/s | efficiency | analytic |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     table = [head] + [
         f"| {r['model']} | {r['world_size']} | {_mb(r['payload_bytes'])} | {_mb(r['sent_bytes'])}"
         f" | {_mb(r['wire_bytes'])} | {_num(r['wire_over_sent'], '.4f')} | "
         f"{r['step_time_s'] * 1e3:.1f} | {_num(_ms(r['comm_time_s']), '.1f')} | "
+        f"{_num(_ms(r.get('comm_busy_s')), '.1f')} | {_num(_ms(r.get('exposed_comm_s')), '.1f')} | "
         f"{r['images_per_s']:.1f} | {_num(r['scaling_efficiency'], '.3f')} | "
         f"{_num(r['analytic_efficiency'], '.3f')} |"
         for r in rows
@@ -86,8 +90,10 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         "",
         "Medians over measured steps. `efficiency` = images_per_s(N) / (N x images_per_s(1));"
         " `analytic` = compute / (compute + sent / link) with compute = the 1-worker step time."
-        " `comm ms` sums each bucket's time from issue to completion; buckets queue behind"
-        " each other, so it can exceed the step time.",
+        " `comm ms` sums each collective's time from issue to completion; collectives queue"
+        " behind each other, so it can exceed the step time. `comm busy ms` is the time at"
+        " least one collective was in flight; `exposed ms` the part of the step spent waiting"
+        " for communication.",
         "",
         *table,
         "",
@@ -279,7 +285,7 @@ def _scaling_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
         if not one or len(ss) < 2:
             continue
         for s in sorted(ss, key=lambda s: s["world_size"]):
-            eff = s["images_per_s"] / (s["world_size"] * one["images_per_s"])
+            eff = scaling_efficiency(s["images_per_s"], s["world_size"], one["images_per_s"])
             rows.append(
                 {
                     "model": f"{model}/{backend}/{comp}",

@@ -4,8 +4,8 @@
 
 Inputs: (a) the model's gradient buckets as DDP forms them (reverse parameter order, first
 bucket capped at 1 MiB, the rest at `bucket_cap_mb`); (b) a compute profile (forward,
-backward, optimizer seconds at a batch size and precision, `configs/profiles/<name>.json`,
-written by `dist-sqz profile`); (c) a network: per-worker link bandwidth B, per-message
+backward, optimizer seconds at a batch size and precision, `profiles.py`, written by
+`dist-sqz profile`); (c) a network: per-worker link bandwidth B, per-message
 latency a, and a topology; (d) overlap: a bucket is ready when backward has got through its
 layers (backward time is shared among layers by their multiply-adds) and buckets go out one
 at a time, in order, each once it is ready and the previous one is done.
@@ -22,7 +22,6 @@ scaling_efficiency(N) = step(1) / step(N) (same per-worker batch).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,11 @@ from torch import nn
 
 from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.errors import UsageError
+from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.models import build_model
+from dist_sqz.profiles import compute_times
 
 TOPOLOGIES = ("ring", "tree", "ps", "hierarchical")
-PROFILE_DIR = Path(__file__).resolve().parents[1] / "configs" / "profiles"
 
 
 @dataclass(frozen=True)
@@ -112,37 +112,6 @@ def param_macs(model: nn.Module, image_size: int) -> dict[str, int]:
     return out
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    path = Path(name) if name.endswith(".json") else PROFILE_DIR / f"{name}.json"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.json")))
-        raise UsageError(f"no profile {name!r}; known: {known} (or a path to a .json)")
-    return json.loads(path.read_text())
-
-
-def compute_times(profile: dict, model: str, batch_size: int, precision: str) -> dict[str, float]:
-    entries = profile.get("models", {}).get(model, {}).get(precision)
-    if not entries:
-        raise UsageError(
-            f"profile {profile.get('device', '?')} has no {model} at precision {precision}; "
-            f"measure it with `dist-sqz profile --models {model}`"
-        )
-    if str(batch_size) in entries:
-        return entries[str(batch_size)]
-    # Linear in batch size between (or beyond) the two nearest measured sizes.
-    sizes = sorted(int(b) for b in entries)
-    if len(sizes) == 1:
-        scale = batch_size / sizes[0]
-        return {k: v * scale for k, v in entries[str(sizes[0])].items()}
-    lo, hi = (sizes[0], sizes[1]) if batch_size < sizes[0] else (sizes[-2], sizes[-1])
-    for a, b in zip(sizes, sizes[1:], strict=False):
-        if a <= batch_size <= b:
-            lo, hi = a, b
-    t = (batch_size - lo) / (hi - lo)
-    e0, e1 = entries[str(lo)], entries[str(hi)]
-    return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) for k in e0}
-
-
 def step_time(compute: dict[str, float], buckets: list[GradBucket], n: int, net: Network):
     """(step seconds, comm seconds summed over buckets, exposed comm seconds)."""
     fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
@@ -183,7 +152,9 @@ def simulate(
                     "comm_time_s": comm,
                     "exposed_comm_s": exposed,
                     "compute_time_s": t1,
-                    "scaling_efficiency": t1 / t,
+                    "scaling_efficiency": scaling_efficiency(
+                        n * batch_size / t, n, batch_size / t1
+                    ),
                     "images_per_s": n * batch_size / t,
                     "payload_bytes": sum(b.nbytes for b in buckets),
                     "buckets": len(buckets),
@@ -219,3 +190,18 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         plt.close(fig)
         paths.append(out / name)
     return paths
+
+
+def format_table(rows: list[dict[str, Any]], header: str) -> str:
+    lines = [
+        header,
+        f"{'model':15s} {'N':>5s} {'step ms':>9s} {'comm ms':>9s} {'exposed':>9s} "
+        f"{'efficiency':>10s} {'images/s':>12s}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['model']:15s} {r['world_size']:5d} {r['step_time_s'] * 1e3:9.2f} "
+            f"{r['comm_time_s'] * 1e3:9.2f} {r['exposed_comm_s'] * 1e3:9.2f} "
+            f"{r['scaling_efficiency']:10.3f} {r['images_per_s']:12,.0f}"
+        )
+    return "\n".join(lines)

@@ -7,43 +7,38 @@ dropout, and batches depend on the step alone, so a resumed run retraces the uni
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dist_sqz import checkpoint
 from dist_sqz.comm.accounting import StepComm
 from dist_sqz.comm.backends import BACKENDS, Backend
 from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
-from dist_sqz.config import TrainConfig, dump_yaml
+from dist_sqz.config import TrainConfig
 from dist_sqz.data import build_batches, eval_batches, num_classes_of
 from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.errors import CommFailure, UsageError
-from dist_sqz.metrics import JsonlSink, ProgressSink, Sink, medians, read_jsonl
+from dist_sqz.metrics import (
+    JsonlSink,
+    ProgressSink,
+    Sink,
+    build_summary,
+    read_jsonl,
+    tx_counter,
+)
 from dist_sqz.models import build_model, check_input_size, count_params
-from dist_sqz.simulate import compute_times, load_profile
+from dist_sqz.optim import sgd
+from dist_sqz.profiles import compute_times, load_profile
 from dist_sqz.wandb_sink import WandbSink, import_wandb
-
-
-def _is_comm_error(e: BaseException) -> bool:
-    """A failure of the network or a peer, as gloo/nccl/torch.distributed report it."""
-    if isinstance(e, torch.distributed.DistError):
-        return True
-    text = str(e)
-    return any(
-        w in text
-        for w in ("gloo", "Gloo", "NCCL", "Timed out", "timed out", "Connection", "connection")
-    )
 
 
 def _workers(n: int) -> str:
@@ -54,15 +49,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 10_007 + rank) % (2**63)
 
 
-def param_checksum(model: nn.Module) -> str:
-    """sha256 of all parameters as contiguous float32 bytes, in named_parameters() order."""
-    h = hashlib.sha256()
-    for _, p in model.named_parameters():
-        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
+T = TypeVar("T")
 
 
 def default_out(cfg: TrainConfig, world_size: int) -> tuple[str, str]:
+    """(run name, run directory); rank 0 calls this and tells the others."""
     name = cfg.name or f"{cfg.model}-{cfg.backend}-{cfg.compression}-n{world_size}"
     out = cfg.out or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
     return name, out
@@ -76,26 +67,6 @@ def check_new_run_dir(out: Path) -> None:
         )
 
 
-def tx_counter(iface: str):
-    """A reader of IFACE's kernel tx byte counter, or None when no interface is named."""
-    if not iface:
-        return None
-    path = Path(f"/sys/class/net/{iface}/statistics/tx_bytes")
-    if not path.exists():
-        raise UsageError(f"no network interface {iface!r} here (DIST_SQZ_WIRE_IFACE)")
-    return lambda: int(path.read_text())
-
-
-def _sgd(params, **kw) -> torch.optim.SGD:
-    """SGD as one fused kernel over all parameters where this torch has one for the device
-    (~4x faster than the per-tensor loop on CPU: AlexNet 53 ms against 196 ms), else plain."""
-    params = list(params)
-    try:
-        return torch.optim.SGD(params, fused=True, **kw)
-    except RuntimeError:  # a torch without a fused kernel for this device
-        return torch.optim.SGD(params, **kw)
-
-
 class Trainer:
     """Composes backend, model, data, compressor and sinks for one run."""
 
@@ -106,6 +77,7 @@ class Trainer:
         share_cpu_threads(env)
         self.env: LaunchEnv = env
         self.resume = resume
+        self.restarted = restarted
         num_classes = cfg.num_classes or num_classes_of(cfg.data, cfg.image_size)
         check_input_size(cfg.model, cfg.image_size, num_classes)
         self.batches = build_batches(
@@ -117,11 +89,6 @@ class Trainer:
             env.world_size,
             cfg.seed,
         )
-        name, out = default_out(cfg, env.world_size)
-        self.cfg = cfg = TrainConfig(
-            **{**cfg.to_dict(), "name": name, "out": out, "num_classes": num_classes}
-        )
-        self.out = Path(out)
         self.start_step = 0
         if resume is not None:
             if resume.get("world_size", env.world_size) != env.world_size:
@@ -136,9 +103,6 @@ class Trainer:
                     f"the run already finished {self.start_step} steps; pass --steps larger "
                     f"than {self.start_step} to train further"
                 )
-        elif env.is_main and not restarted:  # a restart before any checkpoint starts over
-            check_new_run_dir(self.out)
-        self.restarted = restarted
         if cfg.wandb != "off" and env.is_main:
             import_wandb()  # fail before anything is written
         if cfg.compute_profile:  # a missing profile or model entry fails here, not mid-run
@@ -148,16 +112,22 @@ class Trainer:
                 cfg.compute_batch_size or cfg.batch_size,
                 cfg.compute_precision,
             )
-
         # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
         self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
         self.backend: Backend = BACKENDS.get(cfg.backend)(cfg, env)
+
+        # Rank 0 alone names the run directory (a timestamp read on every rank could differ).
+        name, out = self._agree(lambda: self._run_dir(cfg) if env.is_main else ("", ""))[0]
+        self.cfg = cfg = TrainConfig.build(
+            cfg.to_dict(), {"name": name, "out": out, "num_classes": num_classes}
+        )
+        self.out = Path(out)
         self.device = self.backend.device
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, num_classes).to(self.device)
         self.params = count_params(self.model)
         self.compressor = build_compressor(cfg.compression, cfg)
-        self.optimizer = _sgd(
+        self.optimizer = sgd(
             self.model.parameters(),
             lr=cfg.lr,
             # DGC corrects momentum before sparsifying; the optimizer must not apply it again.
@@ -167,9 +137,12 @@ class Trainer:
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
-            self.compressor.load_state_dict(
-                checkpoint.load_rank_state(self.out, env.rank, self.start_step)
-            )
+            # Every rank needs its own state; one that lacks it stops all, and says so.
+            needed = self.compressor.has_state
+            state = self._agree(
+                lambda: checkpoint.load_rank_state(self.out, env.rank, self.start_step, needed)
+            )[env.rank]
+            self.compressor.load_state_dict(state)
         self.train_model, self.optimizer = self.backend.wrap(
             self.model, self.optimizer, self.compressor
         )
@@ -190,12 +163,32 @@ class Trainer:
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
 
+    def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:
+        name, out = default_out(cfg, self.env.world_size)
+        if self.resume is None and not self.restarted:  # a restart before any checkpoint
+            check_new_run_dir(Path(out))  # starts over in its own directory
+        return name, out
+
+    def _agree(self, find: Callable[[], T]) -> list[T]:
+        """Run `find` on every rank and gather what each found. If any rank raised a
+        UsageError, every rank raises it: the rank that found it reports it, and no rank is
+        left waiting in a collective for one that has quit."""
+        try:
+            value, fault = find(), None
+        except UsageError as e:
+            value, fault = None, (str(e), self.env.rank if e.rank is None else e.rank)
+        gathered = self.backend.all_gather_object((value, fault))
+        faults = [f for _, f in gathered if f is not None]
+        if faults:
+            raise UsageError(faults[0][0], rank=faults[0][1])
+        return [v for v, _ in gathered]
+
     # -- run directory -------------------------------------------------------------------
     def _open_sinks(self) -> None:
         if not self.env.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
+        (self.out / "config.yaml").write_text(self.cfg.dump_yaml())
         checkpoint.mark_launch(self.out)
         keep = self.start_step if self.resume is not None or self.restarted else None
         self.sinks = [
@@ -290,6 +283,7 @@ class Trainer:
             "batch_size": cfg.batch_size,
             "step_time_s": step_s,
             "comm_time_s": comm.comm_time_s / d,
+            "comm_busy_s": comm.comm_busy_s / d,
             "exposed_comm_s": exposed,
             "payload_bytes": comm.payload_bytes,
             "sent_bytes": comm.sent_bytes,
@@ -337,8 +331,8 @@ class Trainer:
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     self._save(done)
             summary = self._finish()
-        except RuntimeError as e:
-            if env.world_size == 1 or not _is_comm_error(e):
+        except self.backend.comm_errors as e:
+            if env.world_size == 1:
                 raise
             ckpt = checkpoint.checkpoint_path(self.out)
             kept = f"; last checkpoint kept at {ckpt}" if ckpt.exists() else ""
@@ -368,34 +362,25 @@ class Trainer:
         return correct / total
 
     def _finish(self) -> dict[str, Any]:
-        checksum = param_checksum(self.model)
+        checksum = checkpoint.param_checksum(self.model)
         checksums = self.backend.all_gather_object(checksum)
         self._save(self.cfg.steps)
         if not self.env.is_main:
             return {}
         records = read_jsonl(self.out / "metrics.jsonl")
-        summary: dict[str, Any] = {
-            "model": self.cfg.model,
-            "backend": self.cfg.backend,
-            "compression": self.cfg.compression,
-            "world_size": self.env.world_size,
-            "batch_size": self.cfg.batch_size,
-            "launcher": self.env.launcher,
-            "device": str(self.device),
-            "params": self.params,
-            "uncompressed_payload_bytes": 4 * self.params,
-            **medians(records),
-        }
-        if summary.get("payload_bytes"):
-            summary["compression_ratio"] = 4 * self.params / summary["payload_bytes"]
-        summary["compute_time_s"] = (
-            None if self.compute_s is None else self.compute_s / self.dilation
+        summary = build_summary(
+            records,
+            model=self.cfg.model,
+            backend=self.cfg.backend,
+            compression=self.cfg.compression,
+            world_size=self.env.world_size,
+            batch_size=self.cfg.batch_size,
+            launcher=self.env.launcher,
+            device=str(self.device),
+            params=self.params,
+            compute_time_s=None if self.compute_s is None else self.compute_s / self.dilation,
+            **(self.emu.describe() if self.emu else {}),
         )
-        if self.emu:
-            summary.update(self.emu.describe())
-            late = [r["emulation_late_s"] for r in records if not r["warmup"]]
-            summary["emulation_late_s"] = statistics.median(late) if late else None
-        summary["final_loss"] = records[-1]["loss"] if records else None
         summary["accuracy"] = self._accuracy()
         summary["param_checksum"] = checksum
         summary["replicas_consistent"] = len(set(checksums)) == 1
@@ -409,7 +394,6 @@ class Trainer:
             f"payload {summary.get('payload_bytes', 0):,.0f} B/step, "
             f"sent {summary.get('sent_bytes', 0):,.0f} B/step, "
             f"replicas_consistent {summary['replicas_consistent']}; {self.out / 'summary.json'}",
-            file=sys.stdout,
             flush=True,
         )
         return summary

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import TINY, base_env, dist_sqz, free_port, read_run, run, train_torchrun
+from tests.helpers import TINY, base_env, dist_sqz, free_port, read_run, run, train_torchrun
 
 
 def _need(module: str, exe: str) -> None:

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from tests.conftest import base_env, dist_sqz, free_port, run, torchrun_cmd, train_torchrun
+from tests.helpers import base_env, dist_sqz, free_port, run, torchrun_cmd, train_torchrun
 
 
 def assert_usage_error(proc, *words):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dist_sqz.cluster import Cluster, namespaces_permitted
-from tests.conftest import base_env, dist_sqz, read_run
+from tests.helpers import base_env, dist_sqz, read_run
 
 
 @pytest.fixture(autouse=True)
@@ -212,8 +212,8 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
 
     import torch
 
-    from tests.conftest import train_torchrun
-    from tests.test_resume import ARGS
+    from tests.helpers import RESUME_ARGS as ARGS
+    from tests.helpers import train_torchrun
 
     train_torchrun(2, tmp_path / "full", *ARGS)
     out = tmp_path / "cut"
@@ -310,7 +310,7 @@ def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
     """`cluster bench`: gloo all-reduces between 2 emulated hosts on a 200 Mbit/s link. Bus
     bandwidth cannot beat the shaped rate (tbf's 128 KiB burst allows a few %), and the
     fitted ring model reproduces each measured time."""
-    from dist_sqz.comm.bench import ring_terms
+    from dist_sqz.cluster.bench import ring_terms
 
     proc = dist_sqz(
         "cluster", "bench", "--hosts", "2", "--link", "200mbit", "--sizes", "1MB,8MB",

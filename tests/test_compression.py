@@ -4,7 +4,6 @@ then whole training runs under torchrun (payload accounting, identical replicas,
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,8 @@ import torch.multiprocessing as mp
 from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, build_compressor
-from tests.conftest import free_port, read_run, train_torchrun
+from dist_sqz.config import TrainConfig
+from tests.helpers import free_port, read_run, train_torchrun
 
 SHAPES = [torch.Size([6, 5]), torch.Size([6]), torch.Size([4, 3, 2, 2]), torch.Size([700])]
 NAMES = ["fc.weight", "fc.bias", "conv.weight", "big.bias"]
@@ -36,7 +36,7 @@ def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: b
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     ledger = Ledger(2)
     comm = TorchCollectives(ledger, 2)
-    cfg = SimpleNamespace(momentum=0.0, **opts)
+    cfg = TrainConfig(momentum=0.0, **opts)
     comp = build_compressor(name, cfg)
     outs = []
     for step in range(steps):
@@ -117,7 +117,7 @@ def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest():
 
 
 def test_dgc_warmup_density_schedule():
-    cfg = SimpleNamespace(momentum=0.9, compression_density=0.001, dgc_warmup_steps=8)
+    cfg = TrainConfig(momentum=0.9, compression_density=0.001, dgc_warmup_steps=8)
     comp = build_compressor("dgc", cfg)
     seen = []
     for step in range(10):

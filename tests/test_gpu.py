@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import read_run, train_torchrun
+from tests.helpers import read_run, train_torchrun
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,7 +6,7 @@ import torch
 from dist_sqz.models import build_model, count_params
 from dist_sqz.models.squeezenet_family import SqueezeNetFamily, fire_widths
 from dist_sqz.models.stats import gflops
-from tests.conftest import dist_sqz
+from tests.helpers import dist_sqz
 
 PAPER = {"alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496}
 

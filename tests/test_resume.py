@@ -6,24 +6,17 @@ import time
 
 import torch
 
-from tests.conftest import base_env, descendants, kill_tree, read_run, torchrun_cmd, train_torchrun
-
-ARGS = [
-    "--model",
-    "squeezenet1_1",
-    "--image-size",
-    "96",
-    "--batch-size",
-    "4",
-    "--steps",
-    "14",
-    "--warmup-steps",
-    "1",
-    "--checkpoint-every",
-    "2",
-    "--compute-probe-steps",
-    "1",
-]
+from tests.helpers import (
+    RESUME_ARGS as ARGS,
+)
+from tests.helpers import (
+    base_env,
+    descendants,
+    kill_tree,
+    read_run,
+    torchrun_cmd,
+    train_torchrun,
+)
 
 
 def _ckpt_step(out):

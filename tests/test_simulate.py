@@ -9,7 +9,7 @@ import torch
 
 from dist_sqz.models import build_model
 from dist_sqz.simulate import Network, allreduce_time, ddp_buckets
-from tests.conftest import dist_sqz, train_torchrun
+from tests.helpers import dist_sqz, train_torchrun
 
 
 def _sim(*args: str) -> list[dict]:
@@ -147,7 +147,8 @@ def test_report_from_runs(tmp_path, tiny):
 
 
 def test_ring_fit_recovers_latency_and_bandwidth():
-    from dist_sqz.comm.bench import fit_ring, parse_size, ring_terms
+    from dist_sqz.cluster.bench import fit_ring, ring_terms
+    from dist_sqz.units import parse_size
 
     a, b = 250e-6, 110e6
     points = []

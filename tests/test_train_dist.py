@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from dist_sqz.models import build_model, count_params
-from tests.conftest import read_run, train_torchrun
+from tests.helpers import read_run, train_torchrun
 
 
 @pytest.mark.parametrize(

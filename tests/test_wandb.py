@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import base_env, read_run, run, torchrun_cmd
+from tests.helpers import base_env, read_run, run, torchrun_cmd
 
 pytest.importorskip("wandb")
 

@@ -1,14 +1,17 @@
 """Exact per-step accounting of what collectives move, and how long they take.
 
 Every collective a backend issues goes through a `Ledger`: it records the payload handed to
-the collective and the bytes this rank transmits under the collective's algorithm (the
-nccl-tests "bus bytes" convention, DESIGN.md). Compression composes for free: whatever a
+the collective, the bytes this rank transmits under the collective's algorithm (the
+nccl-tests "bus bytes" convention, DESIGN.md), and when it was issued and completed. On every
+backend comm_time_s sums issue-to-completion over a step's collectives and comm_busy_s is the
+time at least one was in flight. Compression composes for free: whatever a
 compressor hands to a collective is what gets counted.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -34,10 +37,28 @@ def sent_bytes(collective: str, payload: int, world_size: int) -> int:
 
 @dataclass
 class CollectiveRecord:
+    """One collective: its bytes, and when it was issued and completed (perf_counter s)."""
+
     collective: str
     payload_bytes: int
-    comm_time_s: float = 0.0
+    start_s: float = 0.0
+    end_s: float | None = None  # None while in flight
     cuda_events: tuple | None = None  # (start, end) on GPU, read after the step synchronises
+
+    @property
+    def comm_time_s(self) -> float:
+        return 0.0 if self.end_s is None else self.end_s - self.start_s
+
+
+def busy_time(records: list[CollectiveRecord]) -> float:
+    """Length of the union of the records' [start, end] intervals: comm_busy_s."""
+    total, reach = 0.0, float("-inf")
+    for r in sorted(records, key=lambda r: r.start_s):
+        end = r.start_s if r.end_s is None else r.end_s
+        if end > reach:
+            total += end - max(r.start_s, reach)
+            reach = end
+    return total
 
 
 @dataclass
@@ -47,6 +68,7 @@ class StepComm:
     payload_bytes: int = 0
     sent_bytes: int = 0
     comm_time_s: float = 0.0
+    comm_busy_s: float = 0.0
     collectives: int = 0
     records: list[CollectiveRecord] = field(default_factory=list)
 
@@ -61,11 +83,16 @@ class Ledger:
         self._lock = threading.Lock()
 
     def begin(self, collective: str, payload_bytes: int) -> CollectiveRecord:
-        """Record a collective about to be issued; the caller sets its time on completion."""
-        rec = CollectiveRecord(collective, int(payload_bytes))
+        """Record a collective issued now; the caller sets `end_s` when it completes."""
+        rec = CollectiveRecord(collective, int(payload_bytes), start_s=time.perf_counter())
         with self._lock:
             self._records.append(rec)
         return rec
+
+    def open_records(self) -> list[CollectiveRecord]:
+        """This step's records so far (in flight or done)."""
+        with self._lock:
+            return list(self._records)
 
     def take_step(self) -> StepComm:
         """Return and clear what has been recorded since the last call."""
@@ -75,7 +102,7 @@ class Ledger:
             if r.cuda_events is not None:
                 start, end = r.cuda_events
                 end.synchronize()
-                r.comm_time_s = start.elapsed_time(end) / 1e3
+                r.end_s = r.start_s + start.elapsed_time(end) / 1e3
                 r.cuda_events = None
         sent = sum(
             (sent_fraction(r.collective, r.payload_bytes, self.world_size) for r in records),
@@ -85,6 +112,7 @@ class Ledger:
             payload_bytes=sum(r.payload_bytes for r in records),
             sent_bytes=round(sent),
             comm_time_s=sum(r.comm_time_s for r in records),
+            comm_busy_s=busy_time(records),
             collectives=len(records),
             records=records,
         )

@@ -7,6 +7,7 @@ synchronised, so nothing extra blocks inside the step.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -34,12 +35,11 @@ class TorchCollectives:
         if payload.is_cuda:
             start = torch.cuda.Event(enable_timing=True)
             start.record()
-        t0 = time.perf_counter()
         work = launch()
 
         def done(fut: torch.futures.Future):
             if start is None:
-                rec.comm_time_s = time.perf_counter() - t0
+                rec.end_s = time.perf_counter()
             else:
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
@@ -64,25 +64,21 @@ class TorchCollectives:
 
 
 class _Pending(torch.futures.Future):
-    """A future completed by polling a library's request handle (MPI, Horovod).
+    """A future completed from a library's request handle (MPI, Horovod).
 
     `wait()` first drives the request to completion, so code that waits on it directly
     (PowerSGD's first all-reduce) cannot hang on a future nobody completes.
     """
 
-    def __init__(self, owner: PolledCollectives, handle, result, rec, t0: float) -> None:
+    def __init__(self, owner: PolledCollectives, handle, result, rec) -> None:
         super().__init__()
-        self.owner, self.handle, self.result, self.rec, self.t0 = owner, handle, result, rec, t0
+        self.owner, self.handle, self.result, self.rec = owner, handle, result, rec
 
-    def complete(self, block: bool = True) -> bool:
+    def complete(self) -> None:
         if self.done():
-            return True
-        if not block and not self.owner.test(self.handle):
-            return False
-        self.owner.finish(self.handle)
-        self.rec.comm_time_s = time.perf_counter() - self.t0
+            return
+        self.owner.finish_pending(self)
         self.set_result(self.result() if callable(self.result) else self.result)
-        return True
 
     def wait(self):
         self.complete()
@@ -93,14 +89,23 @@ class PolledCollectives:
     """Accounted collectives over a library with non-blocking calls and request handles.
 
     Subclasses start operations (`start_all_reduce`, `start_all_gather`) and say how to test
-    and finish a handle. `poll()` completes whatever has finished; the bucketed exchange calls
-    it from each gradient hook so completion times are observed during backward.
+    and finish a handle. A watcher thread tests every in-flight handle each `POLL_S` and
+    stamps the moment it completes, so comm_time_s is issue-to-completion as on DDP (not
+    when the training thread happens to look), and its tests keep MPI's progress engine
+    turning during backward. Library calls are serialised by one lock, so an MPI with
+    MPI_THREAD_SERIALIZED suffices.
     """
+
+    POLL_S = 2e-4
 
     def __init__(self, ledger: Ledger, world_size: int) -> None:
         self.ledger = ledger
         self.world_size = world_size
-        self._pending: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._inflight: list[_Pending] = []  # issued, completion not yet seen
+        self._pending: list[_Pending] = []  # issued, result not yet collected
+        self._closed = False
+        self._watcher: threading.Thread | None = None
 
     def test(self, handle) -> bool:
         raise NotImplementedError
@@ -115,16 +120,56 @@ class PolledCollectives:
         """(handle, () -> list of N tensors shaped like t)"""
         raise NotImplementedError
 
+    def watch_more(self) -> bool:
+        """Subclass hook, called by the watcher under the lock: stamp completions it tracks
+        itself; True while some remain in flight (keeps the watcher polling)."""
+        return False
+
+    def _stamp_done(self) -> bool:
+        now = time.perf_counter()
+        still = []
+        for f in self._inflight:
+            if self.test(f.handle):
+                f.rec.end_s = now
+            else:
+                still.append(f)
+        self._inflight = still
+        return bool(still)
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                busy = self._stamp_done() | self.watch_more()
+                self._cond.wait(self.POLL_S if busy else None)
+
+    def wake(self) -> None:
+        with self._cond:
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, daemon=True)
+                self._watcher.start()
+            self._cond.notify()
+
     def _track(self, collective: str, payload: torch.Tensor, start) -> torch.futures.Future:
-        rec = self.ledger.begin(collective, nbytes(payload))
-        t0 = time.perf_counter()
-        handle, result = start()
-        fut = _Pending(self, handle, result, rec, t0)
-        self._pending.append(fut)
+        with self._cond:
+            rec = self.ledger.begin(collective, nbytes(payload))
+            handle, result = start()
+            fut = _Pending(self, handle, result, rec)
+            self._inflight.append(fut)
+            self._pending.append(fut)
+        self.wake()
         return fut
 
-    def poll(self) -> None:
-        self._pending = [f for f in self._pending if not f.complete(block=False)]
+    def finish_pending(self, f: _Pending) -> None:
+        """Block until `f`'s request completes (stamping it if the watcher has not), then
+        collect it."""
+        with self._cond:
+            while f.rec.end_s is None:
+                self._stamp_done()
+                if f.rec.end_s is None:
+                    self._cond.wait(self.POLL_S)
+            self.finish(f.handle)
+            if f in self._pending:
+                self._pending.remove(f)
 
     def all_reduce(self, t: torch.Tensor) -> torch.futures.Future:
         return self._track("allreduce", t, lambda: (self.start_all_reduce(t), t))
@@ -134,6 +179,15 @@ class PolledCollectives:
 
     def flush(self) -> None:
         """Complete every outstanding collective, oldest first."""
-        for f in self._pending:
+        for f in list(self._pending):
             f.complete()
-        self._pending = []
+
+    def end_step(self) -> None:
+        """Called once every step's collectives are done."""
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)

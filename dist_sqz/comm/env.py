@@ -61,6 +61,22 @@ def _int(env: Mapping[str, str], var: str, default: int | None = None) -> int:
         raise UsageError(f"environment variable {var}={raw!r} is not an integer") from None
 
 
+def rank_hint(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(rank, local rank) as the launcher set them, (0, 0) alone; never raises (for error
+    reporting, which must work even when the environment is what is wrong)."""
+    env = os.environ if env is None else env
+    for _, rvar, _, lvar in _LAUNCHERS:
+        rank = env.get(rvar, "")
+        if rank.isdigit():
+            local = env.get(lvar, "")
+            return int(rank), int(local) if local.isdigit() else int(rank)
+    return 0, 0
+
+
+def is_main_process() -> bool:
+    return rank_hint()[0] == 0
+
+
 def launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
     """Read rank, world size, local rank and the rendezvous address from the launcher."""
     env = os.environ if env is None else env
@@ -76,7 +92,8 @@ def launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
     if not 0 <= rank < world:
         raise UsageError(
             f"rank {rank} is outside world size {world} (from the {launcher} environment); "
-            "check the launcher's process count"
+            "check the launcher's process count",
+            rank=rank,
         )
     port = _int(env, "MASTER_PORT", default=29500)
     if not 0 < port < 65536:

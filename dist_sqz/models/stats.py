@@ -55,3 +55,16 @@ def model_row(name: str, workers: int, image_size: int = 224) -> dict[str, Any]:
 
 def zoo_table(workers: int, names: list[str] | None = None) -> list[dict[str, Any]]:
     return [model_row(n, workers) for n in (names or MODELS.names())]
+
+
+def format_zoo_table(rows: list[dict[str, Any]], workers: int) -> str:
+    lines = [
+        f"{'model':<20}{'params':>14}{'fp32 MB':>10}{'GFLOPs':>8}"
+        f"{'payload B/step':>16}{'sent B/step':>15}   (N={workers}, ring all-reduce)"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<20}{r['params']:>14,}{r['fp32_mb']:>10.2f}{r['gflops']:>8.2f}"
+            f"{r['payload_bytes']:>16,}{r['sent_bytes']:>15,}"
+        )
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.distributed
 from torch import nn
 
 from dist_sqz.comm.accounting import Ledger
@@ -27,6 +28,9 @@ class Backend:
     """Base class; see the module docstring."""
 
     name = "base"
+    # What a failed or timed-out collective raises: the trainer turns exactly these (and no
+    # other error, whatever its message) into one line naming the failure.
+    comm_errors: tuple[type[BaseException], ...] = (torch.distributed.DistError,)
 
     def __init__(self, cfg: Any, env: LaunchEnv) -> None:
         self.cfg = cfg

@@ -60,9 +60,6 @@ class BucketedExchange:
         slot.buffer[at : at + p.numel()].copy_(p.grad.reshape(-1))
         slot.ready.add(id(p))
         self._launch_ready()
-        poll = getattr(self.comm, "poll", None)
-        if poll is not None:
-            poll()
 
     def _launch(self, slot: _Slot) -> None:
         bucket = Bucket(slot.buffer, slot.index, slot.shapes, slot.names)
@@ -87,9 +84,7 @@ class BucketedExchange:
                     slot.buffer[at : at + p.numel()].zero_()
             self._launch(slot)
         self._next = len(self.slots)
-        flush = getattr(self.comm, "flush", None)
-        if flush is not None:
-            flush()  # drive every outstanding request to completion, in issue order
+        self.comm.flush()  # drive every outstanding request to completion, in issue order
         for slot in self.slots:
             out = slot.future.wait()
             for p in slot.params:
@@ -102,6 +97,7 @@ class BucketedExchange:
             slot.ready.clear()
             slot.future = None
         self._next = 0
+        self.comm.end_step()
 
     def reset(self) -> None:
         """Forget a backward pass that will not be synchronised (the no-comm probe)."""
@@ -109,9 +105,7 @@ class BucketedExchange:
             slot.ready.clear()
             slot.future = None
         self._next = 0
-        end_step = getattr(self.comm, "end_step", None)
-        if end_step is not None:
-            end_step()
+        self.comm.end_step()
 
 
 class SyncOptimizer:

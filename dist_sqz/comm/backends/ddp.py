@@ -53,8 +53,9 @@ def init_process_group(backend: str, env: LaunchEnv, timeout_s: float) -> None:
     where = f"{addr}:{port}"
     if env.rank != 0 and not wait_for_listener(addr, port, timeout_s):
         raise UsageError(
-            f"rank {env.rank}: nothing listens at the rendezvous {where} after {timeout_s:g}s; "
-            "start rank 0 (or torchrun) there, or fix MASTER_ADDR/MASTER_PORT"
+            f"nothing listens at the rendezvous {where} after {timeout_s:g}s; "
+            "start rank 0 (or torchrun) there, or fix MASTER_ADDR/MASTER_PORT",
+            rank=env.rank,
         )
     try:
         dist.init_process_group(
@@ -68,9 +69,10 @@ def init_process_group(backend: str, env: LaunchEnv, timeout_s: float) -> None:
         lines = str(e).strip().splitlines()
         reason = lines[0][:160] if lines else type(e).__name__
         raise UsageError(
-            f"rank {env.rank}: could not complete the rendezvous at {where} with "
+            f"could not complete the rendezvous at {where} with "
             f"{env.world_size} workers within {timeout_s:g}s ({reason}); start all workers "
-            "with the same world size and check MASTER_ADDR/MASTER_PORT"
+            "with the same world size and check MASTER_ADDR/MASTER_PORT",
+            rank=env.rank,
         ) from None
 
 

@@ -39,20 +39,29 @@ def import_horovod():
 
 
 class AccountedCompression:
-    """Wraps a Horovod `Compression`: what `compress` returns is what gets all-reduced."""
+    """Wraps a Horovod `Compression`: what `compress` returns is what gets all-reduced.
 
-    def __init__(self, inner, ledger: Ledger) -> None:
+    `compress` runs as the DistributedOptimizer hands a gradient to `allreduce_async_`: that
+    is the collective's issue time. Its completion is stamped by the collectives' watcher
+    thread, which polls the optimizer's handles (`HorovodCollectives.watch_more`), or at the
+    latest by `decompress`, which runs once `synchronize` has collected it.
+    """
+
+    def __init__(self, inner, ledger: Ledger, watcher: HorovodCollectives) -> None:
         self.inner = inner
         self.ledger = ledger
+        self.watcher = watcher
 
     def compress(self, tensor: torch.Tensor):
         out, ctx = self.inner.compress(tensor)
         rec = self.ledger.begin("allreduce", nbytes(out))
-        return out, (ctx, rec, time.perf_counter())
+        self.watcher.wake()
+        return out, (ctx, rec)
 
     def decompress(self, tensor: torch.Tensor, ctx):
-        inner_ctx, rec, t0 = ctx
-        rec.comm_time_s = time.perf_counter() - t0
+        inner_ctx, rec = ctx
+        if rec.end_s is None:
+            rec.end_s = time.perf_counter()
         return self.inner.decompress(tensor, inner_ctx)
 
 
@@ -64,6 +73,26 @@ class HorovodCollectives(PolledCollectives):
         self.hvd = hvd
         self._seq = itertools.count()
         self._results: dict[int, list[torch.Tensor]] = {}
+        self.native_handles: dict | None = None  # DistributedOptimizer._handles, when native
+
+    def watch_more(self) -> bool:
+        """Stamp the native DistributedOptimizer's all-reduces that have completed."""
+        if self.native_handles is None:
+            return False
+        busy = False
+        now = time.perf_counter()
+        for handle, ctx in list(self.native_handles.values()):
+            if handle is None or ctx is None or ctx[1].end_s is not None:
+                continue
+            try:
+                done = self.hvd.poll(handle)
+            except (ValueError, RuntimeError):  # collected by synchronize() meanwhile
+                continue
+            if done:
+                ctx[1].end_s = now
+            else:
+                busy = True
+        return busy or any(r.end_s is None for r in self.ledger.open_records())
 
     def start_all_reduce(self, t: torch.Tensor):
         return self.hvd.allreduce_async_(t, name=f"dsqz.ar.{next(self._seq)}", op=self.hvd.Sum)
@@ -84,8 +113,8 @@ class HorovodCollectives(PolledCollectives):
             box.append(out)
 
     def end_step(self) -> None:
-        """The step's collectives are done: next step reuses the same names (Horovod caches
-        its negotiation per name)."""
+        """The step's collectives are done: the next step reuses the same names, in the same
+        order (Horovod caches its negotiation per name)."""
         self._seq = itertools.count()
 
 
@@ -103,6 +132,9 @@ class HorovodBackend(Backend):
                 f"launcher says {env.world_size} (rank {env.rank}); launch with horovodrun -np N"
             )
         self.collectives = HorovodCollectives(self.ledger, hvd)
+        from horovod.common.exceptions import HorovodInternalError
+
+        self.comm_errors = (HorovodInternalError,)
         self.hvd_opt = None
         self.exchange: BucketedExchange | None = None
 
@@ -116,8 +148,11 @@ class HorovodBackend(Backend):
             self.hvd_opt = hvd.DistributedOptimizer(
                 optimizer,
                 named_parameters=model.named_parameters(),
-                compression=AccountedCompression(native[compressor.name], self.ledger),
+                compression=AccountedCompression(
+                    native[compressor.name], self.ledger, self.collectives
+                ),
             )
+            self.collectives.native_handles = self.hvd_opt._handles
             hvd.broadcast_optimizer_state(self.hvd_opt, root_rank=0)
             return model, self.hvd_opt
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
@@ -156,4 +191,5 @@ class HorovodBackend(Backend):
         return self.hvd.allgather_object(obj)
 
     def close(self) -> None:
+        self.collectives.close()
         self.hvd.shutdown()

@@ -97,6 +97,7 @@ class MPIBackend(Backend):
                 f"{env.world_size} (rank {env.rank}); launch with mpirun -np N"
             )
         self.collectives = MPICollectives(self.ledger, self.comm, MPI)
+        self.comm_errors = (MPI.Exception,)
         self.exchange: BucketedExchange | None = None
 
     def wrap(
@@ -122,3 +123,6 @@ class MPIBackend(Backend):
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return self.comm.allgather(obj)
+
+    def close(self) -> None:
+        self.collectives.close()

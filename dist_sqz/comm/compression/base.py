@@ -105,6 +105,11 @@ class Compressor:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    @property
+    def has_state(self) -> bool:
+        """Whether this compressor keeps per-rank state that a resume must restore."""
+        return bool(self.state_dict())
+
 
 class AllReduceCompressor(Compressor):
     """compress -> all-reduce (sum) -> decompress -> divide by N. Payloads must sum linearly."""

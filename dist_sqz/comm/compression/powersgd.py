@@ -15,7 +15,7 @@ the second from a callback, which breaks on gloo with several buckets).
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ from dist_sqz.comm.compression.base import (
     ParamState,
     done_future,
 )
+
+if TYPE_CHECKING:
+    from dist_sqz.config import TrainConfig
 
 
 def orthonormalize(p: torch.Tensor) -> torch.Tensor:
@@ -40,10 +43,10 @@ class PowerSGD(Compressor):
 
     name = "powersgd"
 
-    def __init__(self, cfg: Any = None) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
-        self.rank = int(getattr(cfg, "powersgd_rank", 2))
-        self.start = int(getattr(cfg, "powersgd_start_step", 0))
+        self.rank = cfg.powersgd_rank
+        self.start = cfg.powersgd_start_step
         self.error = ParamState()
         self.q: dict[str, torch.Tensor] = {}
 

@@ -9,12 +9,15 @@ back next step (error feedback), so nothing is lost, only delayed.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dist_sqz.comm.compression import COMPRESSORS
 from dist_sqz.comm.compression.base import Bucket, GatherCompressor, ParamState
+
+if TYPE_CHECKING:
+    from dist_sqz.config import TrainConfig
 
 
 def keep_count(numel: int, density: float) -> int:
@@ -36,9 +39,9 @@ def add_sparse(payloads: list[torch.Tensor], out: torch.Tensor) -> None:
 
 
 class _Sparse(GatherCompressor):
-    def __init__(self, cfg: Any = None) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
-        self.density = float(getattr(cfg, "compression_density", 0.01))
+        self.density = cfg.compression_density
 
     def decode_sum(self, payloads: list[torch.Tensor], out: torch.Tensor) -> None:
         add_sparse(payloads, out)
@@ -50,7 +53,7 @@ class TopK(_Sparse):
 
     name = "topk"
 
-    def __init__(self, cfg: Any = None) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
         self.residual = ParamState()
 
@@ -83,11 +86,11 @@ class DGC(_Sparse):
     name = "dgc"
     owns_momentum = True
 
-    def __init__(self, cfg: Any = None) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
-        self.momentum = float(getattr(cfg, "momentum", 0.9))
-        self.clip = float(getattr(cfg, "dgc_clip_norm", 0.0))
-        self.warmup = int(getattr(cfg, "dgc_warmup_steps", 0))
+        self.momentum = cfg.momentum
+        self.clip = cfg.dgc_clip_norm
+        self.warmup = cfg.dgc_warmup_steps
         self.u = ParamState()
         self.v = ParamState()
         self.world_size = 1

@@ -3,7 +3,8 @@
 Each step is timed in three parts (CUDA events on GPU, perf_counter on CPU, synchronised):
 forward + loss, backward, SGD-momentum step. Medians over `steps` after `warmup`. Precisions:
 fp32, and on CUDA bf16_cl (bf16 autocast + channels_last). The JSON it writes is what
-`dist-sqz simulate --profile FILE` reads (configs/profiles/*.json have the same layout).
+`dist-sqz simulate --profile FILE` reads (the shipped profiles in dist_sqz/profile_data
+have the same layout).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Worker (one per rank, under torchrun or `dist-sqz cluster bench`)::
 
-    torchrun --nproc-per-node 2 -m dist_sqz.comm.bench --sizes 1MB,64MB --reps 3
+    torchrun --nproc-per-node 2 -m dist_sqz.cluster.bench --sizes 1MB,64MB --reps 3
 
 times `reps` all-reduces of each size (after one untimed warm-up, each started together
 behind a barrier) and rank 0 prints one JSON line, `BENCH {...}`, with the fastest time per
@@ -16,20 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from collections.abc import Sequence
 
+from dist_sqz.units import csv, parse_rate, parse_size
+
 PREFIX = "BENCH "
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)B$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """'64MB' -> 67108864 bytes (binary units: KB = 1024 B)."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise ValueError(f"size {text!r} is not like 4KB, 64MB or 1GB")
-    return int(float(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2).lower()])
 
 
 def ring_terms(n: int, size: float) -> tuple[float, float]:
@@ -111,9 +103,9 @@ def bench_cluster(
     import tempfile
     from pathlib import Path
 
-    from dist_sqz.cluster import Cluster, parse_rate
+    from dist_sqz.cluster.netns import Cluster
 
-    argv = ["-m", "dist_sqz.comm.bench", "--sizes", ",".join(f"{s}B" for s in sizes)]
+    argv = ["-m", "dist_sqz.cluster.bench", "--sizes", ",".join(f"{s}B" for s in sizes)]
     argv += ["--reps", str(reps)]
     points = []
     for n in hosts:
@@ -139,13 +131,34 @@ def bench_cluster(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m dist_sqz.comm.bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m dist_sqz.cluster.bench", description=__doc__)
     ap.add_argument("--sizes", default="1MB,16MB,64MB", help="message sizes, e.g. 1MB,64MB")
     ap.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
     args = ap.parse_args(argv)
-    result = run_worker([parse_size(s) for s in args.sizes.split(",")], args.reps)
+    result = run_worker([parse_size(s) for s in csv(args.sizes)], args.reps)
     if result is not None:
         print(PREFIX + json.dumps(result), flush=True)
+
+
+def format_table(result: dict) -> str:
+    """The benchmark's points with the fitted time beside each, and the fit itself."""
+    lines = [
+        f"{'hosts':>5}{'bytes':>14}{'time ms':>11}{'algbw MB/s':>12}{'busbw MB/s':>12}"
+        f"{'fit ms':>10}"
+    ]
+    for p in result["points"]:
+        ca, cb = ring_terms(p["world_size"], p["bytes"])
+        fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
+        lines.append(
+            f"{p['world_size']:>5}{p['bytes']:>14,}{p['time_s'] * 1e3:>11.2f}"
+            f"{p['algbw_Bps'] / 1e6:>12.1f}{p['busbw_Bps'] / 1e6:>12.1f}{fitted * 1e3:>10.2f}"
+        )
+    lines.append(
+        f"ring fit: latency a = {result['latency_s'] * 1e6:.0f} us per hop, bandwidth B = "
+        f"{result['bandwidth_Bps'] / 1e6:.1f} MB/s = {result['efficiency']:.3f} x the "
+        f"{result['link']} link"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

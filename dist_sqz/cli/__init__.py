@@ -1,0 +1,115 @@
+"""`dist-sqz` command line: one module per subcommand, one error boundary for all of them.
+
+Each subcommand module has `add(subparsers)` (its parser) and `run(args) -> exit status`.
+`main` is the only place errors become exit statuses: `UsageError` -> one line, exit 2;
+`CommFailure` -> one line, exit 1; Ctrl-C -> 130. Internal bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+from typing import Any, get_args, get_origin
+
+from dist_sqz.errors import CommFailure, UsageError
+
+EXIT_USAGE = 2
+COMMANDS = ("train", "models", "cluster", "compare", "simulate", "profile", "report")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage dump), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def add_config_flags(p: argparse.ArgumentParser, cls: Any, files: bool = True) -> None:
+    """One flag per field of a pydantic config class (`batch_size` -> `--batch-size`), plus
+    `--config FILE` and `--set KEY=VALUE` when `files`. Flags left out stay unset, so the
+    config file and the defaults underneath them keep their values."""
+    from dist_sqz.config import registry_choices
+
+    if files:
+        p.add_argument("--config", help="YAML file of settings (keys as below, with underscores)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="set any key; repeatable",
+        )
+    for name, field in cls.model_fields.items():
+        ann = field.annotation
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": name}
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if get_origin(ann) is not None and len(args) == 1 and get_origin(ann) is not list:
+            ann = args[0]  # X | None: the flag takes an X; `--set key=null` clears it
+        if ann is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif get_origin(ann) is list:
+            kw["metavar"] = "A,B,..."
+        elif str(get_origin(ann)).endswith("Literal"):
+            kw["choices"] = list(get_args(ann))
+        else:
+            kw["type"] = ann if ann in (int, float) else str
+            kw["choices"] = registry_choices(name)
+        default = field.default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else repr(default)
+        p.add_argument(
+            "--" + name.replace("_", "-"), help=f"{field.description} (default: {shown})", **kw
+        )
+
+
+def config_from_args(cls: Any, args: argparse.Namespace, *under: dict[str, Any]) -> Any:
+    """Defaults < `under` layers < --config file < flags < --set, validated once."""
+    from dist_sqz.config import load_yaml, parse_set
+
+    layers = list(under)
+    if getattr(args, "config", None):
+        layers.append(load_yaml(args.config))
+    layers.append({k: getattr(args, k) for k in cls.model_fields if hasattr(args, k)})
+    layers.append(parse_set(getattr(args, "set", [])))
+    return cls.build(*layers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="dist-sqz",
+        description="Data-parallel training that measures exactly what gradient exchange "
+        "costs (SqueezeNet vs AlexNet), and cuts it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in COMMANDS:
+        import_module(f"dist_sqz.cli.{name}").add(sub)
+    return parser
+
+
+def report_usage_error(e: UsageError) -> None:
+    """Print `e` once: by the rank that found it, or, for a fault every rank finds, by the
+    first worker of each host (so a file missing on one node is still reported there)."""
+    from dist_sqz.comm.env import rank_hint
+
+    rank, local_rank = rank_hint()
+    if e.rank is None and local_rank == 0:
+        print(f"dist-sqz: error: {e}", file=sys.stderr, flush=True)
+    elif e.rank == rank:
+        prefix = "" if rank == 0 else f"rank {rank}: "
+        print(f"dist-sqz: error: {prefix}{e}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return import_module(f"dist_sqz.cli.{args.command}").run(args)
+    except UsageError as e:
+        report_usage_error(e)
+        return EXIT_USAGE
+    except CommFailure as e:
+        print(f"dist-sqz: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("dist-sqz: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,109 @@
+"""`dist-sqz cluster run|bench`: jobs and all-reduce benchmarks on emulated hosts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dist_sqz.cli import Parser
+from dist_sqz.errors import UsageError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="emulated multi-host cluster on this machine (network namespaces, shaped links)",
+        description="Emulated cluster: K network namespaces on a bridge, each host's link "
+        "shaped with tc. Needs root. Each cluster is private to the command that made it: "
+        "several run at once.",
+    )
+    csub = p.add_subparsers(dest="cluster_command", metavar="ACTION", parser_class=Parser)
+    csub.required = True
+    r = csub.add_parser(
+        "run",
+        help="run CMD on every host as one torchrun multi-node job",
+        description="Brings up K hosts, runs `torchrun --nnodes K --node-rank i ... CMD` on "
+        "host i (c10d rendezvous on host 0, one worker per host), reports each host's wire "
+        "bytes, and tears everything down, also on failure, timeout and Ctrl-C.",
+        epilog="example: dist-sqz cluster run --hosts 3 --link 1gbit -- -m dist_sqz train "
+        "--model squeezenet1_1 --steps 5",
+    )
+    r.add_argument("--hosts", type=int, required=True, help="number of emulated hosts K")
+    r.add_argument("--link", default="1gbit", help="each host's link rate (tc units: 1gbit)")
+    r.add_argument("--delay", default="", help="one-way delay added by netem, e.g. 1ms")
+    r.add_argument("--loss", default="", help="packet loss added by netem, e.g. 0.1%%")
+    r.add_argument("--timeout", type=float, default=1800, help="seconds before all is killed")
+    r.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="torchrun elastic restarts after a worker fails; train runs with --out and "
+        "--checkpoint-every resume from their last checkpoint",
+    )
+    r.add_argument("--logs", default="", help="folder for each host's output (default: shown)")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, help="torchrun's script and its args")
+    b = csub.add_parser(
+        "bench",
+        help="all-reduce bus bandwidth between emulated hosts, and the ring model's fit",
+        description="Times gloo all-reduces of each size on K emulated hosts for each K "
+        "(fastest of --reps), prints algbw and busbw (nccl-tests' definitions), and fits "
+        "the ring model t = 2(N-1) a + 2(N-1)/N S/B that `dist-sqz simulate` uses: per-hop "
+        "latency a and achieved bandwidth B, as `--latency` and `--link` x efficiency.",
+        epilog="example: dist-sqz cluster bench --hosts 2,8 --link 1gbit --sizes 4MB,64MB",
+    )
+    b.add_argument("--hosts", default="2,8", help="host counts, comma-separated (each >= 2)")
+    b.add_argument("--link", default="1gbit", help="each host's link rate (tc units: 1gbit)")
+    b.add_argument(
+        "--sizes",
+        default="4MB,64MB",
+        help="all-reduce sizes (binary units); the fit models these sizes, so use ones like "
+        "the gradient buckets",
+    )
+    b.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
+    b.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    return _run(args) if args.cluster_command == "run" else _bench(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dist_sqz.cluster import Cluster
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise UsageError("cluster run needs a command after --, e.g. -- -m dist_sqz train")
+    cluster = Cluster(args.hosts, args.link, args.delay, args.loss, max_restarts=args.max_restarts)
+    with cluster:
+        print(
+            f"dist-sqz cluster: {cluster.prefix} up, {args.hosts} hosts "
+            f"{cluster.addr(0)}-{cluster.addr(args.hosts - 1)}, {args.link} links",
+            flush=True,
+        )
+        before = [cluster.tx_bytes(i) for i in range(args.hosts)]
+        logs = Path(args.logs) if args.logs else None
+        codes = cluster.run(cmd, timeout_s=args.timeout, log_dir=logs)
+        wire = [cluster.tx_bytes(i) - b for i, b in enumerate(before)]
+        for i, (code, w) in enumerate(zip(codes, wire, strict=True)):
+            print(f"host {i} ({cluster.addr(i)}): exit {code}, wire tx {w:,} bytes")
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dist_sqz.cluster import Cluster, namespaces_permitted
+    from dist_sqz.cluster.bench import bench_cluster, format_table
+    from dist_sqz.units import csv, parse_counts, parse_size
+
+    hosts = parse_counts(args.hosts, "cluster bench: --hosts", minimum=2)
+    sizes = [parse_size(s) for s in csv(args.sizes)]
+    if not sizes or args.reps < 1:
+        raise UsageError("cluster bench: give at least one size and --reps >= 1")
+    for n in hosts:
+        Cluster(n, args.link)  # validates host count and link before anything starts
+    ok, why = namespaces_permitted()
+    if not ok:
+        raise UsageError(f"cannot emulate a cluster here: {why}")
+    result = bench_cluster(hosts, args.link, sizes, args.reps)
+    print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
+    return 0

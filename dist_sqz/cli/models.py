@@ -1,0 +1,33 @@
+"""`dist-sqz models`: the model zoo with the bytes one uncompressed step exchanges."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="the model zoo: params, size, GFLOPs, bytes exchanged per step",
+        description="Parameters, fp32 size, GFLOPs at 224x224 (multiply-adds, torchvision's "
+        "convention) and, for uncompressed fp32 ring all-reduce at --workers N, the "
+        "payload_bytes and sent_bytes of one step.",
+    )
+    p.add_argument("--workers", default="2", help="world size N (default 2)")
+    p.add_argument("--models", help="comma-separated subset (default: all)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dist_sqz.models import MODELS
+    from dist_sqz.models.stats import format_zoo_table, zoo_table
+    from dist_sqz.units import csv, parse_counts
+
+    (workers,) = parse_counts(args.workers, "--workers")[:1]
+    names = csv(args.models) if args.models else None
+    for n in names or []:
+        MODELS.get(n)
+    rows = zoo_table(workers, names)
+    print(json.dumps(rows, indent=2) if args.format == "json" else format_zoo_table(rows, workers))
+    return 0

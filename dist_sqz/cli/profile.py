@@ -1,0 +1,52 @@
+"""`dist-sqz profile`: forward, backward and optimizer time per model on this device."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dist_sqz.errors import UsageError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="measure forward/backward/optimizer time per model on this device",
+        description="Times forward, backward and the optimizer step for each model, batch "
+        "size and precision on this device (GPU if present) and writes a profile JSON for "
+        "`dist-sqz simulate --profile FILE` and `--compute-profile FILE`.",
+    )
+    p.add_argument("--models", default="alexnet,squeezenet1_0,squeezenet1_1")
+    p.add_argument("--batch-sizes", default="64,256")
+    p.add_argument("--precisions", default="", help="default fp32,bf16_cl on GPU, fp32 on CPU")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", required=True, help="JSON file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dist_sqz.models import MODELS
+    from dist_sqz.profiler import PRECISIONS, profile, write
+    from dist_sqz.units import csv, parse_counts
+
+    models = csv(args.models)
+    for m in models:
+        MODELS.get(m)
+    if args.steps < 1 or args.warmup < 0 or args.image_size < 1:
+        raise UsageError("--steps and --image-size must be >= 1, --warmup >= 0")
+    default = "fp32,bf16_cl" if torch.cuda.is_available() else "fp32"
+    precisions = csv(args.precisions or default)
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise UsageError(f"--precisions takes {', '.join(PRECISIONS)}; got {p!r}")
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"{out} exists; choose another --out")
+    batches = parse_counts(args.batch_sizes, "--batch-sizes")
+    result = profile(models, batches, precisions, args.image_size, args.steps, args.warmup)
+    write(result, out)
+    print(f"dist-sqz profile: wrote {out}")
+    return 0

@@ -1,0 +1,86 @@
+"""Compute profiles: forward, backward and optimizer seconds per model, precision and batch.
+
+A profile is a JSON file (what `dist-sqz profile` writes) named either by a path ending in
+`.json` or by the name of one shipped with the package (`h100`), read through
+importlib.resources so a wheel or a non-editable install has them too. `compute_times`
+answers one (model, batch, precision) query, interpolating linearly in the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dist_sqz.errors import UsageError
+
+PHASES = ("forward_s", "backward_s", "optimizer_s")
+_PACKAGE_DATA = "dist_sqz.profile_data"
+
+
+def shipped() -> list[str]:
+    """Names of the profiles that ship with the package."""
+    root = resources.files(_PACKAGE_DATA)
+    return sorted(p.name[: -len(".json")] for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def _read(name: str) -> tuple[str, str]:
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"profile file {name!r} not found")
+        return str(path), path.read_text()
+    if name not in shipped():
+        raise UsageError(
+            f"no profile {name!r}; shipped: {', '.join(shipped())} (or a path to a .json file "
+            "written by `dist-sqz profile`)"
+        )
+    return name, resources.files(_PACKAGE_DATA).joinpath(f"{name}.json").read_text()
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """Read and validate a profile; UsageError names what is wrong with it."""
+    where, text = _read(name)
+    try:
+        profile = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"profile {where} is not valid JSON (line {e.lineno})") from None
+    models = profile.get("models") if isinstance(profile, dict) else None
+    if not isinstance(models, dict) or not models:
+        raise UsageError(f"profile {where} has no 'models' table; write one with dist-sqz profile")
+    for model, precisions in models.items():
+        for precision, batches in precisions.items():
+            for batch, entry in batches.items():
+                bad = [k for k in PHASES if not isinstance(entry.get(k), (int, float))]
+                if not str(batch).isdigit() or bad:
+                    raise UsageError(
+                        f"profile {where}: {model}/{precision}/{batch} needs a positive batch "
+                        f"size and numbers for {', '.join(PHASES)}"
+                    )
+    profile.setdefault("name", where)
+    return profile
+
+
+def compute_times(profile: dict, model: str, batch_size: int, precision: str) -> dict[str, float]:
+    """{forward_s, backward_s, optimizer_s, ...} of `model` at `batch_size` and `precision`."""
+    entries = profile.get("models", {}).get(model, {}).get(precision)
+    if not entries:
+        raise UsageError(
+            f"profile {profile.get('name', profile.get('device', '?'))} has no {model} at "
+            f"precision {precision}; measure it with `dist-sqz profile --models {model}`"
+        )
+    if str(batch_size) in entries:
+        return entries[str(batch_size)]
+    # Linear in batch size between (or beyond) the two nearest measured sizes.
+    sizes = sorted(int(b) for b in entries)
+    if len(sizes) == 1:
+        scale = batch_size / sizes[0]
+        return {k: v * scale for k, v in entries[str(sizes[0])].items()}
+    lo, hi = (sizes[0], sizes[1]) if batch_size < sizes[0] else (sizes[-2], sizes[-1])
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        if a <= batch_size <= b:
+            lo, hi = a, b
+    t = (batch_size - lo) / (hi - lo)
+    e0, e1 = entries[str(lo)], entries[str(hi)]
+    return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) for k in e0}
