@@ -331,12 +331,14 @@ class Trainer:
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     self._save(done)
             summary = self._finish()
-        except self.backend.comm_errors as e:
-            if env.world_size == 1:
+        except RuntimeError as e:
+            failed = isinstance(e, self.backend.comm_errors) or self.backend.ledger.failure
+            if env.world_size == 1 or not failed:
                 raise
             ckpt = checkpoint.checkpoint_path(self.out)
             kept = f"; last checkpoint kept at {ckpt}" if ckpt.exists() else ""
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            cause = self.backend.ledger.failure or e
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
             raise CommFailure(
                 f"rank {env.rank}: a collective failed or timed out (timeout_s="
                 f"{cfg.timeout_s:g}): {first}{kept}; resume with --resume {self.out}"

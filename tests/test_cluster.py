@@ -3,8 +3,10 @@ are not permitted, and fail instead when DIST_SQZ_REQUIRE_NETNS=1 (as .ci/run se
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -26,7 +28,7 @@ def need_netns():
 def _leftovers():
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    return [x for x in (ns + links).split() if x.startswith("dsqz-")]
+    return [x for x in (ns + links).split() if re.match(r"dsqz\d+-", x)]
 
 
 def test_three_hosts_exact_and_wire_bytes(tmp_path, tiny):
@@ -57,11 +59,13 @@ def test_three_hosts_exact_and_wire_bytes(tmp_path, tiny):
     assert 1.0 <= summary["wire_over_sent"] <= 1.10
     assert summary["replicas_consistent"] is True
     assert summary["launcher"] == "torchrun" and summary["world_size"] == 3
-    assert "host 2 (10.213.0.3): exit 0" in proc.stdout
+    assert re.search(r"host 2 \(10\.213\.\d+\.3\): exit 0", proc.stdout), proc.stdout
 
 
 def test_failure_tears_down_and_stale_cluster_is_cleaned(tmp_path):
-    Cluster(2, "100mbit").up()  # a killed run's leftovers
+    # A killed run's leftovers: a cluster brought up by a process that then died.
+    up = "from dist_sqz.cluster import Cluster; Cluster(2, '100mbit').up()"
+    subprocess.run([sys.executable, "-c", up], check=True, env=base_env())
     assert _leftovers()
     proc = dist_sqz(
         "cluster",
@@ -77,8 +81,37 @@ def test_failure_tears_down_and_stale_cluster_is_cleaned(tmp_path):
         timeout=180,
     )
     assert proc.returncode == 1
-    assert "host 1 (10.213.0.2): exit 1" in proc.stdout
+    assert re.search(r"host 1 \(10\.213\.\d+\.2\): exit 1", proc.stdout), proc.stdout
     assert "unknown model 'no_such_model'" in proc.stdout + proc.stderr  # host 0's output
+
+
+def test_two_clusters_at_once(tmp_path, tiny):
+    """A second cluster started while the first trains: private names and subnets, neither
+    touches the other, both finish with consistent replicas."""
+    procs, outs = [], []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        outs.append(out)
+        cmd = [sys.executable, "-m", "dist_sqz", "cluster", "run", "--hosts", "2", "--"]
+        cmd += ["-m", "dist_sqz", "train", *tiny, "--steps", "40", "--out", str(out)]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+        if k == 0:  # start the second once the first is training
+            deadline = time.time() + 120
+            while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+                time.sleep(0.2)
+            assert procs[0].poll() is None, procs[0].communicate()[0]
+    logs = [p.communicate(timeout=400)[0] for p in procs]
+    prefixes = set()
+    for p, log, out in zip(procs, logs, outs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+        prefixes.add(re.search(r"cluster: (dsqz\d+) up", log).group(1))
+        metrics, summary = read_run(out)
+        assert summary["replicas_consistent"] is True and len(metrics) == 40
+    assert len(prefixes) == 2
 
 
 def test_compare_alexnet_vs_squeezenet(tmp_path):
@@ -127,7 +160,6 @@ def test_compare_bad_input(tmp_path):
 
 def test_cut_link_fails_within_timeout_and_keeps_checkpoint(tmp_path):
     import threading
-    import time
 
     import torch
 
@@ -188,16 +220,18 @@ def test_cut_link_fails_within_timeout_and_keeps_checkpoint(tmp_path):
     assert not (out / "summary.json").exists()
 
 
-def _train_pid_in(ns: str) -> int | None:
-    """The training worker (not the torchrun agent) running in namespace `ns`."""
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    for pid in pids.split():
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if b"dist_sqz" in cmd and b"train" in cmd and b"torch.distributed.run" not in cmd:
-            return int(pid)
+def _train_pid_on_host(host: int, out) -> int | None:
+    """The training worker (not the torchrun agent) of run `out` on emulated host `host`."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for ns in re.findall(rf"^(dsqz\d+-h{host})\b", names, re.M):
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if str(out).encode() in cmd and b"torch.distributed.run" not in cmd:
+                return int(pid)
     return None
 
 
@@ -208,7 +242,6 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
     when the other re-joins restarts too, and it can take a few rounds to settle (1 restart
     failed 1 run in 5 here), so the budget is 10."""
     import signal
-    import time
 
     import torch
 
@@ -249,7 +282,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
             step = torch.load(ckpt, weights_only=True)["step"]
         except (FileNotFoundError, RuntimeError, EOFError):
             pass
-    pid = _train_pid_in("dsqz-h1")
+    pid = _train_pid_on_host(1, out)
     assert pid and 4 <= step < 14, (pid, step)
     os.kill(pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=400)

@@ -99,17 +99,28 @@ def remove_prefix(prefix: str) -> None:
 
 
 def claim_slot() -> int:
-    """A free slot for this process: one never used, or one whose owner died (its leftovers
-    are removed first). The claim is a file naming this process, written under the lock."""
+    """A free slot for this process. Slots whose owner died are stale: what they left is
+    removed and they are free again. The claim is a file naming this process (pid and start
+    time), written under the lock; a live owner's slot is never touched."""
     me = f"{os.getpid()} {_start_time(os.getpid())}\n"
     with _slots_locked():
+        free = None
         for slot in range(MAX_SLOTS):
+            owner = STATE_DIR / f"slot{slot}.owner"
             if _owner_alive(slot):
                 continue
-            remove_prefix(f"{PREFIX}{slot}")
-            (STATE_DIR / f"slot{slot}.owner").write_text(me)
-            return slot
-    raise UsageError(f"all {MAX_SLOTS} emulated-cluster slots are taken by running clusters")
+            if owner.exists():
+                remove_prefix(f"{PREFIX}{slot}")
+                owner.unlink()
+            if free is None:
+                free = slot
+        if free is None:
+            raise UsageError(
+                f"all {MAX_SLOTS} emulated-cluster slots are taken by running clusters"
+            )
+        remove_prefix(f"{PREFIX}{free}")
+        (STATE_DIR / f"slot{free}.owner").write_text(me)
+        return free
 
 
 def release_slot(slot: int) -> None:

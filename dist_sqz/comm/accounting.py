@@ -81,6 +81,14 @@ class Ledger:
         self.world_size = world_size
         self._records: list[CollectiveRecord] = []
         self._lock = threading.Lock()
+        # The first collective that failed (a dead peer, a cut link, a timeout), as the
+        # library raised it. Errors of the step that follow from it are communication
+        # failures whatever their wording; errors without it are not.
+        self.failure: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
 
     def begin(self, collective: str, payload_bytes: int) -> CollectiveRecord:
         """Record a collective issued now; the caller sets `end_s` when it completes."""

@@ -44,7 +44,11 @@ class TorchCollectives:
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
                 rec.cuda_events = (start, end)
-            fut.wait()  # re-raises a failed collective here
+            try:
+                fut.wait()  # re-raises a failed collective here
+            except Exception as e:
+                self.ledger.fail(e)
+                raise
             return result
 
         return work.get_future().then(done)
@@ -129,7 +133,12 @@ class PolledCollectives:
         now = time.perf_counter()
         still = []
         for f in self._inflight:
-            if self.test(f.handle):
+            try:
+                done = self.test(f.handle)
+            except Exception as e:  # finish() raises it again on the training thread
+                self.ledger.fail(e)
+                done = True
+            if done:
                 f.rec.end_s = now
             else:
                 still.append(f)
@@ -167,9 +176,14 @@ class PolledCollectives:
                 self._stamp_done()
                 if f.rec.end_s is None:
                     self._cond.wait(self.POLL_S)
-            self.finish(f.handle)
-            if f in self._pending:
-                self._pending.remove(f)
+            try:
+                self.finish(f.handle)
+            except Exception as e:
+                self.ledger.fail(e)
+                raise
+            finally:
+                if f in self._pending:
+                    self._pending.remove(f)
 
     def all_reduce(self, t: torch.Tensor) -> torch.futures.Future:
         return self._track("allreduce", t, lambda: (self.start_all_reduce(t), t))
