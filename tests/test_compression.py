@@ -46,7 +46,11 @@ def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: b
         outs.append(out.clone())
     held = comp.state_dict().get("residual", {})
     residual = torch.cat([held[n].reshape(-1) for n in NAMES]) if held else None
-    q.put((rank, outs, ledger.take_step().payload_bytes, residual))
+    # numpy arrays travel by value: tensors would be shared through this process's file
+    # descriptors, which vanish when it exits before the parent has read them.
+    arrays = [o.numpy() for o in outs]
+    held_np = None if residual is None else residual.numpy()
+    q.put((rank, arrays, ledger.take_step().payload_bytes, held_np))
     dist.destroy_process_group()
 
 
@@ -61,7 +65,11 @@ def _exchange(name: str, steps: int = 1, low_rank: bool = False, **opts):
     ]
     for p in procs:
         p.start()
-    got = {r: (o, b, res) for r, o, b, res in (q.get(timeout=120) for _ in procs)}
+    got = {}
+    for _ in procs:
+        r, outs, payload, res = q.get(timeout=120)
+        held = None if res is None else torch.from_numpy(res)
+        got[r] = ([torch.from_numpy(o) for o in outs], payload, held)
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
@@ -210,7 +218,9 @@ def test_rank_state_keeps_two_generations(tmp_path):
         "compressor-rank1-step6.pt",
     ]
     # last.pt may lag one checkpoint behind this rank's state: the older one is still there.
-    assert checkpoint.load_rank_state(tmp_path, 1, 4)["r"][0] == 4
-    with pytest.raises(UsageError, match="start it afresh"):
-        checkpoint.load_rank_state(tmp_path, 1, 2)
-    assert checkpoint.load_rank_state(tmp_path, 0, 4) == {}
+    assert checkpoint.load_rank_state(tmp_path, 1, 4, required=True)["r"][0] == 4
+    with pytest.raises(UsageError, match="start the run afresh"):
+        checkpoint.load_rank_state(tmp_path, 1, 2, required=True)
+    with pytest.raises(UsageError, match="no compressor state of rank 0"):
+        checkpoint.load_rank_state(tmp_path, 0, 4, required=True)
+    assert checkpoint.load_rank_state(tmp_path, 0, 4, required=False) == {}

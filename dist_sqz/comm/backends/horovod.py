@@ -73,15 +73,16 @@ class HorovodCollectives(PolledCollectives):
         self.hvd = hvd
         self._seq = itertools.count()
         self._results: dict[int, list[torch.Tensor]] = {}
-        self.native_handles: dict | None = None  # DistributedOptimizer._handles, when native
+        self.native_opt = None  # the DistributedOptimizer, on the native path
 
     def watch_more(self) -> bool:
         """Stamp the native DistributedOptimizer's all-reduces that have completed."""
-        if self.native_handles is None:
+        if self.native_opt is None:
             return False
         busy = False
         now = time.perf_counter()
-        for handle, ctx in list(self.native_handles.values()):
+        # Its `_handles` dict is replaced by load_state_dict: read it afresh each time.
+        for handle, ctx in list(self.native_opt._handles.values()):
             if handle is None or ctx is None or ctx[1].end_s is not None:
                 continue
             try:
@@ -152,7 +153,7 @@ class HorovodBackend(Backend):
                     native[compressor.name], self.ledger, self.collectives
                 ),
             )
-            self.collectives.native_handles = self.hvd_opt._handles
+            self.collectives.native_opt = self.hvd_opt
             hvd.broadcast_optimizer_state(self.hvd_opt, root_rank=0)
             return model, self.hvd_opt
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
