@@ -117,12 +117,32 @@ class TrainConfig(Config):
     batch_size: int = _f(8, "images per worker per step", gt=0)
     steps: int = _f(20, "optimizer steps in total, warm-up included", gt=0)
     warmup_steps: int = _f(3, "first steps left out of summary medians", ge=0)
-    data: str = _f("synthetic", "synthetic | digits | imagefolder:PATH")
+    data: str = _f("synthetic", "synthetic | digits | imagefolder:PATH | cifar10:PATH")
     image_size: int = _f(224, "input height and width in pixels", gt=0)
     num_classes: int = _f(0, "classifier outputs; 0 = from the data (synthetic: 1000)", ge=0)
-    lr: float = _f(0.01, "SGD learning rate", gt=0)
+    data_workers: int | None = _f(
+        None, "DataLoader worker processes (null = 0 for in-memory data, else from the cores)", ge=0
+    )
+    augment: Literal["none", "standard"] = _f(
+        "none", "standard: random translation (digits), resized crop + flip (image files)"
+    )
+    lr: float = _f(0.01, "SGD learning rate (of one worker: see lr_scaling)", gt=0)
+    lr_scaling: Literal["none", "linear", "sqrt"] = _f(
+        "none", "lr x 1, x N or x sqrt(N) at N workers (same per-worker batch)"
+    )
+    lr_schedule: Literal["constant", "cosine", "step"] = _f(
+        "constant", "after warm-up: constant, cosine to 0, or x0.1 at 50% and 75% of steps"
+    )
+    lr_warmup_steps: int = _f(0, "steps of linear lr warm-up before the schedule", ge=0)
     momentum: float = _f(0.9, "SGD momentum", ge=0)
+    nesterov: bool = _f(False, "Nesterov momentum")
     weight_decay: float = _f(0.0, "SGD weight decay", ge=0)
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing", ge=0, lt=1)
+    eval_every: int = _f(0, "evaluate on the held-out split every N steps (0 = at the end)", ge=0)
+    eval_batch_size: int = _f(256, "images per worker per evaluation batch", gt=0)
+    target_accuracy: float | None = _f(
+        None, "stop at the first evaluation with held-out accuracy >= this", gt=0, le=1
+    )
     seed: int = _f(0, "seed for weights, data order, dropout")
     bucket_cap_mb: float = _f(25.0, "DDP gradient bucket size in MiB", gt=0)
     compute_probe_steps: int = _f(
@@ -155,14 +175,9 @@ class TrainConfig(Config):
     @field_validator("data")
     @classmethod
     def _data(cls, v: str) -> str:
-        kind, _, path = v.partition(":")
-        if kind not in ("synthetic", "digits", "imagefolder"):
-            raise UsageError(f"data must be synthetic, digits or imagefolder:PATH; got {v!r}")
-        if kind == "imagefolder" and (not path or not Path(path).is_dir()):
-            raise UsageError(
-                f"data directory {path!r} does not exist; give imagefolder:PATH with one "
-                "sub-folder of images per class"
-            )
+        from dist_sqz.data import check_data
+
+        check_data(v)
         return v
 
     def model_post_init(self, _context: Any) -> None:
@@ -171,6 +186,15 @@ class TrainConfig(Config):
                 f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps}) "
                 "so that some steps are measured"
             )
+        if self.lr_warmup_steps >= self.steps:
+            raise UsageError(
+                f"lr_warmup_steps ({self.lr_warmup_steps}) must be smaller than steps "
+                f"({self.steps})"
+            )
+        if self.nesterov and self.momentum == 0:
+            raise UsageError("nesterov needs momentum > 0")
+        if self.target_accuracy is not None and self.data == "synthetic":
+            raise UsageError("target_accuracy needs data with a held-out split, not synthetic")
         from dist_sqz.models import check_input_size
 
         # A model too small for the image fails here, in the parent, not mid-rendezvous.

@@ -1,32 +1,46 @@
-"""Training data as a function of the step: `batch(step)` is the same on every run.
+"""Training and held-out data, batched by step through torch's DataLoader.
 
 - `synthetic`: one fixed random batch per rank, reused every step (Horovod's synthetic
   benchmark); measures the system, not the data pipeline.
 - `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), scaled
-  to `image_size` and shown as 3 channels; the last 297 images are held out for evaluation.
-- `imagefolder:PATH`: torchvision `ImageFolder` (one sub-folder per class).
+  to `image_size` and shown as 3 channels; the last 297 images are the held-out split.
+- `imagefolder:PATH`: one sub-folder of images per class; `PATH/train` and `PATH/val` when
+  both exist (ImageNet's layout), else PATH itself with no held-out split.
+- `cifar10:PATH`: the CIFAR-10 python batches (`data_batch_1..5`, `test_batch`) in PATH or
+  in PATH/cifar-10-batches-py, read by torchvision with download off.
 
-Real datasets are sharded with `DistributedSampler` (seeded, `set_epoch` per epoch) and
-batched without drop-out of order, so a resumed run sees exactly the batches it would have.
+Exactly resumable at any step: each epoch's order is a permutation seeded by (seed, epoch),
+sharded over ranks, and the `StepSampler` yields step s's indices whatever step the run
+started at. Augmentation draws from a generator seeded by (seed, step, rank, position), so
+neither the number of loader workers nor a restart changes what a step sees.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dist_sqz.errors import UsageError
 
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+_MEAN = [0.485, 0.456, 0.406]
+_STD = [0.229, 0.224, 0.225]
 DIGITS_HELD_OUT = 297
+KINDS = ("synthetic", "digits", "imagefolder", "cifar10")
+
+
+def _aug_seed(seed: int, step: int, rank: int, pos: int) -> int:
+    return (((seed * 1_000_003 + step) * 10_007 + rank) * 1_009 + pos) % (2**63)
 
 
 class DigitsDataset(Dataset):
-    """scikit-learn's digits, resized to `size` x `size`, 3 channels, standardised."""
+    """scikit-learn's digits, resized to `size` x `size`, 3 channels, in [-1, 1]. Items are
+    keyed (index, augmentation seed or None); augmentation shifts the digit by up to 1/8 of
+    the image each way, filling with background."""
 
     def __init__(self, size: int, train: bool = True) -> None:
         from sklearn.datasets import load_digits
@@ -43,79 +57,129 @@ class DigitsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i][None, None]
-        img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        x = (img[0].expand(3, -1, -1) - 0.5) / 0.5
-        return x, int(self.labels[i])
+    def __getitem__(self, key: tuple[int, int | None]) -> tuple[torch.Tensor, int]:
+        i, aug = key
+        img = F.interpolate(
+            self.images[i][None, None], size=(self.size, self.size), mode="bilinear"
+        )[0]
+        x = (img.expand(3, -1, -1) - 0.5) / 0.5
+        if aug is not None:
+            g = torch.Generator().manual_seed(aug)
+            pad = self.size // 8
+            dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+            x = F.pad(x, (pad, pad, pad, pad), value=-1.0)[
+                :, dy : dy + self.size, dx : dx + self.size
+            ]
+        return x.contiguous(), int(self.labels[i])
 
 
-def _imagefolder(path: str, size: int) -> Dataset:
-    from torchvision import datasets, transforms
+class TransformDataset(Dataset):
+    """A torchvision dataset of PIL images with a transform for training (augmented, drawn
+    from the item's own seed) and one for evaluation."""
 
-    tf = transforms.Compose(
-        [
-            transforms.Resize(size),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(_MEAN.flatten().tolist(), _STD.flatten().tolist()),
-        ]
-    )
+    def __init__(self, base: Any, train_tf: Any, plain_tf: Any) -> None:
+        self.base, self.train_tf, self.plain_tf = base, train_tf, plain_tf
+        self.classes = base.classes
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int | None]) -> tuple[torch.Tensor, int]:
+        i, aug = key
+        img, label = self.base[i]
+        if aug is None:
+            return self.plain_tf(img), int(label)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(aug)
+            return self.train_tf(img), int(label)
+
+
+def _transforms(size: int, small: bool) -> tuple[Any, Any]:
+    """(augmented, plain) transforms: resized crop + flip for photos at ImageNet scale; pad-4
+    crop + flip for 32 px images (CIFAR's standard), resized to `size`."""
+    from torchvision import transforms as T
+
+    norm = [T.ToTensor(), T.Normalize(_MEAN, _STD)]
+    if small:
+        aug = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.Resize(size)]
+        return T.Compose(aug + norm), T.Compose([T.Resize(size)] + norm)
+    aug = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+    plain = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+    return T.Compose(aug + norm), T.Compose(plain + norm)
+
+
+def _split_dirs(path: str) -> tuple[Path, Path | None]:
+    root = Path(path)
+    train, val = root / "train", root / "val"
+    if train.is_dir() and val.is_dir():
+        return train, val
+    if train.is_dir() or val.is_dir():
+        have, lack = ("train", "val") if train.is_dir() else ("val", "train")
+        raise UsageError(f"imagefolder:{path} has {have}/ but no {lack}/; give both or neither")
+    return root, None
+
+
+def _cifar_root(path: str) -> Path:
+    root = Path(path)
+    if root.name == "cifar-10-batches-py":
+        root = root.parent
+    batches = root / "cifar-10-batches-py"
+    missing = [f for f in ("data_batch_1", "test_batch") if not (batches / f).is_file()]
+    if missing:
+        raise UsageError(
+            f"cifar10:{path} lacks {', '.join(missing)}; give the folder holding the CIFAR-10 "
+            "python batches (cifar-10-batches-py)"
+        )
+    return root
+
+
+def check_data(data: str) -> None:
+    """UsageError if `data` names no usable dataset (checked before anything starts)."""
+    kind, _, path = data.partition(":")
+    if kind not in KINDS:
+        raise UsageError(
+            f"data must be synthetic, digits, imagefolder:PATH or cifar10:PATH; got {data!r}"
+        )
+    if kind in ("imagefolder", "cifar10") and (not path or not Path(path).is_dir()):
+        raise UsageError(f"data directory {path!r} does not exist (data {data!r})")
+    if kind == "imagefolder":
+        _split_dirs(path)
+    if kind == "cifar10":
+        _cifar_root(path)
+
+
+def _imagefolder(folder: Path, size: int, spec: str) -> TransformDataset:
+    from torchvision import datasets
+
     try:
-        return datasets.ImageFolder(path, transform=tf)
+        base = datasets.ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as e:
         raise UsageError(
-            f"imagefolder:{path} holds no usable images ({str(e).splitlines()[0][:120]}); "
+            f"{spec}: {folder} holds no usable images ({str(e).splitlines()[0][:120]}); "
             "put images in one sub-folder per class"
         ) from None
+    return TransformDataset(base, *_transforms(size, small=False))
 
 
-@dataclass
-class BatchSource:
-    """Deterministic batches: `batch(step)` depends only on (seed, step, rank, world size)."""
+def datasets_for(data: str, size: int) -> tuple[Dataset, Dataset | None]:
+    """(training set, held-out set or None) of `data`."""
+    kind, _, path = data.partition(":")
+    if kind == "digits":
+        return DigitsDataset(size, train=True), DigitsDataset(size, train=False)
+    if kind == "imagefolder":
+        train, val = _split_dirs(path)
+        held = _imagefolder(val, size, data) if val else None
+        return _imagefolder(train, size, data), held
+    if kind == "cifar10":
+        from torchvision.datasets import CIFAR10
 
-    dataset: Dataset | None
-    num_classes: int
-    batch_size: int
-    rank: int
-    world_size: int
-    seed: int
-    image_size: int
-    fixed: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def __post_init__(self) -> None:
-        if self.dataset is None:
-            return
-        self.sampler = DistributedSampler(
-            self.dataset,
-            num_replicas=self.world_size,
-            rank=self.rank,
-            shuffle=True,
-            seed=self.seed,
+        root = str(_cifar_root(path))
+        tfs = _transforms(size, small=True)
+        return (
+            TransformDataset(CIFAR10(root, train=True, download=False), *tfs),
+            TransformDataset(CIFAR10(root, train=False, download=False), *tfs),
         )
-        self.batches_per_epoch = len(self.sampler) // self.batch_size
-        if self.batches_per_epoch == 0:
-            raise UsageError(
-                f"the data gives each of {self.world_size} workers {len(self.sampler)} images, "
-                f"fewer than batch_size {self.batch_size}; lower --batch-size"
-            )
-        self._epoch = -1
-        self._order: list[int] = []
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch for 0-based `step`."""
-        if self.fixed is not None:
-            return self.fixed
-        epoch, b = divmod(step, self.batches_per_epoch)
-        if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
-            self._order = list(iter(self.sampler))
-            self._epoch = epoch
-        idx = self._order[b * self.batch_size : (b + 1) * self.batch_size]
-        items = [self.dataset[i] for i in idx]
-        x = torch.stack([it[0] for it in items])
-        y = torch.tensor([it[1] for it in items], dtype=torch.long)
-        return x, y
+    raise UsageError(f"data {data!r} has no dataset")
 
 
 def num_classes_of(data: str, image_size: int) -> int:
@@ -123,44 +187,105 @@ def num_classes_of(data: str, image_size: int) -> int:
     kind = data.split(":", 1)[0]
     if kind == "synthetic":
         return 1000
-    if kind == "digits":
+    if kind in ("digits", "cifar10"):
         return 10
-    return len(_imagefolder(data.split(":", 1)[1], image_size).classes)
+    return len(datasets_for(data, image_size)[0].classes)
 
 
-def build_batches(
-    data: str,
-    batch_size: int,
-    image_size: int,
-    num_classes: int,
-    rank: int,
-    world_size: int,
-    seed: int,
-) -> BatchSource:
-    """The training batch source for this rank. Raises UsageError on unusable data."""
-    kind, _, path = data.partition(":")
-    common = dict(
-        batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, image_size=image_size
+class StepSampler(Sampler):
+    """Batches of (index, augmentation seed) for steps `start`..`steps`-1 of one rank.
+
+    Epoch e's order is a permutation seeded by (seed, e), cut to a multiple of the world size
+    and dealt round-robin to ranks; each rank's share is cut into whole batches."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world_size: int, seed: int,
+                 start: int, steps: int, augment: bool) -> None:  # fmt: skip
+        self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
+        self.seed, self.start, self.steps, self.augment = seed, start, steps, augment
+        self.per_rank = n // world_size
+        self.batches_per_epoch = self.per_rank // batch_size
+        if self.batches_per_epoch == 0:
+            raise UsageError(
+                f"the data gives each of {world_size} workers {self.per_rank} images, fewer "
+                f"than batch_size {batch_size}; lower --batch-size"
+            )
+
+    def order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.per_rank * self.world_size]
+        return perm[self.rank :: self.world_size].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        epoch, order = -1, []
+        for step in range(self.start, self.steps):
+            e, b = divmod(step, self.batches_per_epoch)
+            if e != epoch:
+                epoch, order = e, self.order(e)
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [
+                (i, _aug_seed(self.seed, step, self.rank, k) if self.augment else None)
+                for k, i in enumerate(idx)
+            ]
+
+
+def default_workers(data: str, local_world_size: int) -> int:
+    """Loader processes per worker: none for in-memory data; for image files, this host's
+    cores shared among its workers, at most 4 each."""
+    if data.split(":", 1)[0] in ("synthetic", "digits"):
+        return 0
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, local_world_size)))
+
+
+def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
     )
-    if kind == "synthetic":
-        g = torch.Generator().manual_seed(seed * 100_003 + rank)
-        x = torch.randn(batch_size, 3, image_size, image_size, generator=g)
-        y = torch.randint(0, num_classes, (batch_size,), generator=g)
-        return BatchSource(None, num_classes, fixed=(x, y), **common)
-    ds = DigitsDataset(image_size) if kind == "digits" else _imagefolder(path, image_size)
-    n = len(ds.classes)
-    if num_classes < n:
-        raise UsageError(f"num_classes {num_classes} is fewer than the data's {n} classes")
-    return BatchSource(ds, num_classes, **common)
 
 
-def eval_batches(data: str, image_size: int, batch_size: int = 256):
-    """Held-out batches for accuracy (digits only; other data has no held-out split here)."""
-    if data != "digits":
-        return []
-    ds = DigitsDataset(image_size, train=False)
-    out = []
-    for i in range(0, len(ds), batch_size):
-        items = [ds[j] for j in range(i, min(i + batch_size, len(ds)))]
-        out.append((torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])))
-    return out
+def train_batches(cfg: Any, num_classes: int, rank: int, world_size: int, start: int,
+                  workers: int, pin: bool = False):  # fmt: skip
+    """An iterator of (x, y) for steps start..steps-1 of this rank."""
+    if cfg.data == "synthetic":
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
+        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
+        y = torch.randint(0, num_classes, (cfg.batch_size,), generator=g)
+        return iter([(x, y)] * (cfg.steps - start))
+    ds, _ = datasets_for(cfg.data, cfg.image_size)
+    if num_classes < len(ds.classes):
+        raise UsageError(f"num_classes {num_classes} is fewer than the data's {len(ds.classes)}")
+    sampler = StepSampler(len(ds), cfg.batch_size, rank, world_size, cfg.seed, start,
+                          cfg.steps, cfg.augment == "standard")  # fmt: skip
+    return iter(_loader(ds, sampler, workers, pin))
+
+
+class _Shard(Sampler):
+    """This rank's share of the held-out split (every image counted once across ranks)."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world_size: int) -> None:
+        self.idx = list(range(rank, n, world_size))
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.idx) // self.batch_size)
+
+    def __iter__(self):
+        for b in range(0, len(self.idx), self.batch_size):
+            yield [(i, None) for i in self.idx[b : b + self.batch_size]]
+
+
+def held_out_batches(cfg: Any, rank: int, world_size: int, workers: int) -> DataLoader | None:
+    """This rank's shard of the held-out split, or None when the data has none."""
+    if cfg.data == "synthetic":
+        return None
+    _, held = datasets_for(cfg.data, cfg.image_size)
+    if held is None:
+        return None
+    return _loader(held, _Shard(len(held), cfg.eval_batch_size, rank, world_size), workers, False)

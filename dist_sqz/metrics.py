@@ -66,6 +66,12 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _fmt_duration(s: float) -> str:
+    m, sec = divmod(int(s + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+
+
 class ProgressSink:
     """A progress bar on a terminal; plain lines every `every` steps otherwise."""
 
@@ -74,29 +80,68 @@ class ProgressSink:
         self.every = every
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.t0 = time.perf_counter()
+        self.first: int | None = None  # ETA counts from the first step this process ran
+        self.t_first = 0.0
 
     def write(self, r: dict[str, Any]) -> None:
         step = r["step"]
+        if self.first is None:
+            self.first, self.t_first = step, time.perf_counter()
+        left = self.total - step
+        done = step - self.first
+        eta = (time.perf_counter() - self.t_first) / done * left if done else None
         text = (
             f"step {step}/{self.total}  {r['images_per_s']:.1f} img/s  "
             f"{_fmt_bytes(r['payload_bytes'])}/step payload  "
-            f"{_fmt_bytes(r['sent_bytes'])} sent  loss {r['loss']:.4f}"
+            f"{_fmt_bytes(r['sent_bytes'])} sent  loss {r['loss']:.4f}  lr {r['lr']:.3g}"
+            + (f"  accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else "")
+            + (f"  ETA {_fmt_duration(eta)}" if eta is not None and left else "")
             + ("  (warm-up)" if r.get("warmup") else "")
         )
         if self.tty:
             width = 24
-            done = int(width * step / self.total)
-            bar = "#" * done + "." * (width - done)
-            end = "\n" if step == self.total else ""
+            filled = int(width * step / self.total)
+            bar = "#" * filled + "." * (width - filled)
+            end = "\n" if step == self.total or r.get("accuracy") is not None else ""
             self.stream.write(f"\r[{bar}] {text}\033[K{end}")
             self.stream.flush()
-        elif step % self.every == 0 or step == self.total:
+        elif step % self.every == 0 or step == self.total or r.get("accuracy") is not None:
             self.stream.write(text + "\n")
             self.stream.flush()
 
     def close(self) -> None:
         pass
+
+
+def step_record(cfg: Any, world_size: int, step: int, loss: float, lr: float, step_s: float,
+                exposed_s: float | None, comm: Any, wire: int | None, dilation: float = 1.0,
+                emulated_batch: int | None = None, late_s: float | None = None,
+                ) -> dict[str, Any]:  # fmt: skip
+    """One metrics.jsonl line (DESIGN.md's names). Emulated compute: times are divided by
+    the dilation D and throughput counts the emulated batch."""
+    d = dilation
+    batch = emulated_batch or cfg.batch_size
+    return {
+        "step": step,
+        "model": cfg.model,
+        "backend": cfg.backend,
+        "compression": cfg.compression,
+        "world_size": world_size,
+        "batch_size": cfg.batch_size,
+        "step_time_s": step_s / d,
+        "comm_time_s": comm.comm_time_s / d,
+        "comm_busy_s": comm.comm_busy_s / d,
+        "exposed_comm_s": None if exposed_s is None else exposed_s / d,
+        "payload_bytes": comm.payload_bytes,
+        "sent_bytes": comm.sent_bytes,
+        "collectives": comm.collectives,
+        "images_per_s": world_size * batch / (step_s / d),
+        "loss": loss,
+        "lr": lr,
+        "warmup": step <= cfg.warmup_steps,
+        **({"dilation": d, "emulation_late_s": late_s / d} if late_s is not None else {}),
+        **({"wire_bytes": wire} if wire is not None else {}),
+    }
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -141,7 +186,32 @@ def build_summary(records: list[dict[str, Any]], **facts: Any) -> dict[str, Any]
         late = [r["emulation_late_s"] for r in records if not r["warmup"]]
         summary["emulation_late_s"] = statistics.median(late) if late else None
     summary["final_loss"] = records[-1]["loss"] if records else None
+    summary.update(accuracy_fields(records, summary.get("target_accuracy")))
     return summary
+
+
+def accuracy_fields(records: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+    """accuracy (the last evaluation's), eval_time_s, and the time-to-accuracy fields of
+    DESIGN.md: the first evaluation step with accuracy >= target; images = steps x world
+    size x batch size; time = the sum of step_time_s up to it (training only)."""
+    evals = [r for r in records if r.get("accuracy") is not None]
+    out: dict[str, Any] = {
+        "accuracy": evals[-1]["accuracy"] if evals else None,
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "eval_time_s": sum(r.get("eval_time_s", 0.0) for r in evals),
+        "target_accuracy": target,
+        "steps_to_accuracy": None,
+        "images_to_accuracy": None,
+        "time_to_accuracy_s": None,
+    }
+    hit = next((r for r in evals if target is not None and r["accuracy"] >= target), None)
+    if hit is not None:
+        out["steps_to_accuracy"] = hit["step"]
+        out["images_to_accuracy"] = hit["step"] * hit["world_size"] * hit["batch_size"]
+        out["time_to_accuracy_s"] = sum(
+            r["step_time_s"] for r in records if r["step"] <= hit["step"]
+        )
+    return out
 
 
 def tx_counter(iface: str) -> Callable[[], int] | None:

@@ -1,10 +1,15 @@
-"""The optimizer of a run: SGD with momentum and weight decay."""
+"""The optimizer of a run (SGD: momentum, Nesterov, weight decay) and its learning rate."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from dist_sqz.config import TrainConfig
 
 
 def sgd(params: Iterable[torch.nn.Parameter], **kw) -> torch.optim.SGD:
@@ -15,3 +20,33 @@ def sgd(params: Iterable[torch.nn.Parameter], **kw) -> torch.optim.SGD:
         return torch.optim.SGD(params, fused=True, **kw)
     except RuntimeError:  # a torch without a fused kernel for this device
         return torch.optim.SGD(params, **kw)
+
+
+def lr_at(cfg: TrainConfig, step: int, world_size: int) -> float:
+    """The learning rate of 0-based `step`: the base lr (scaled with the world size as
+    `lr_scaling` says), `lr_warmup_steps` of linear warm-up from lr/warmup, then the
+    schedule over the remaining steps. A pure function of the step, so a resumed run sets
+    exactly the rates of the uninterrupted one.
+
+    - constant: the base lr throughout;
+    - cosine: from the base lr down to 0 at the last step (Loshchilov & Hutter, no restarts);
+    - step: x0.1 at 50% and again at 75% of the steps after warm-up (the ResNet recipe).
+    """
+    base = (
+        cfg.lr * {"none": 1.0, "linear": world_size, "sqrt": math.sqrt(world_size)}[cfg.lr_scaling]
+    )
+    warm = cfg.lr_warmup_steps
+    if step < warm:
+        return base * (step + 1) / warm
+    span = max(1, cfg.steps - warm)
+    progress = (step - warm) / span
+    if cfg.lr_schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.lr_schedule == "step":
+        return base * (0.1 ** (int(progress >= 0.5) + int(progress >= 0.75)))
+    return base
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -2,7 +2,8 @@
 
 Rank 0 owns the run directory (config.yaml, metrics.jsonl, summary.json, checkpoints/).
 Randomness is a function of (seed, step, rank): weights come from `seed`, each step reseeds
-dropout, and batches depend on the step alone, so a resumed run retraces the uninterrupted one.
+dropout, batches and their augmentation depend on the step alone, and the learning rate is a
+function of the step, so a resumed run retraces the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ from dist_sqz.comm.backends import BACKENDS, Backend
 from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import build_batches, eval_batches, num_classes_of
+from dist_sqz.data import default_workers, held_out_batches, num_classes_of, train_batches
 from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.errors import CommFailure, UsageError
+from dist_sqz.evaluate import evaluate
 from dist_sqz.metrics import (
     JsonlSink,
     ProgressSink,
     Sink,
     build_summary,
     read_jsonl,
+    step_record,
     tx_counter,
 )
 from dist_sqz.models import build_model, check_input_size, count_params
-from dist_sqz.optim import sgd
+from dist_sqz.optim import lr_at, set_lr, sgd
 from dist_sqz.profiles import compute_times, load_profile
 from dist_sqz.wandb_sink import WandbSink, import_wandb
 
@@ -80,15 +83,6 @@ class Trainer:
         self.restarted = restarted
         num_classes = cfg.num_classes or num_classes_of(cfg.data, cfg.image_size)
         check_input_size(cfg.model, cfg.image_size, num_classes)
-        self.batches = build_batches(
-            cfg.data,
-            cfg.batch_size,
-            cfg.image_size,
-            num_classes,
-            env.rank,
-            env.world_size,
-            cfg.seed,
-        )
         self.start_step = 0
         if resume is not None:
             if resume.get("world_size", env.world_size) != env.world_size:
@@ -123,6 +117,16 @@ class Trainer:
         )
         self.out = Path(out)
         self.device = self.backend.device
+        pin = self.device.type == "cuda"
+        workers = cfg.data_workers
+        if workers is None:
+            workers = default_workers(cfg.data, env.local_world_size)
+        self.batches = train_batches(
+            cfg, num_classes, env.rank, env.world_size, self.start_step, workers, pin
+        )
+        self.held_out = held_out_batches(cfg, env.rank, env.world_size, workers)
+        if cfg.target_accuracy is not None and self.held_out is None:
+            raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, num_classes).to(self.device)
         self.params = count_params(self.model)
@@ -132,6 +136,7 @@ class Trainer:
             lr=cfg.lr,
             # DGC corrects momentum before sparsifying; the optimizer must not apply it again.
             momentum=0.0 if self.compressor.owns_momentum else cfg.momentum,
+            nesterov=cfg.nesterov and not self.compressor.owns_momentum,
             weight_decay=cfg.weight_decay,
         )
         if resume is not None:
@@ -229,7 +234,7 @@ class Trainer:
         self.backend.zero_grad(self.optimizer)
         if self.emu:
             self.emu.start_step()
-        loss = F.cross_entropy(self.train_model(x), y)
+        loss = F.cross_entropy(self.train_model(x), y, label_smoothing=self.cfg.label_smoothing)
         if self.emu:
             self.emu.end_forward()
         loss.backward()
@@ -256,44 +261,29 @@ class Trainer:
         self.backend.ledger.take_step()  # nothing should be there; keep the ledger clean
         return statistics.median(times)
 
-    def _record(
-        self,
-        step: int,
-        loss: float,
-        step_s: float,
-        optim_s: float,
-        comm: StepComm,
-        wire: int | None,
-    ):
-        cfg = self.cfg
-        exposed = None
-        if self.compute_s is not None:
-            exposed = step_s - (self.compute_s + optim_s)
-        # Emulated compute: times are dilated D-fold, throughput counts the emulated batch.
-        d = self.dilation
-        batch = self.emu.batch_size if self.emu else cfg.batch_size
-        step_s, exposed = step_s / d, None if exposed is None else exposed / d
-        emulation = {"dilation": d, "emulation_late_s": self.emu.late_s / d} if self.emu else {}
-        return {
-            "step": step,
-            "model": cfg.model,
-            "backend": cfg.backend,
-            "compression": cfg.compression,
-            "world_size": self.env.world_size,
-            "batch_size": cfg.batch_size,
-            "step_time_s": step_s,
-            "comm_time_s": comm.comm_time_s / d,
-            "comm_busy_s": comm.comm_busy_s / d,
-            "exposed_comm_s": exposed,
-            "payload_bytes": comm.payload_bytes,
-            "sent_bytes": comm.sent_bytes,
-            "collectives": comm.collectives,
-            "images_per_s": self.env.world_size * batch / step_s,
-            "loss": loss,
-            "warmup": step <= cfg.warmup_steps,
-            **emulation,
-            **({"wire_bytes": wire} if wire is not None else {}),
-        }
+    def _record(self, step: int, loss: float, lr: float, step_s: float, optim_s: float,
+                comm: StepComm, wire: int | None) -> dict[str, Any]:  # fmt: skip
+        exposed = None if self.compute_s is None else step_s - (self.compute_s + optim_s)
+        return step_record(
+            self.cfg, self.env.world_size, step, loss, lr, step_s, exposed, comm, wire,
+            self.dilation, self.emu.batch_size if self.emu else None,
+            self.emu.late_s if self.emu else None,
+        )  # fmt: skip
+
+    def _maybe_evaluate(self, record: dict[str, Any]) -> bool:
+        """Evaluate at every `eval_every` steps and at the last step, into `record`; True when
+        the target accuracy is reached (the same on every rank: the result is reduced)."""
+        step, cfg = record["step"], self.cfg
+        due = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
+        if not due or self.held_out is None:
+            return False
+        t0 = time.perf_counter()
+        record.update(
+            evaluate(self.model, self.held_out, self.device, self.backend.all_gather_object)
+        )
+        record["eval_time_s"] = time.perf_counter() - t0
+        target = cfg.target_accuracy
+        return target is not None and record["accuracy"] >= target
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -307,14 +297,18 @@ class Trainer:
             )
         self._open_sinks()
         first_measured = max(cfg.warmup_steps, self.start_step)
+        self.last_step = self.start_step
         try:
             for step in range(self.start_step, cfg.steps):
-                x, y = self.batches.batch(step)
-                x, y = x.to(self.device), y.to(self.device)
+                x, y = next(self.batches)
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
                 if step == first_measured and cfg.compute_probe_steps:
                     self.compute_s = self._probe_compute(x, y, step)
                 torch.manual_seed(step_seed(cfg.seed, step, env.rank))
                 self.compressor.set_step(step)
+                lr = lr_at(cfg, step, env.world_size)
+                set_lr(self.optimizer, lr)
                 tx0 = self.tx() if self.tx else None
                 t0 = time.perf_counter()
                 loss = self._forward_backward(x, y)
@@ -324,10 +318,19 @@ class Trainer:
                 t2 = time.perf_counter()
                 wire = self.tx() - tx0 if self.tx else None
                 comm = self.backend.ledger.take_step()
-                record = self._record(step + 1, loss_value, t2 - t0, t2 - t1, comm, wire)
+                done = self.last_step = step + 1
+                record = self._record(done, loss_value, lr, t2 - t0, t2 - t1, comm, wire)
+                reached = self._maybe_evaluate(record)
                 for sink in self.sinks:
                     sink.write(record)
-                done = step + 1
+                if reached:
+                    if env.is_main:
+                        print(
+                            f"dist-sqz: accuracy {record['accuracy']:.4f} >= "
+                            f"{cfg.target_accuracy} at step {done}; stopping",
+                            flush=True,
+                        )
+                    break
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     self._save(done)
             summary = self._finish()
@@ -349,24 +352,10 @@ class Trainer:
             self.backend.close()
         return summary
 
-    def _accuracy(self) -> float | None:
-        batches = eval_batches(self.cfg.data, self.cfg.image_size)
-        if not batches:
-            return None
-        self.model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for x, y in batches:
-                pred = self.model(x.to(self.device)).argmax(1).cpu()
-                correct += int((pred == y).sum())
-                total += len(y)
-        self.model.train()
-        return correct / total
-
     def _finish(self) -> dict[str, Any]:
         checksum = checkpoint.param_checksum(self.model)
         checksums = self.backend.all_gather_object(checksum)
-        self._save(self.cfg.steps)
+        self._save(self.last_step)
         if not self.env.is_main:
             return {}
         records = read_jsonl(self.out / "metrics.jsonl")
@@ -381,9 +370,9 @@ class Trainer:
             device=str(self.device),
             params=self.params,
             compute_time_s=None if self.compute_s is None else self.compute_s / self.dilation,
+            target_accuracy=self.cfg.target_accuracy,
             **(self.emu.describe() if self.emu else {}),
         )
-        summary["accuracy"] = self._accuracy()
         summary["param_checksum"] = checksum
         summary["replicas_consistent"] = len(set(checksums)) == 1
         summary["config"] = self.cfg.to_dict()
@@ -395,7 +384,8 @@ class Trainer:
             f"dist-sqz: done. median step {summary.get('step_time_s', float('nan')) * 1e3:.1f} ms, "
             f"payload {summary.get('payload_bytes', 0):,.0f} B/step, "
             f"sent {summary.get('sent_bytes', 0):,.0f} B/step, "
-            f"replicas_consistent {summary['replicas_consistent']}; {self.out / 'summary.json'}",
+            + (f"accuracy {summary['accuracy']:.4f}, " if summary["accuracy"] is not None else "")
+            + f"replicas_consistent {summary['replicas_consistent']}; {self.out / 'summary.json'}",
             flush=True,
         )
         return summary

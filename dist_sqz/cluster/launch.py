@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,7 +48,9 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
             pass
 
 
-def torchrun_argv(cluster: Cluster, i: int, args: Sequence[str], nproc: int = 1) -> list[str]:
+def torchrun_argv(
+    cluster: Cluster, i: int, args: Sequence[str], job_id: str, nproc: int = 1
+) -> list[str]:
     return [
         "ip",
         "netns",
@@ -61,9 +64,9 @@ def torchrun_argv(cluster: Cluster, i: int, args: Sequence[str], nproc: int = 1)
         f"--nproc-per-node={nproc}",
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={cluster.addr(0)}:{RDZV_PORT}",
-        # Unique per cluster and process: torchrun hands it to workers as
+        # One per job, the same on every host: torchrun hands it to workers as
         # TORCHELASTIC_RUN_ID, which tells a restarted worker the run directory is its job's.
-        f"--rdzv-id={cluster.prefix}-{os.getpid()}-{time.monotonic_ns()}",
+        f"--rdzv-id={job_id}",
         f"--local-addr={cluster.addr(i)}",
         # Namespaces share the machine's hostname, so say outright who hosts the store.
         f"--rdzv-conf=is_host={int(i == 0)}",
@@ -125,6 +128,7 @@ def run_on_hosts(
         "DIST_SQZ_WIRE_IFACE": IFACE,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
+    job_id = f"{cluster.prefix}-{uuid.uuid4().hex[:12]}"
     procs = []
     for i in range(cluster.hosts):
         out = None if i == 0 else subprocess.DEVNULL
@@ -133,7 +137,7 @@ def run_on_hosts(
             out = (log_dir / f"host{i}.log").open("w")
         procs.append(
             subprocess.Popen(
-                torchrun_argv(cluster, i, args, nproc),
+                torchrun_argv(cluster, i, args, job_id, nproc),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
