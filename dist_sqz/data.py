@@ -198,8 +198,17 @@ class StepSampler(Sampler):
     Epoch e's order is a permutation seeded by (seed, e), cut to a multiple of the world size
     and dealt round-robin to ranks; each rank's share is cut into whole batches."""
 
-    def __init__(self, n: int, batch_size: int, rank: int, world_size: int, seed: int,
-                 start: int, steps: int, augment: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        start: int,
+        steps: int,
+        augment: bool,
+    ) -> None:
         self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
         self.seed, self.start, self.steps, self.augment = seed, start, steps, augment
         self.per_rank = n // world_size
@@ -250,8 +259,15 @@ def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoade
     )
 
 
-def train_batches(cfg: Any, num_classes: int, rank: int, world_size: int, start: int,
-                  workers: int, pin: bool = False):  # fmt: skip
+def train_batches(
+    cfg: Any,
+    num_classes: int,
+    rank: int,
+    world_size: int,
+    start: int,
+    workers: int,
+    pin: bool = False,
+):
     """An iterator of (x, y) for steps start..steps-1 of this rank."""
     if cfg.data == "synthetic":
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
@@ -261,8 +277,16 @@ def train_batches(cfg: Any, num_classes: int, rank: int, world_size: int, start:
     ds, _ = datasets_for(cfg.data, cfg.image_size)
     if num_classes < len(ds.classes):
         raise UsageError(f"num_classes {num_classes} is fewer than the data's {len(ds.classes)}")
-    sampler = StepSampler(len(ds), cfg.batch_size, rank, world_size, cfg.seed, start,
-                          cfg.steps, cfg.augment == "standard")  # fmt: skip
+    sampler = StepSampler(
+        len(ds),
+        cfg.batch_size,
+        rank,
+        world_size,
+        cfg.seed,
+        start,
+        cfg.steps,
+        cfg.augment == "standard",
+    )
     return iter(_loader(ds, sampler, workers, pin))
 
 

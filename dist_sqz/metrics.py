@@ -22,6 +22,7 @@ MEDIAN_FIELDS = (
     "comm_time_s",
     "comm_busy_s",
     "exposed_comm_s",
+    "data_time_s",
     "payload_bytes",
     "sent_bytes",
     "wire_bytes",
@@ -113,10 +114,20 @@ class ProgressSink:
         pass
 
 
-def step_record(cfg: Any, world_size: int, step: int, loss: float, lr: float, step_s: float,
-                exposed_s: float | None, comm: Any, wire: int | None, dilation: float = 1.0,
-                emulated_batch: int | None = None, late_s: float | None = None,
-                ) -> dict[str, Any]:  # fmt: skip
+def step_record(
+    cfg: Any,
+    world_size: int,
+    step: int,
+    loss: float,
+    lr: float,
+    step_s: float,
+    exposed_s: float | None,
+    comm: Any,
+    wire: int | None,
+    dilation: float = 1.0,
+    emulated_batch: int | None = None,
+    late_s: float | None = None,
+) -> dict[str, Any]:
     """One metrics.jsonl line (DESIGN.md's names). Emulated compute: times are divided by
     the dilation D and throughput counts the emulated batch."""
     d = dilation

@@ -261,14 +261,31 @@ class Trainer:
         self.backend.ledger.take_step()  # nothing should be there; keep the ledger clean
         return statistics.median(times)
 
-    def _record(self, step: int, loss: float, lr: float, step_s: float, optim_s: float,
-                comm: StepComm, wire: int | None) -> dict[str, Any]:  # fmt: skip
+    def _record(
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        step_s: float,
+        optim_s: float,
+        comm: StepComm,
+        wire: int | None,
+    ) -> dict[str, Any]:
         exposed = None if self.compute_s is None else step_s - (self.compute_s + optim_s)
         return step_record(
-            self.cfg, self.env.world_size, step, loss, lr, step_s, exposed, comm, wire,
-            self.dilation, self.emu.batch_size if self.emu else None,
+            self.cfg,
+            self.env.world_size,
+            step,
+            loss,
+            lr,
+            step_s,
+            exposed,
+            comm,
+            wire,
+            self.dilation,
+            self.emu.batch_size if self.emu else None,
             self.emu.late_s if self.emu else None,
-        )  # fmt: skip
+        )
 
     def _maybe_evaluate(self, record: dict[str, Any]) -> bool:
         """Evaluate at every `eval_every` steps and at the last step, into `record`; True when
@@ -300,9 +317,11 @@ class Trainer:
         self.last_step = self.start_step
         try:
             for step in range(self.start_step, cfg.steps):
+                t_data = time.perf_counter()
                 x, y = next(self.batches)
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
+                data_s = time.perf_counter() - t_data
                 if step == first_measured and cfg.compute_probe_steps:
                     self.compute_s = self._probe_compute(x, y, step)
                 torch.manual_seed(step_seed(cfg.seed, step, env.rank))
@@ -320,6 +339,7 @@ class Trainer:
                 comm = self.backend.ledger.take_step()
                 done = self.last_step = step + 1
                 record = self._record(done, loss_value, lr, t2 - t0, t2 - t1, comm, wire)
+                record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
                 reached = self._maybe_evaluate(record)
                 for sink in self.sinks:
                     sink.write(record)

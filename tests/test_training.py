@@ -56,8 +56,9 @@ def test_step_sampler_is_a_function_of_the_step():
 
 
 def _eval_worker(rank: int, world: int, port: int, q) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)  # fmt: skip
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     torch.manual_seed(0)
     model = build_model("squeezenet1_1", 10)
     cfg = TrainConfig(data="digits", image_size=32, eval_batch_size=40)
@@ -95,8 +96,19 @@ def test_eval_is_the_same_at_1_and_2_workers():
 def test_target_accuracy_stops_and_fills_the_fields(tmp_path):
     """Chance on digits is 0.1: a target of 0.05 is met at the first evaluation."""
     out = tmp_path / "t"
-    train_torchrun(2, out, *QUICK, "--data", "digits", "--steps", "30", "--eval-every", "5",
-                   "--target-accuracy", "0.05")  # fmt: skip
+    train_torchrun(
+        2,
+        out,
+        *QUICK,
+        "--data",
+        "digits",
+        "--steps",
+        "30",
+        "--eval-every",
+        "5",
+        "--target-accuracy",
+        "0.05",
+    )
     metrics, s = read_run(out)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5]
     assert all("lr" in m for m in metrics)
@@ -110,14 +122,36 @@ def test_target_accuracy_stops_and_fills_the_fields(tmp_path):
 def test_interrupted_mid_schedule_resumes_exactly(tmp_path):
     """Cosine schedule with warm-up, digits with augmentation through 1 loader worker per
     rank: SIGKILL mid-run, resume, and end with the uninterrupted run's parameters."""
-    args = [*QUICK, "--data", "digits", "--augment", "standard", "--data-workers", "1",
-            "--lr-schedule", "cosine", "--lr-warmup-steps", "4", "--nesterov",
-            "--label-smoothing", "0.1", "--steps", "40", "--checkpoint-every", "4",
-            "--eval-every", "20"]  # fmt: skip
+    args = [
+        *QUICK,
+        "--data",
+        "digits",
+        "--augment",
+        "standard",
+        "--data-workers",
+        "1",
+        "--lr-schedule",
+        "cosine",
+        "--lr-warmup-steps",
+        "4",
+        "--nesterov",
+        "--label-smoothing",
+        "0.1",
+        "--steps",
+        "40",
+        "--checkpoint-every",
+        "4",
+        "--eval-every",
+        "20",
+    ]
     train_torchrun(2, tmp_path / "full", *args)
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(torchrun_cmd(2, "--out", str(cut), *args), env=base_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        torchrun_cmd(2, "--out", str(cut), *args),
+        env=base_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, step = time.time() + 240, 0
     while step < 8 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
