@@ -123,3 +123,27 @@ def test_configs_validate_once_with_one_line_errors():
         CompareConfig.build({"warmup_steps": -1})
     with pytest.raises(UsageError, match="duration '1.2.3us'"):
         SimulateConfig.build({"latency": "1.2.3us"})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["train"],
+        ["models"],
+        ["cluster"],
+        ["cluster", "run"],
+        ["cluster", "bench"],
+        ["compare"],
+        ["simulate"],
+        ["profile"],
+        ["report"],
+    ],
+)
+def test_every_help_works(argv, capsys):
+    from dist_sqz.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: dist-sqz" in capsys.readouterr().out

@@ -57,9 +57,8 @@ def add_config_flags(p: argparse.ArgumentParser, cls: Any, files: bool = True) -
             kw["choices"] = registry_choices(name)
         default = field.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else repr(default)
-        p.add_argument(
-            "--" + name.replace("_", "-"), help=f"{field.description} (default: {shown})", **kw
-        )
+        text = f"{field.description} (default: {shown})".replace("%", "%%")  # argparse formats
+        p.add_argument("--" + name.replace("_", "-"), help=text, **kw)
 
 
 def config_from_args(cls: Any, args: argparse.Namespace, *under: dict[str, Any]) -> Any:
