@@ -70,9 +70,14 @@ class Config(BaseModel):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+_EXAMPLES = {"workers": "1,2,4", "models": "alexnet,squeezenet1_1"}
+
+
 def _one_line(e: ValidationError) -> str:
     err = e.errors()[0]
-    name = ".".join(str(x) for x in err["loc"]) or "config"
+    name = str(err["loc"][0]) if err["loc"] else "config"
+    if len(err["loc"]) > 1:  # one item of a list: name the list, show the item
+        return f"{name} takes values like {_EXAMPLES.get(name, '1,2')}; got {err.get('input')!r}"
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
     if kind == "extra_forbidden":
         return f"unknown key {name!r}"
@@ -138,6 +143,9 @@ class TrainConfig(Config):
     nesterov: bool = _f(False, "Nesterov momentum")
     weight_decay: float = _f(0.0, "SGD weight decay", ge=0)
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing", ge=0, lt=1)
+    grad_clip_norm: float | None = _f(
+        None, "clip the averaged gradients' global L2 norm to this (null = off)", gt=0
+    )
     eval_every: int = _f(0, "evaluate on the held-out split every N steps (0 = at the end)", ge=0)
     eval_batch_size: int = _f(256, "images per worker per evaluation batch", gt=0)
     target_accuracy: float | None = _f(

@@ -7,7 +7,7 @@
 - `imagefolder:PATH`: one sub-folder of images per class; `PATH/train` and `PATH/val` when
   both exist (ImageNet's layout), else PATH itself with no held-out split.
 - `cifar10:PATH`: the CIFAR-10 python batches (`data_batch_1..5`, `test_batch`) in PATH or
-  in PATH/cifar-10-batches-py, read by torchvision with download off.
+  in PATH/cifar-10-batches-py (the layout torchvision's CIFAR10 downloads), read directly.
 
 Exactly resumable at any step: each epoch's order is a permutation seeded by (seed, epoch),
 sharded over ranks, and the `StepSampler` yields step s's indices whatever step the run
@@ -94,6 +94,37 @@ class TransformDataset(Dataset):
             return self.train_tf(img), int(label)
 
 
+class CifarBatches(Dataset):
+    """CIFAR-10's python batches as PIL images: data_batch_1..5 (train) or test_batch.
+    Each is a pickled dict of uint8 rows (3 x 32 x 32, channel-major) and labels."""
+
+    def __init__(self, folder: Path, train: bool) -> None:
+        import pickle
+
+        import numpy as np
+
+        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        data, labels = [], []
+        for name in names:
+            if not (folder / name).is_file():
+                raise UsageError(f"CIFAR-10 batch {folder / name} is missing")
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += [int(x) for x in batch[b"labels"]]
+        self.images = np.concatenate(data).transpose(0, 2, 3, 1)  # to H x W x C
+        self.labels = labels
+        self.classes = [str(i) for i in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        return Image.fromarray(self.images[i]), self.labels[i]
+
+
 def _transforms(size: int, small: bool) -> tuple[Any, Any]:
     """(augmented, plain) transforms: resized crop + flip for photos at ImageNet scale; pad-4
     crop + flip for 32 px images (CIFAR's standard), resized to `size`."""
@@ -124,7 +155,8 @@ def _cifar_root(path: str) -> Path:
     if root.name == "cifar-10-batches-py":
         root = root.parent
     batches = root / "cifar-10-batches-py"
-    missing = [f for f in ("data_batch_1", "test_batch") if not (batches / f).is_file()]
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [f for f in names if not (batches / f).is_file()]
     if missing:
         raise UsageError(
             f"cifar10:{path} lacks {', '.join(missing)}; give the folder holding the CIFAR-10 "
@@ -171,13 +203,11 @@ def datasets_for(data: str, size: int) -> tuple[Dataset, Dataset | None]:
         held = _imagefolder(val, size, data) if val else None
         return _imagefolder(train, size, data), held
     if kind == "cifar10":
-        from torchvision.datasets import CIFAR10
-
-        root = str(_cifar_root(path))
+        folder = _cifar_root(path) / "cifar-10-batches-py"
         tfs = _transforms(size, small=True)
         return (
-            TransformDataset(CIFAR10(root, train=True, download=False), *tfs),
-            TransformDataset(CIFAR10(root, train=False, download=False), *tfs),
+            TransformDataset(CifarBatches(folder, train=True), *tfs),
+            TransformDataset(CifarBatches(folder, train=False), *tfs),
         )
     raise UsageError(f"data {data!r} has no dataset")
 

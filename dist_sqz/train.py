@@ -243,7 +243,7 @@ class Trainer:
     def _optimizer_step(self) -> None:
         if self.emu:
             self.emu.start_optimizer()
-        self.optimizer.step()
+        self.backend.step(self.optimizer)
         if self.emu:
             self.emu.end_optimizer()
 

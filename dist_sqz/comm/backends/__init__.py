@@ -24,6 +24,14 @@ from dist_sqz.registry import Registry
 BACKENDS = Registry("backend")
 
 
+def clip_gradients(optimizer: Any, max_norm: float | None) -> None:
+    """Scale all gradients so their global L2 norm is at most `max_norm` (None: leave them).
+    On averaged gradients every rank computes the same norm, so replicas stay equal."""
+    if max_norm:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
 class Backend:
     """Base class; see the module docstring."""
 
@@ -58,6 +66,13 @@ class Backend:
 
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Apply the step to averaged gradients, clipped to `grad_clip_norm` if set. (DDP's
+        gradients are averaged once backward returns; bucketed backends average in
+        `SyncOptimizer.step`, which clips after averaging.)"""
+        clip_gradients(optimizer, self.cfg.grad_clip_norm)
+        optimizer.step()
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         raise NotImplementedError

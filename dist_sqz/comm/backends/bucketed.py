@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dist_sqz.comm.backends import clip_gradients
 from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.comm.compression import Bucket, Compressor
 
@@ -109,14 +110,21 @@ class BucketedExchange:
 
 
 class SyncOptimizer:
-    """An optimizer whose `step()` first completes the gradient exchange."""
+    """An optimizer whose `step()` first completes the gradient exchange, then clips."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, exchange: BucketedExchange) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        exchange: BucketedExchange,
+        clip_norm: float | None = None,
+    ) -> None:
         self.optimizer = optimizer
         self.exchange = exchange
+        self.clip_norm = clip_norm
 
     def step(self, closure=None):
         self.exchange.synchronize()
+        clip_gradients(self.optimizer, self.clip_norm)
         return self.optimizer.step(closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:

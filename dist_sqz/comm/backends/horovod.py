@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dist_sqz.comm.accounting import Ledger
-from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.backends import BACKENDS, Backend, clip_gradients
 from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
 from dist_sqz.comm.collectives import PolledCollectives, nbytes
 from dist_sqz.comm.compression import Compressor
@@ -160,7 +160,7 @@ class HorovodBackend(Backend):
         self.exchange = BucketedExchange(
             model, compressor, self.collectives, self.cfg.bucket_cap_mb
         )
-        return model, SyncOptimizer(optimizer, self.exchange)
+        return model, SyncOptimizer(optimizer, self.exchange, self.cfg.grad_clip_norm)
 
     @contextlib.contextmanager
     def compute_only(self) -> Iterator[None]:
@@ -187,6 +187,15 @@ class HorovodBackend(Backend):
         if not self.comm_enabled:
             self.hvd_opt._handles.clear()
         self.hvd_opt.zero_grad()  # Horovod's takes no set_to_none; it sets None anyway
+
+    def step(self, optimizer) -> None:
+        if self.hvd_opt is None or not self.cfg.grad_clip_norm:
+            optimizer.step()  # SyncOptimizer exchanges and clips; Horovod's synchronizes
+            return
+        optimizer.synchronize()
+        clip_gradients(optimizer, self.cfg.grad_clip_norm)
+        with optimizer.skip_synchronize():
+            optimizer.step()
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return self.hvd.allgather_object(obj)

@@ -109,7 +109,7 @@ class MPIBackend(Backend):
         self.exchange = BucketedExchange(
             model, compressor, self.collectives, self.cfg.bucket_cap_mb
         )
-        return model, SyncOptimizer(optimizer, self.exchange)
+        return model, SyncOptimizer(optimizer, self.exchange, self.cfg.grad_clip_norm)
 
     @contextlib.contextmanager
     def compute_only(self) -> Iterator[None]:
@@ -120,6 +120,9 @@ class MPIBackend(Backend):
         finally:
             self.exchange.enabled = True
             self.exchange.reset()
+
+    def step(self, optimizer) -> None:
+        optimizer.step()  # SyncOptimizer: exchange, clip, step
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return self.comm.allgather(obj)
