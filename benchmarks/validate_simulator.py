@@ -36,6 +36,7 @@ from dist_sqz.cluster import namespaces_permitted
 from dist_sqz.cluster.bench import bench_cluster
 from dist_sqz.compare import compare, shaped_link
 from dist_sqz.config import CompareConfig
+from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.profiles import load_profile
 from dist_sqz.simulate import Network, simulate
 from dist_sqz.units import parse_rate, parse_size
@@ -155,8 +156,10 @@ def main() -> None:
                             "error": m["step_time_s"] / p["step_time_s"] - 1,
                             "ideal_link_step_s": q["step_time_s"],
                             "ideal_link_error": m["step_time_s"] / q["step_time_s"] - 1,
-                            # Same per-worker batch: efficiency = step(1) / step(N).
-                            "measured_efficiency": single["step_time_s"] / m["step_time_s"],
+                            # Same per-worker batch, one definition everywhere.
+                            "measured_efficiency": scaling_efficiency(
+                                m["images_per_s"], n, single["images_per_s"]
+                            ),
                             "predicted_efficiency": p["scaling_efficiency"],
                             "wire_over_sent": m["wire_over_sent"],
                             "emulation_late_s": m["emulation_late_s"],

@@ -193,9 +193,11 @@ def _imagefolder(folder: Path, size: int, spec: str) -> TransformDataset:
     return TransformDataset(base, *_transforms(size, small=False))
 
 
-def datasets_for(data: str, size: int) -> tuple[Dataset, Dataset | None]:
-    """(training set, held-out set or None) of `data`."""
+def datasets_for(data: str, size: int) -> tuple[Dataset | None, Dataset | None]:
+    """(training set, held-out set or None) of `data`; (None, None) for synthetic data."""
     kind, _, path = data.partition(":")
+    if kind == "synthetic":
+        return None, None
     if kind == "digits":
         return DigitsDataset(size, train=True), DigitsDataset(size, train=False)
     if kind == "imagefolder":
@@ -212,14 +214,9 @@ def datasets_for(data: str, size: int) -> tuple[Dataset, Dataset | None]:
     raise UsageError(f"data {data!r} has no dataset")
 
 
-def num_classes_of(data: str, image_size: int) -> int:
-    """Classes the data has (synthetic: 1000, ImageNet's)."""
-    kind = data.split(":", 1)[0]
-    if kind == "synthetic":
-        return 1000
-    if kind in ("digits", "cifar10"):
-        return 10
-    return len(datasets_for(data, image_size)[0].classes)
+def num_classes_of(train: Dataset | None) -> int:
+    """Classes of a training set (synthetic data, None: 1000, ImageNet's)."""
+    return 1000 if train is None else len(train.classes)
 
 
 class StepSampler(Sampler):
@@ -291,6 +288,7 @@ def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoade
 
 def train_batches(
     cfg: Any,
+    ds: Dataset | None,
     num_classes: int,
     rank: int,
     world_size: int,
@@ -298,24 +296,17 @@ def train_batches(
     workers: int,
     pin: bool = False,
 ):
-    """An iterator of (x, y) for steps start..steps-1 of this rank."""
-    if cfg.data == "synthetic":
+    """An iterator of (x, y) for steps start..steps-1 of this rank (`ds` None: synthetic)."""
+    if ds is None:
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
         y = torch.randint(0, num_classes, (cfg.batch_size,), generator=g)
         return iter([(x, y)] * (cfg.steps - start))
-    ds, _ = datasets_for(cfg.data, cfg.image_size)
     if num_classes < len(ds.classes):
         raise UsageError(f"num_classes {num_classes} is fewer than the data's {len(ds.classes)}")
+    augment = cfg.augment == "standard"
     sampler = StepSampler(
-        len(ds),
-        cfg.batch_size,
-        rank,
-        world_size,
-        cfg.seed,
-        start,
-        cfg.steps,
-        cfg.augment == "standard",
+        len(ds), cfg.batch_size, rank, world_size, cfg.seed, start, cfg.steps, augment
     )
     return iter(_loader(ds, sampler, workers, pin))
 
@@ -335,11 +326,10 @@ class _Shard(Sampler):
             yield [(i, None) for i in self.idx[b : b + self.batch_size]]
 
 
-def held_out_batches(cfg: Any, rank: int, world_size: int, workers: int) -> DataLoader | None:
+def held_out_batches(
+    cfg: Any, held: Dataset | None, rank: int, world_size: int, workers: int
+) -> DataLoader | None:
     """This rank's shard of the held-out split, or None when the data has none."""
-    if cfg.data == "synthetic":
-        return None
-    _, held = datasets_for(cfg.data, cfg.image_size)
     if held is None:
         return None
     return _loader(held, _Shard(len(held), cfg.eval_batch_size, rank, world_size), workers, False)

@@ -25,7 +25,13 @@ from dist_sqz.comm.backends import BACKENDS, Backend
 from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import default_workers, held_out_batches, num_classes_of, train_batches
+from dist_sqz.data import (
+    datasets_for,
+    default_workers,
+    held_out_batches,
+    num_classes_of,
+    train_batches,
+)
 from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.errors import CommFailure, UsageError
 from dist_sqz.evaluate import evaluate
@@ -81,7 +87,8 @@ class Trainer:
         self.env: LaunchEnv = env
         self.resume = resume
         self.restarted = restarted
-        num_classes = cfg.num_classes or num_classes_of(cfg.data, cfg.image_size)
+        train_set, held_set = datasets_for(cfg.data, cfg.image_size)
+        num_classes = cfg.num_classes or num_classes_of(train_set)
         check_input_size(cfg.model, cfg.image_size, num_classes)
         self.start_step = 0
         if resume is not None:
@@ -122,9 +129,9 @@ class Trainer:
         if workers is None:
             workers = default_workers(cfg.data, env.local_world_size)
         self.batches = train_batches(
-            cfg, num_classes, env.rank, env.world_size, self.start_step, workers, pin
+            cfg, train_set, num_classes, env.rank, env.world_size, self.start_step, workers, pin
         )
-        self.held_out = held_out_batches(cfg, env.rank, env.world_size, workers)
+        self.held_out = held_out_batches(cfg, held_set, env.rank, env.world_size, workers)
         if cfg.target_accuracy is not None and self.held_out is None:
             raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
         torch.manual_seed(cfg.seed)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import StepSampler, held_out_batches
+from dist_sqz.data import StepSampler, datasets_for, held_out_batches
 from dist_sqz.evaluate import evaluate
 from dist_sqz.models import build_model
 from dist_sqz.optim import lr_at
@@ -68,7 +68,9 @@ def _eval_worker(rank: int, world: int, port: int, q) -> None:
         dist.all_gather_object(out, obj)
         return out
 
-    result = evaluate(model, held_out_batches(cfg, rank, world, 0), torch.device("cpu"), gather)
+    held = datasets_for(cfg.data, cfg.image_size)[1]
+    batches = held_out_batches(cfg, held, rank, world, 0)
+    result = evaluate(model, batches, torch.device("cpu"), gather)
     q.put((rank, result))
     dist.destroy_process_group()
 
