@@ -40,6 +40,18 @@ CASES = {
     "image too small": (["--model", "alexnet", "--image-size", "32"], ["at least 63"]),
     "missing resume": (["--resume", "no-such-run"], ["no checkpoint"]),
     "missing config": (["--config", "nope.yaml"], ["not found"]),
+    "label smoothing 1": (["--label-smoothing", "1"], ["label_smoothing must be < 1"]),
+    "nesterov, no momentum": (["--nesterov", "--momentum", "0"], ["nesterov needs momentum"]),
+    "target above 1": (["--target-accuracy", "1.5"], ["target_accuracy must be <= 1"]),
+    "target on synthetic": (["--target-accuracy", "0.5"], ["held-out split"]),
+    "bad schedule": (["--lr-schedule", "linear"], ["invalid choice"]),
+    "bad scaling": (["--set", "lr_scaling=cubic"], ["lr_scaling must be one of"]),
+    "negative eval_every": (["--eval-every", "-1"], ["eval_every must be >= 0"]),
+    "missing cifar": (["--data", "cifar10:/no/such"], ["/no/such"]),
+    "bad bool": (["--set", "nesterov=maybe"], ["nesterov must be bool"]),
+    "lr warm-up too long": (["--lr-warmup-steps", "5"], ["lr_warmup_steps (5)"]),
+    "zero clip": (["--grad-clip-norm", "0"], ["grad_clip_norm must be > 0"]),
+    "negative loader workers": (["--data-workers", "-1"], ["data_workers must be >= 0"]),
 }
 
 
@@ -201,3 +213,12 @@ def test_resume_without_any_state_of_a_rank_fails(tmp_path, tiny):
     assert proc.stderr.count("dist-sqz: error: rank 1: no compressor state of rank 1") == 1
     metrics, _ = read_run(out)
     assert [m["step"] for m in metrics] == [1, 2]  # nothing was trained on
+
+
+def test_image_folder_with_train_but_no_val(tmp_path):
+    (tmp_path / "imgs" / "train" / "a").mkdir(parents=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = dist_sqz("train", "--data", f"imagefolder:{tmp_path / 'imgs'}", cwd=work)
+    assert_usage_error(proc, "has train/ but no val/")
+    assert list(work.iterdir()) == []
