@@ -233,3 +233,19 @@ def tx_counter(iface: str) -> Callable[[], int] | None:
     if not path.exists():
         raise UsageError(f"no network interface {iface!r} here (DIST_SQZ_WIRE_IFACE)")
     return lambda: int(path.read_text())
+
+
+def open_sinks(cfg: Any, out: Path, keep_below_step: int | None) -> list[Sink]:
+    """Rank 0's sinks of one run: metrics.jsonl (keeping the steps up to `keep_below_step`
+    on a resume), the progress line, and W&B when asked for."""
+    sinks: list[Sink] = [
+        JsonlSink(out / "metrics.jsonl", keep_below_step=keep_below_step),
+        ProgressSink(cfg.steps, cfg.log_every),
+    ]
+    if cfg.wandb != "off":
+        from dist_sqz.wandb_sink import WandbSink
+
+        sinks.append(
+            WandbSink(cfg.wandb, cfg.wandb_project, cfg.wandb_group, cfg.name, cfg.to_dict(), out)
+        )
+    return sinks

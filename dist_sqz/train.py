@@ -12,9 +12,8 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +35,9 @@ from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.errors import CommFailure, UsageError
 from dist_sqz.evaluate import evaluate
 from dist_sqz.metrics import (
-    JsonlSink,
-    ProgressSink,
     Sink,
     build_summary,
+    open_sinks,
     read_jsonl,
     step_record,
     tx_counter,
@@ -47,7 +45,7 @@ from dist_sqz.metrics import (
 from dist_sqz.models import build_model, check_input_size, count_params
 from dist_sqz.optim import lr_at, set_lr, sgd
 from dist_sqz.profiles import compute_times, load_profile
-from dist_sqz.wandb_sink import WandbSink, import_wandb
+from dist_sqz.wandb_sink import import_wandb
 
 
 def _workers(n: int) -> str:
@@ -56,9 +54,6 @@ def _workers(n: int) -> str:
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 10_007 + rank) % (2**63)
-
-
-T = TypeVar("T")
 
 
 def default_out(cfg: TrainConfig, world_size: int) -> tuple[str, str]:
@@ -118,7 +113,7 @@ class Trainer:
         self.backend: Backend = BACKENDS.get(cfg.backend)(cfg, env)
 
         # Rank 0 alone names the run directory (a timestamp read on every rank could differ).
-        name, out = self._agree(lambda: self._run_dir(cfg) if env.is_main else ("", ""))[0]
+        name, out = self.backend.agree(lambda: self._run_dir(cfg) if env.is_main else ("", ""))[0]
         self.cfg = cfg = TrainConfig.build(
             cfg.to_dict(), {"name": name, "out": out, "num_classes": num_classes}
         )
@@ -151,7 +146,7 @@ class Trainer:
             self.optimizer.load_state_dict(resume["optimizer"])
             # Every rank needs its own state; one that lacks it stops all, and says so.
             needed = self.compressor.has_state
-            state = self._agree(
+            state = self.backend.agree(
                 lambda: checkpoint.load_rank_state(self.out, env.rank, self.start_step, needed)
             )[env.rank]
             self.compressor.load_state_dict(state)
@@ -181,20 +176,6 @@ class Trainer:
             check_new_run_dir(Path(out))  # starts over in its own directory
         return name, out
 
-    def _agree(self, find: Callable[[], T]) -> list[T]:
-        """Run `find` on every rank and gather what each found. If any rank raised a
-        UsageError, every rank raises it: the rank that found it reports it, and no rank is
-        left waiting in a collective for one that has quit."""
-        try:
-            value, fault = find(), None
-        except UsageError as e:
-            value, fault = None, (str(e), self.env.rank if e.rank is None else e.rank)
-        gathered = self.backend.all_gather_object((value, fault))
-        faults = [f for _, f in gathered if f is not None]
-        if faults:
-            raise UsageError(faults[0][0], rank=faults[0][1])
-        return [v for v, _ in gathered]
-
     # -- run directory -------------------------------------------------------------------
     def _open_sinks(self) -> None:
         if not self.env.is_main:
@@ -203,21 +184,7 @@ class Trainer:
         (self.out / "config.yaml").write_text(self.cfg.dump_yaml())
         checkpoint.mark_launch(self.out)
         keep = self.start_step if self.resume is not None or self.restarted else None
-        self.sinks = [
-            JsonlSink(self.out / "metrics.jsonl", keep_below_step=keep),
-            ProgressSink(self.cfg.steps, self.cfg.log_every),
-        ]
-        if self.cfg.wandb != "off":
-            self.sinks.append(
-                WandbSink(
-                    self.cfg.wandb,
-                    self.cfg.wandb_project,
-                    self.cfg.wandb_group,
-                    self.cfg.name,
-                    self.cfg.to_dict(),
-                    self.out,
-                )
-            )
+        self.sinks = open_sinks(self.cfg, self.out, keep)
 
     def _save(self, step: int) -> None:
         state = self.compressor.state_dict()

@@ -9,8 +9,8 @@ steps that give `exposed_comm_s`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed
@@ -19,7 +19,10 @@ from torch import nn
 from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.compression import Compressor
 from dist_sqz.comm.env import LaunchEnv
+from dist_sqz.errors import UsageError
 from dist_sqz.registry import Registry
+
+T = TypeVar("T")
 
 BACKENDS = Registry("backend")
 
@@ -76,6 +79,20 @@ class Backend:
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         raise NotImplementedError
+
+    def agree(self, find: Callable[[], T]) -> list[T]:
+        """Run `find` on every rank and gather what each found. If any rank raised a
+        UsageError, every rank raises it: the rank that found it reports it, and no rank is
+        left waiting in a collective for one that has quit."""
+        try:
+            value, fault = find(), None
+        except UsageError as e:
+            value, fault = None, (str(e), self.rank if e.rank is None else e.rank)
+        gathered = self.all_gather_object((value, fault))
+        faults = [f for _, f in gathered if f is not None]
+        if faults:
+            raise UsageError(faults[0][0], rank=faults[0][1])
+        return [v for v, _ in gathered]
 
     def close(self) -> None:
         pass
