@@ -15,6 +15,29 @@ from tests.helpers import (
 )
 
 
+class _Proc:
+    """What a finished command showed: its exit status and its streams."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """`dist-sqz ARGS...` run in this process from tmp_path (the same `main` the console
+    script calls, without a fresh interpreter per case)."""
+    from dist_sqz.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> _Proc:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return _Proc(code, out.out, out.err)
+
+    return call
+
+
 def assert_usage_error(proc, *words):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("W")]
@@ -56,9 +79,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_flags(tmp_path, case):
+def test_bad_flags(tmp_path, cli, case):
     args, words = CASES[case]
-    proc = dist_sqz("train", "--steps", "2", "--warmup-steps", "1", *args, cwd=tmp_path)
+    proc = cli("train", "--steps", "2", "--warmup-steps", "1", *args)
     assert_usage_error(proc, *words)
     assert list(tmp_path.iterdir()) == []
 
@@ -73,10 +96,10 @@ def test_bad_flags(tmp_path, case):
         ("compression: zip\n", ["compression must be one of none"]),
     ],
 )
-def test_bad_yaml(tmp_path, text, words):
+def test_bad_yaml(tmp_path, cli, text, words):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
-    proc = dist_sqz("train", "--config", str(cfg), cwd=tmp_path)
+    proc = cli("train", "--config", str(cfg))
     assert_usage_error(proc, *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
@@ -155,9 +178,9 @@ def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
         (["--reps", "0"], ["--reps >= 1"]),
     ],
 )
-def test_bad_cluster_bench(tmp_path, args, words):
+def test_bad_cluster_bench(tmp_path, cli, args, words):
     """Rejected before any namespace exists, also where namespaces are not permitted."""
-    proc = dist_sqz("cluster", "bench", *args, cwd=tmp_path)
+    proc = cli("cluster", "bench", *args)
     assert_usage_error(proc, *words)
     assert list(tmp_path.iterdir()) == []
 
@@ -175,9 +198,9 @@ def test_bad_cluster_bench(tmp_path, args, words):
         (["report", "no-such-run"], ["not found"]),
     ],
 )
-def test_bad_input_to_other_commands(tmp_path, args, words):
+def test_bad_input_to_other_commands(tmp_path, cli, args, words):
     """Rejected before anything is launched or written."""
-    proc = dist_sqz(*args, cwd=tmp_path)
+    proc = cli(*args)
     assert_usage_error(proc, *words)
     assert list(tmp_path.iterdir()) == []
 
@@ -216,6 +239,7 @@ def test_resume_without_any_state_of_a_rank_fails(tmp_path, tiny):
 
 
 def test_image_folder_with_train_but_no_val(tmp_path):
+    """Also through the console entry point: one line, no traceback."""
     (tmp_path / "imgs" / "train" / "a").mkdir(parents=True)
     work = tmp_path / "work"
     work.mkdir()
