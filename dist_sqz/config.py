@@ -43,7 +43,7 @@ def registry_choices(field: str) -> list[str] | None:
     if field == "compression":
         from dist_sqz.comm.compression import COMPRESSORS
 
-        return ["none", *COMPRESSORS.names()]
+        return COMPRESSORS.names()
     return None
 
 

@@ -93,7 +93,7 @@ def test_bad_flags(tmp_path, cli, case):
         ("modle: alexnet\n", ["unknown key 'modle'"]),
         ("- a\n- b\n", ["mapping"]),
         ("batch_size: 1.5\n", ["batch_size must be int"]),
-        ("compression: zip\n", ["compression must be one of none"]),
+        ("compression: zip\n", ["compression must be one of bf16, dgc, fp16, int8, none"]),
     ],
 )
 def test_bad_yaml(tmp_path, cli, text, words):

@@ -113,7 +113,7 @@ def test_configs_validate_once_with_one_line_errors():
     for layer, words in [
         ({"steps": "many"}, "steps must be int"),
         ({"batchsize": 4}, "unknown key 'batchsize'"),
-        ({"compression": "zip"}, "compression must be one of none"),
+        ({"compression": "zip"}, "compression must be one of bf16, dgc, fp16, int8, none"),
         ({"model": "alexnet", "image_size": 16}, "at least 63"),
     ]:
         with pytest.raises(UsageError, match=words):
