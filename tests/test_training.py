@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import signal
 import subprocess
 import time
 
@@ -171,7 +170,6 @@ def test_interrupted_mid_schedule_resumes_exactly(tmp_path):
     assert [m["lr"] for m in metrics] == [m["lr"] for m in full_metrics]
     assert resumed["param_checksum"] == full["param_checksum"]
     assert resumed["accuracy"] == full["accuracy"]
-    assert signal.SIGKILL  # the interruption above was a SIGKILL of the whole tree
 
 
 def _write_cifar(root, n_train=40, n_test=20):
