@@ -213,6 +213,17 @@ def _split(v: Any) -> Any:
     return csv(v) if isinstance(v, str) else v
 
 
+def _rate_ok(v: str) -> str:
+    parse_rate(v)
+    return v
+
+
+def _duration_ok(v: str) -> str:
+    if v:  # '' = none (a delay left out)
+        parse_duration(v)
+    return v
+
+
 def _lists_ok(v: list[Any], info: Any) -> list[Any]:
     """models: registered names; workers: counts >= 1; neither empty."""
     if not v:
@@ -249,18 +260,8 @@ class CompareConfig(Config):
 
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
-    @field_validator("link")
-    @classmethod
-    def _rate(cls, v: str) -> str:
-        parse_rate(v)
-        return v
-
-    @field_validator("delay")
-    @classmethod
-    def _delay(cls, v: str) -> str:
-        if v:
-            parse_duration(v)
-        return v
+    _rates = field_validator("link")(_rate_ok)
+    _durations = field_validator("delay")(_duration_ok)
 
     def model_post_init(self, _context: Any) -> None:
         if self.warmup_steps >= self.steps:
@@ -285,17 +286,8 @@ class SimulateConfig(Config):
     _csv_lists = field_validator("models", "workers", mode="before")(_split)
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
-    @field_validator("link", "intra_link")
-    @classmethod
-    def _rate(cls, v: str) -> str:
-        parse_rate(v)
-        return v
-
-    @field_validator("latency")
-    @classmethod
-    def _latency(cls, v: str) -> str:
-        parse_duration(v)
-        return v
+    _rates = field_validator("link", "intra_link")(_rate_ok)
+    _durations = field_validator("latency")(_duration_ok)
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

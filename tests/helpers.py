@@ -102,3 +102,17 @@ RESUME_ARGS = (
     "--compute-probe-steps",
     "1",
 )
+
+
+def write_images(root: Path, classes: int = 3, per_class: int = 6, size: int = 40) -> None:
+    """An ImageFolder of random JPEGs: one sub-folder per class."""
+    import torch
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            arr = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(arr).save(d / f"{i}.jpg")

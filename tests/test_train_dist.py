@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from dist_sqz.models import build_model, count_params
-from tests.helpers import read_run, train_torchrun
+from tests.helpers import read_run, train_torchrun, write_images
 
 
 @pytest.mark.parametrize(
@@ -74,21 +74,9 @@ def test_training_is_data_parallel(tmp_path, tiny):
     assert sc["sent_bytes"] == 0 and sc["payload_bytes"] == 4 * 1_235_496
 
 
-def _make_images(root, classes=3, per_class=6, size=40):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    for c in range(classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            arr = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
-            Image.fromarray(arr).save(d / f"{i}.png")
-
-
 def test_imagefolder_and_digits(tmp_path):
     images = tmp_path / "images"
-    _make_images(images)
+    write_images(images)
     common = [
         "--model",
         "squeezenet1_1",

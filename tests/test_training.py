@@ -19,7 +19,15 @@ from dist_sqz.data import StepSampler, datasets_for, held_out_batches
 from dist_sqz.evaluate import evaluate
 from dist_sqz.models import build_model
 from dist_sqz.optim import lr_at
-from tests.helpers import base_env, free_port, kill_tree, read_run, torchrun_cmd, train_torchrun
+from tests.helpers import (
+    base_env,
+    free_port,
+    kill_tree,
+    read_run,
+    torchrun_cmd,
+    train_torchrun,
+    write_images,
+)
 
 QUICK = ["--model", "squeezenet1_1", "--image-size", "32", "--batch-size", "4"]
 QUICK += ["--warmup-steps", "1", "--compute-probe-steps", "0"]
@@ -190,22 +198,10 @@ def _write_cifar(root, n_train=40, n_test=20):
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
 
 
-def _write_images(root, classes=3, per_class=6, size=40):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    for c in range(classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            arr = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
-            Image.fromarray(arr).save(d / f"{i}.jpg")
-
-
 def test_cifar10_and_imagefolder_train_val(tmp_path):
     _write_cifar(tmp_path / "cifar")
-    _write_images(tmp_path / "imgs" / "train")
-    _write_images(tmp_path / "imgs" / "val", per_class=2)
+    write_images(tmp_path / "imgs" / "train")
+    write_images(tmp_path / "imgs" / "val", per_class=2)
     common = [*QUICK, "--batch-size", "2", "--steps", "4", "--augment", "standard"]
     for name, data in [
         ("c", f"cifar10:{tmp_path / 'cifar'}"),
