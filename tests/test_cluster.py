@@ -11,6 +11,7 @@ import time
 import pytest
 
 from dist_sqz.cluster import Cluster, namespaces_permitted
+from dist_sqz.cluster.netns import GSO_BURST
 from tests.helpers import base_env, dist_sqz, read_run
 
 
@@ -341,7 +342,7 @@ def test_scaling_efficiency_is_invariant_under_dilation(tmp_path):
 
 def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
     """`cluster bench`: gloo all-reduces between 2 emulated hosts on a 200 Mbit/s link. Bus
-    bandwidth cannot beat the shaped rate (tbf's 128 KiB burst allows a few %), and the
+    bandwidth cannot beat the shaped rate beyond what tbf's 128 KiB burst allows, and the
     fitted ring model reproduces each measured time."""
     from dist_sqz.cluster.bench import ring_terms
 
@@ -365,7 +366,10 @@ def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
     rate_Bps = 200e6 / 8
     assert [p["bytes"] for p in result["points"]] == [2**20, 8 * 2**20]
     for p in result["points"]:
-        assert 0 < p["busbw_Bps"] <= 1.05 * rate_Bps, p
+        # A full tbf bucket sends its burst at once: S bytes can take as little as
+        # (S - burst) / rate, 1.14x the rate at 1 MB (seen: 1.054x while the CPU was busy).
+        bound = rate_Bps * p["bytes"] / (p["bytes"] - GSO_BURST)
+        assert 0 < p["busbw_Bps"] <= bound, p
         ca, cb = ring_terms(p["world_size"], p["bytes"])
         fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
         assert fitted == pytest.approx(p["time_s"], rel=0.15)

@@ -29,7 +29,7 @@ PREFIX = "dsqz"
 IFACE = "eth0"
 MAX_SLOTS = 250
 STATE_DIR = Path(os.environ.get("DIST_SQZ_STATE_DIR", "/run/dist_sqz"))
-_GSO_BURST = 2**17  # bytes: one 64 KiB GSO segment with room to spare
+GSO_BURST = 2**17  # bytes: one 64 KiB GSO segment with room to spare
 _LOSS = re.compile(r"^\d+(\.\d+)?%$")
 
 
@@ -200,7 +200,7 @@ class Cluster:
         # bucket tbf cuts every TCP segment down to MTU-sized packets in software, and on a
         # few cores that per-packet work, not the rate, then caps 8 hosts at ~0.65 x the
         # link. latency bounds the queue.
-        burst = max(_GSO_BURST, int(self.rate_bps / 8 / 1000))
+        burst = max(GSO_BURST, int(self.rate_bps / 8 / 1000))
         tbf = ["tbf", "rate", self.link, "burst", str(burst), "latency", "100ms"]
         tc = ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", IFACE]
         if self.delay or self.loss:
