@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import import_module
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from dist_sqz.errors import CommFailure, UsageError
 
@@ -25,32 +25,26 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def add_config_flags(p: argparse.ArgumentParser, cls: Any, files: bool = True) -> None:
+def add_config_flags(p: argparse.ArgumentParser, cls: Any) -> None:
     """One flag per field of a pydantic config class (`batch_size` -> `--batch-size`), plus
-    `--config FILE` and `--set KEY=VALUE` when `files`. Flags left out stay unset, so the
+    `--config FILE` and `--set KEY=VALUE`. Flags left out stay unset, so the
     config file and the defaults underneath them keep their values."""
     from dist_sqz.config import registry_choices
 
-    if files:
-        p.add_argument("--config", help="YAML file of settings (keys as below, with underscores)")
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="set any key; repeatable",
-        )
+    p.add_argument("--config", help="YAML file of settings (keys as below, with underscores)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="set any key; repeatable"
+    )
     for name, field in cls.model_fields.items():
         ann = field.annotation
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": name}
-        args = [a for a in get_args(ann) if a is not type(None)]
-        if get_origin(ann) is not None and len(args) == 1 and get_origin(ann) is not list:
-            ann = args[0]  # X | None: the flag takes an X; `--set key=null` clears it
+        if type(None) in get_args(ann):  # X | None: the flag takes an X; `--set key=null`
+            ann = next(a for a in get_args(ann) if a is not type(None))  # clears it
         if ann is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif get_origin(ann) is list:
             kw["metavar"] = "A,B,..."
-        elif str(get_origin(ann)).endswith("Literal"):
+        elif get_origin(ann) is Literal:
             kw["choices"] = list(get_args(ann))
         else:
             kw["type"] = ann if ann in (int, float) else str
