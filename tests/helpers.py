@@ -116,3 +116,13 @@ def write_images(root: Path, classes: int = 3, per_class: int = 6, size: int = 4
         for i in range(per_class):
             arr = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
             Image.fromarray(arr).save(d / f"{i}.jpg")
+
+
+def checkpoint_step(out: Path) -> int:
+    """The step of OUT/checkpoints/last.pt, 0 while there is none (or it is being replaced)."""
+    import torch
+
+    try:
+        return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0

@@ -4,26 +4,18 @@ import os
 import subprocess
 import time
 
-import torch
-
 from tests.helpers import (
     RESUME_ARGS as ARGS,
 )
 from tests.helpers import (
     base_env,
+    checkpoint_step,
     descendants,
     kill_tree,
     read_run,
     torchrun_cmd,
     train_torchrun,
 )
-
-
-def _ckpt_step(out):
-    try:
-        return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
-    except (FileNotFoundError, RuntimeError, EOFError):
-        return 0
 
 
 def test_killed_then_resumed_matches_uninterrupted(tmp_path):
@@ -39,7 +31,7 @@ def test_killed_then_resumed_matches_uninterrupted(tmp_path):
         start_new_session=True,
     )
     deadline = time.time() + 240
-    while _ckpt_step(cut) < 4 and proc.poll() is None and time.time() < deadline:
+    while checkpoint_step(cut) < 4 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     workers = descendants(proc.pid)
     kill_tree(proc.pid)
@@ -47,7 +39,7 @@ def test_killed_then_resumed_matches_uninterrupted(tmp_path):
     deadline = time.time() + 30
     while any(os.path.exists(f"/proc/{p}") for p in workers) and time.time() < deadline:
         time.sleep(0.05)
-    killed_at = _ckpt_step(cut)
+    killed_at = checkpoint_step(cut)
     assert 4 <= killed_at < 14, f"kill came at checkpoint step {killed_at}"
     assert not (cut / "summary.json").exists()
 
@@ -57,4 +49,4 @@ def test_killed_then_resumed_matches_uninterrupted(tmp_path):
     assert [m["step"] for m in metrics] == list(range(1, 15))
     assert summary["param_checksum"] == reference["param_checksum"]
     assert summary["replicas_consistent"] is True
-    assert _ckpt_step(cut) == 14
+    assert checkpoint_step(cut) == 14

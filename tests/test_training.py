@@ -21,6 +21,7 @@ from dist_sqz.models import build_model
 from dist_sqz.optim import lr_at
 from tests.helpers import (
     base_env,
+    checkpoint_step,
     free_port,
     kill_tree,
     read_run,
@@ -161,13 +162,10 @@ def test_interrupted_mid_schedule_resumes_exactly(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline, step = time.time() + 240, 0
-    while step < 8 and proc.poll() is None and time.time() < deadline:
+    deadline = time.time() + 240
+    while checkpoint_step(cut) < 8 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-        try:
-            step = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["step"]
-        except (FileNotFoundError, RuntimeError, EOFError):
-            pass
+    step = checkpoint_step(cut)
     kill_tree(proc.pid)
     proc.wait()
     assert 8 <= step < 40, step
