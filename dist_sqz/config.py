@@ -240,18 +240,40 @@ class CompareConfig(Config):
 
     models: list[str] = _f(["alexnet", "squeezenet1_0", "squeezenet1_1"], "models, comma-separated")
     workers: list[int] = _f([1, 2, 4], "worker counts, comma-separated")
-    steps: int = _f(8, "steps per run", gt=0)
+    steps: int = _f(8, "steps per run (throughput runs; a target uses the recipe's)", gt=0)
     warmup_steps: int = _f(2, "first steps of each run left out of the medians", ge=0)
     link: str = _f("1gbit", "each host's link rate (tc units)")
     delay: str = _f("", "one-way link delay, e.g. 100us (needs netem)")
-    image_size: int = _f(64, "input height and width in pixels", gt=0)
-    batch_size: int = _f(8, "images per worker per step", gt=0)
+    image_size: int = _f(64, "input height and width in pixels (a target: the recipe's)", gt=0)
+    batch_size: int = _f(8, "images per worker per step (a target: the recipe's)", gt=0)
+    data: str = _f("synthetic", "synthetic, or with a target a dataset with recipes (digits)")
+    target_accuracy: float | None = _f(
+        None,
+        "train each model with its recipe (configs/<data>_<model>.yaml) until held-out "
+        "accuracy reaches this; adds time to accuracy",
+        gt=0,
+        le=1,
+    )
+    recipes: str = _f("", "a folder of <data>_<model>.yaml recipes ('' = the shipped ones)")
     out: str = _f("", "output folder (default runs/compare-<time>)")
-    compute_profile: str = _f("", "emulate GPU compute from this profile (e.g. h100); '' = real")
+    resume: str = _f("", "continue the comparison in this folder: finished rows are kept")
+    compute: Literal["local", "real"] = _f(
+        "local",
+        "local: pad each worker's compute to one core's measured times, time-dilated, so "
+        "efficiency measures the network; real: workers share this machine's cores",
+    )
+    compute_profile: str = _f("", "emulate GPU compute from this profile instead (e.g. h100)")
     compute_precision: str = _f("bf16_cl", "the profile's precision")
     profile_batch_size: int = _f(256, "emulated per-GPU batch size", gt=0)
-    dilation: float = _f(100.0, "with a profile: compute and links run D times slower", gt=0)
-    timeout_s: float = _f(900.0, "seconds before one run is killed", gt=0)
+    dilation: float | None = _f(
+        None,
+        "time dilation D (compute and links D times slower); default: 100 with a profile, "
+        "else 1.5 x max(1, N / cores) per N",
+        gt=0,
+    )
+    timeout_s: float | None = _f(
+        None, "seconds before one run is killed (default 900; with a target 86400)", gt=0
+    )
     wandb: WandbMode = _f("off", "Weights & Biases logging")
     wandb_project: str = _f("dist_sqz", "W&B project")
     wandb_group: str = _f("", "W&B group (default compare-<out folder name>)")
@@ -266,6 +288,31 @@ class CompareConfig(Config):
     def model_post_init(self, _context: Any) -> None:
         if self.warmup_steps >= self.steps:
             raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
+        if self.compute_profile and "compute" in self.model_fields_set and self.compute == "real":
+            raise UsageError("--compute real and --compute-profile exclude each other")
+        if self.target_accuracy is None:
+            if self.data != "synthetic":
+                raise UsageError(
+                    "compare trains on synthetic data unless --target-accuracy is given; "
+                    "drop --data or add --target-accuracy"
+                )
+            return
+        fixed = sorted({"batch_size", "image_size", "steps"} & self.model_fields_set)
+        if fixed:
+            raise UsageError(
+                f"with --target-accuracy the recipes set {', '.join(fixed)}; drop "
+                f"--{fixed[0].replace('_', '-')} (or edit configs/{self.data}_<model>.yaml)"
+            )
+        from dist_sqz.recipes import recipe
+
+        for m in self.models:
+            recipe(self.data, m, self.recipes)  # UsageError naming the recipes there are
+
+    @property
+    def run_timeout_s(self) -> float:
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return 86400.0 if self.target_accuracy is not None else 900.0
 
 
 class SimulateConfig(Config):

@@ -1,4 +1,4 @@
-"""Markdown and PNG reports of comparisons (and, from `dist-sqz report`, of finished runs)."""
+"""`dist-sqz report RUN_DIR...`: Markdown and PNG report of finished runs and comparisons."""
 
 from __future__ import annotations
 
@@ -6,161 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dist_sqz.metrics import scaling_efficiency
-
-PLOTS = ("bytes_per_step.png", "scaling_efficiency.png", "throughput.png")
-
-
-def _mb(x: float | None) -> str:
-    return "–" if x is None else f"{x / 1e6:,.2f}"
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else x * 1e3
-
-
-def _num(x: float | None, fmt: str) -> str:
-    return "–" if x is None else format(x, fmt)
-
-
-def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The paper's claim, quantified from the rows (AlexNet vs each SqueezeNet)."""
-    by = {(r["model"], r["world_size"]): r for r in rows}
-    lines = []
-    alex = [r for r in rows if r["model"] == "alexnet"]
-    for sq in sorted({r["model"] for r in rows if r["model"].startswith("squeezenet")}):
-        a1 = next(iter(alex), None)
-        s1 = next((r for r in rows if r["model"] == sq), None)
-        if not a1 or not s1:
-            continue
-        ratio = a1["payload_bytes"] / s1["payload_bytes"]
-        lines.append(
-            f"- **Bytes:** AlexNet hands collectives {ratio:.2f}x the payload of {sq} per step "
-            f"({a1['payload_bytes']:,} vs {s1['payload_bytes']:,} bytes; paper: ~49x)."
-        )
-        for a in alex:
-            n = a["world_size"]
-            s = by.get((sq, n))
-            if n == 1 or s is None:
-                continue
-            lines.append(
-                f"- **N = {n}:** scaling efficiency AlexNet {_num(a['scaling_efficiency'], '.3f')}"
-                f" vs {sq} {_num(s['scaling_efficiency'], '.3f')}; cluster throughput "
-                f"{sq} / AlexNet = {s['images_per_s'] / a['images_per_s']:.2f}x "
-                f"({s['images_per_s']:.1f} vs {a['images_per_s']:.1f} img/s)."
-            )
-    return lines
-
-
-def write_compare_report(result: dict[str, Any], out: Path) -> None:
-    rows = result["rows"]
-    head = (
-        "| model | N | payload MB | sent MB | wire MB | wire/sent | step ms | comm ms | "
-        "comm busy ms | exposed ms | img/s | efficiency | analytic |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    )
-    table = [head] + [
-        f"| {r['model']} | {r['world_size']} | {_mb(r['payload_bytes'])} | {_mb(r['sent_bytes'])}"
-        f" | {_mb(r['wire_bytes'])} | {_num(r['wire_over_sent'], '.4f')} | "
-        f"{r['step_time_s'] * 1e3:.1f} | {_num(_ms(r['comm_time_s']), '.1f')} | "
-        f"{_num(_ms(r.get('comm_busy_s')), '.1f')} | {_num(_ms(r.get('exposed_comm_s')), '.1f')} | "
-        f"{r['images_per_s']:.1f} | {_num(r['scaling_efficiency'], '.3f')} | "
-        f"{_num(r['analytic_efficiency'], '.3f')} |"
-        for r in rows
-    ]
-    setup = (
-        f"{result['steps']} steps ({result['warmup_steps']} warm-up), batch "
-        f"{result['batch_size']} per worker at {result['image_size']}px, synthetic data, gloo; "
-        + (
-            "one emulated host per worker, links shaped to " + result["link"]
-            if result["emulated_hosts"]
-            else result["note"]
-        )
-    )
-    emu = result.get("emulated_compute")
-    if emu:
-        setup += (
-            f". Compute emulated from profile {emu['profile']} ({emu['precision']}, batch "
-            f"{emu['batch_size']} per GPU), time-dilated x{emu['dilation']:g}: links shaped to "
-            f"{result.get('shaped_link')}, times reported divided back"
-        )
-    md = [
-        "# dist_sqz compare",
-        "",
-        setup,
-        "",
-        "Medians over measured steps. `efficiency` = images_per_s(N) / (N x images_per_s(1));"
-        " `analytic` = compute / (compute + sent / link) with compute = the 1-worker step time."
-        " `comm ms` sums each collective's time from issue to completion; collectives queue"
-        " behind each other, so it can exceed the step time. `comm busy ms` is the time at"
-        " least one collective was in flight; `exposed ms` the part of the step spent waiting"
-        " for communication.",
-        "",
-        *table,
-        "",
-        "## The paper's claim, measured",
-        "",
-        *claim_lines(rows),
-        "",
-        "## Plots",
-        "",
-        *[f"![{p}]({p})" for p in PLOTS],
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(md))
-    _plots(rows, out)
-
-
-def _plots(rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    series = {
-        m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["world_size"])
-        for m in models
-    }
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    width = 0.8 / max(1, len(models))
-    ns = sorted({r["world_size"] for r in rows})
-    for k, m in enumerate(models):
-        xs = [ns.index(r["world_size"]) + k * width for r in series[m]]
-        ax.bar(xs, [max(r["sent_bytes"], 1) for r in series[m]], width, label=f"{m} sent")
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(ns))], [f"N={n}" for n in ns])
-    ax.set_yscale("log")
-    ax.set_ylabel("sent bytes / step / rank (log)")
-    ax.set_title("Gradient bytes per step")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / PLOTS[0], dpi=110)
-    plt.close(fig)
-
-    for name, key, ylabel, title in (
-        (PLOTS[1], "scaling_efficiency", "scaling efficiency", "Scaling efficiency vs N"),
-        (PLOTS[2], "images_per_s", "images / s (cluster)", "Throughput vs N"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m in models:
-            pts = [(r["world_size"], r[key]) for r in series[m] if r[key] is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=m)
-        ax.set_xticks(ns)
-        ax.set_xlabel("workers N")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        if key == "scaling_efficiency":
-            ax.set_ylim(0, 1.1)
-        if ax.get_legend_handles_labels()[0]:  # no N=1 run: no efficiency to plot
-            ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-
-
-# -- `dist-sqz report RUN_DIR...` -------------------------------------------------------------
+from dist_sqz.report_compare import _ms, _num, claim_lines, write_compare_report
 
 
 def _load_runs(dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, dict]]]:
@@ -229,7 +75,7 @@ def write_runs_report(dirs: list[Path], out: Path) -> Path:
         md += [
             f"## Comparison {d.name}",
             "",
-            *claim_lines(result["rows"]),
+            *claim_lines(result["rows"], result),
             "",
             f"Full table and plots: [{sub.name}/report.md]({sub.name}/report.md)",
             "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,24 +18,49 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="the main job: models x worker counts on emulated hosts, with a report",
         description="Trains each model at each worker count (one emulated host per worker, "
         "links shaped to --link; local processes where namespaces are not permitted) and "
-        "writes results.json, report.md and PNG plots to --out. Every run's settings are "
-        "checked before the first one starts.",
-        epilog="example: dist-sqz compare --models alexnet,squeezenet1_1 --workers 1,2,4 "
-        "--link 1gbit",
+        "writes results.json (after every run), report.md and PNG plots to --out. By default "
+        "each worker's compute is padded to one core's measured times, time-dilated, so "
+        "scaling efficiency measures the network, not workers sharing this machine's cores. "
+        "With --target-accuracy each model trains with its recipe until it reaches the "
+        "target, and the report gives time to accuracy. Every run's settings are checked "
+        "before the first one starts; a failed run is recorded and the others go on.",
+        epilog="examples: dist-sqz compare --models alexnet,squeezenet1_1 --workers 1,2,4 "
+        "--link 1gbit | dist-sqz compare --models alexnet,squeezenet1_1 --workers 1,2,4,8 "
+        "--target-accuracy 0.95 --data digits | dist-sqz compare --resume runs/compare-X",
     )
     add_config_flags(p, CompareConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dist_sqz.compare import compare
+    from dist_sqz.compare import compare, load_for_resume
     from dist_sqz.config import CompareConfig
+    from dist_sqz.errors import UsageError
 
     cfg = config_from_args(CompareConfig, args)
-    out = Path(cfg.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = compare(cfg, out)
+    resuming = bool(cfg.resume)
+    if resuming:
+        others = sorted(cfg.model_fields_set - {"resume"})
+        if others:
+            raise UsageError(
+                f"--resume continues a comparison with its own settings; drop "
+                f"--{others[0].replace('_', '-')}"
+            )
+        out = Path(cfg.resume)
+        cfg = load_for_resume(out)
+    else:
+        out = Path(cfg.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = compare(cfg, out, resume=resuming)
     print((out / "report.md").read_text())
     print(
         f"dist-sqz compare: wrote {out}/results.json, report.md and plots "
         f"in {result['elapsed_s']:.0f}s"
     )
+    if result["failed"]:
+        print(
+            f"dist-sqz compare: {len(result['failed'])} row(s) failed: "
+            + "; ".join(result["failed"])
+            + f" (logs under {out}/logs; rerun them with --resume {out})",
+            file=sys.stderr,
+        )
+        return 1
     return 0

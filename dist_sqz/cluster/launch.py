@@ -147,11 +147,23 @@ def run_on_hosts(
     return wait_all(procs, timeout_s, grace_s)
 
 
-def run_local(args: Sequence[str], nproc: int, log: Path, timeout_s: float) -> int:
+def run_local(
+    args: Sequence[str],
+    nproc: int,
+    log: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> int:
     """`torchrun --standalone --nproc-per-node N args` on this host, output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc-per-node={nproc}", *args]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
         return wait_all([proc], timeout_s)[0]

@@ -1,0 +1,123 @@
+"""How `compare` obtains each step's compute time: local (N copies of this machine), real, or
+a named profile (DESIGN.md, "Compute modes").
+
+- **local** (the default): before any run, each model's forward, backward and optimizer times
+  are measured here with one thread at the run's batch and image size (`profiler`); every run
+  then pads its compute to those times under a dilation D chosen per worker count so that all
+  workers' real work fits on this machine's cores. Each worker is one core of this machine,
+  and scaling efficiency measures the network alone.
+- **real**: workers run unpadded and share this machine's cores.
+- **profile** (`compute_profile`, e.g. h100): padded to a GPU profile, D = 100 by default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOCAL_MARGIN = 1.5  # padding over the measured time: room for loaders, gloo and the OS
+PROFILE_DILATION = 100.0
+LATE_FRACTION = 0.05  # a row whose real work overran the padding by more than this is flagged
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class ComputeMode:
+    kind: str  # local | real | profile
+    profile: str = ""  # a shipped profile's name or a .json path ('' for real)
+    precision: str = "fp32"
+    batch_size: int = 0  # the emulated per-worker batch (0 = the run's)
+    dilation: float | None = None  # fixed D; None = chosen per worker count (local)
+
+    def dilation_for(self, n: int) -> float:
+        """D for a run of n workers: given, or large enough that n one-thread workers fit."""
+        if self.kind == "real":
+            return 1.0
+        if self.dilation is not None:
+            return self.dilation
+        return LOCAL_MARGIN * max(1.0, n / cores())
+
+    def train_settings(self, n: int) -> dict[str, Any]:
+        """The TrainConfig keys that put a run of n workers in this mode."""
+        if self.kind == "real":
+            return {}
+        return {
+            "compute_profile": self.profile,
+            "compute_precision": self.precision,
+            "compute_batch_size": self.batch_size,
+            "dilation": self.dilation_for(n),
+        }
+
+    def describe(self) -> str:
+        if self.kind == "real":
+            return (
+                f"real compute: all workers share this machine's {cores()} cores, so "
+                "efficiency counts core sharing as well as the network"
+            )
+        if self.kind == "local":
+            d = (
+                f"x{self.dilation:g}"
+                if self.dilation
+                else f"per N: {LOCAL_MARGIN:g} x max(1, N / {cores()} cores)"
+            )
+            return (
+                "emulated compute, N copies of this machine: each worker padded to one core's "
+                f"measured forward/backward/optimizer times ({self.profile}); time-dilated {d}"
+                ", links shaped to link / D, times reported divided back"
+            )
+        return (
+            f"emulated compute from profile {self.profile} ({self.precision}, batch "
+            f"{self.batch_size} per GPU), time-dilated x{self.dilation_for(1):g}: links shaped "
+            "to link / D, times reported divided back"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "profile": self.profile,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "dilation": self.dilation,
+            "cores": cores(),
+            "margin": LOCAL_MARGIN if self.kind == "local" and self.dilation is None else None,
+        }
+
+
+def measure_local(shapes: dict[str, tuple[int, int]], path: Path, progress=print) -> Path:
+    """Profile each model at its (batch, image size) with one thread; write `path` (the
+    layout `dist-sqz profile` writes, so `dist-sqz simulate --profile` reads it)."""
+    import torch
+
+    from dist_sqz.profiler import profile_model
+
+    result: dict[str, Any] = {
+        "device": "this machine, one core (torch threads = 1)",
+        "torch": torch.__version__,
+        "threads": 1,
+        "method": "median of 5 steps after 2 warm-up; forward+loss, backward, SGD(momentum) "
+        "step timed separately",
+        "image_sizes": {m: size for m, (_, size) in shapes.items()},
+        "models": {},
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for model, (batch, size) in shapes.items():
+            t = profile_model(model, batch, "fp32", torch.device("cpu"), size, steps=5, warmup=2)
+            result["models"][model] = {"fp32": {str(batch): t}}
+            progress(
+                f"dist-sqz compare: measured {model} at batch {batch}, {size}px on one core: "
+                f"forward {t['forward_s'] * 1e3:.0f} ms, backward {t['backward_s'] * 1e3:.0f} "
+                f"ms, optimizer {t['optimizer_s'] * 1e3:.0f} ms"
+            )
+    finally:
+        torch.set_num_threads(threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path

@@ -1,0 +1,58 @@
+"""Training recipes that ship with the package: `recipe_data/<data>_<model>.yaml`.
+
+A recipe is a train config (lr, schedule, augmentation, step budget, evaluation) with which a
+model reaches a stated held-out accuracy on a dataset; `configs/<data>_<model>.yaml` in the
+repository are links to the same files. A folder of one's own `<data>_<model>.yaml` files can
+stand in for the shipped ones (`compare --recipes DIR`). `compare --target-accuracy` trains
+every model with its recipe, so each reaches the target the way it was tuned to.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dist_sqz.errors import UsageError
+
+_PACKAGE_DATA = "dist_sqz.recipe_data"
+
+
+def available(folder: str = "") -> dict[str, str]:
+    """`<data>_<model>` -> YAML text of every recipe in `folder` (default: the shipped ones)."""
+    if folder:
+        root = Path(folder)
+        if not root.is_dir():
+            raise UsageError(f"recipes folder {folder!r} not found")
+        return {p.stem: p.read_text() for p in sorted(root.glob("*_*.yaml"))}
+    pkg = resources.files(_PACKAGE_DATA)
+    return {
+        p.name[: -len(".yaml")]: p.read_text() for p in pkg.iterdir() if p.name.endswith(".yaml")
+    }
+
+
+def recipe(data: str, model: str, folder: str = "") -> dict[str, Any]:
+    """The recipe of `model` on `data`, as train config keys; UsageError if there is none."""
+    have = available(folder)
+    where = f" in {folder}" if folder else ""
+    name = f"{data}_{model}"
+    if name not in have:
+        datas = sorted({n.split("_", 1)[0] for n in have})
+        if data not in datas:
+            raise UsageError(
+                f"no recipes for data {data!r}{where}; time to accuracy needs one of: "
+                f"{', '.join(datas) or 'none'} (e.g. --data digits)"
+            )
+        models = sorted(n.split("_", 1)[1] for n in have if n.startswith(data + "_"))
+        raise UsageError(f"no {data} recipe for {model}{where}; there are: {', '.join(models)}")
+    try:
+        keys = yaml.safe_load(have[name])
+    except yaml.YAMLError as e:
+        raise UsageError(
+            f"recipe {name}{where} is not valid YAML: {str(e).splitlines()[0]}"
+        ) from None
+    if not isinstance(keys, dict):
+        raise UsageError(f"recipe {name}{where} must be a mapping of train config keys")
+    return keys
