@@ -1,0 +1,138 @@
+"""`dist-sqz compare` as a long job: rows recorded as they finish, a failed row recorded while
+the others go on, `--resume` finishing it; time to accuracy with recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from helpers import base_env, dist_sqz
+
+
+def _worker_pids(config_file: Path) -> list[int]:
+    """Training workers (not their torchrun agent) started with `config_file`."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(argv).decode(errors="replace")
+        if str(config_file) in text and "torch.distributed.run" not in text:
+            pids.append(int(d.name))
+    return pids
+
+
+def test_failed_row_is_recorded_others_go_on_and_resume_finishes_it(tmp_path):
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "dist_sqz", "compare", "--models", "squeezenet1_1"]
+    cmd += ["--workers", "1,2", "--steps", "150", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Stop the 1-worker run's worker with SIGTERM once it has trained a few steps: it writes
+    # a checkpoint and exits, and its row fails.
+    metrics = out / "runs" / "squeezenet1_1-n1" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    pids = _worker_pids(out / "configs" / "squeezenet1_1-n1.yaml")
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    assert b"1 row(s) failed: squeezenet1_1 x 1" in stderr and b"--resume" in stderr
+    result = json.loads((out / "results.json").read_text())
+    rows = {r["world_size"]: r for r in result["rows"]}
+    assert rows[1]["error"] and "error" not in rows[2]
+    assert rows[2]["sent_bytes"] == rows[2]["payload_bytes"] == 4_941_984
+    assert result["failed"] == [f"squeezenet1_1 x 1: {rows[1]['error']}"]
+    assert "Rows that failed" in (out / "report.md").read_text()
+    assert (out / "runs" / "squeezenet1_1-n1" / "checkpoints" / "last.pt").exists()
+    finished = (out / "runs" / "squeezenet1_1-n2" / "summary.json").stat().st_mtime_ns
+
+    resumed = dist_sqz("compare", "--resume", str(out), timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout and "1 of 2 rows done" in resumed.stdout
+    # The finished row was kept, not rerun; the failed one continued from its checkpoint.
+    assert (out / "runs" / "squeezenet1_1-n2" / "summary.json").stat().st_mtime_ns == finished
+    log = (out / "logs" / "squeezenet1_1-n1" / "host0.log").read_text()
+    assert "resum" in log
+    steps = [
+        json.loads(x)["step"]
+        for x in (out / "runs" / "squeezenet1_1-n1" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(1, 151))
+    result = json.loads((out / "results.json").read_text())
+    assert result["failed"] == [] and len(result["rows"]) == 2
+    assert all(r["scaling_efficiency"] is not None for r in result["rows"])
+
+
+def test_time_to_accuracy_with_recipes(tmp_path):
+    """Recipes from a folder (a short schedule, and a target below any classifier's worst
+    held-out accuracy on digits, 27/297 for one constant class, so the first evaluation
+    reaches it and the runs stop there): each row gains the time-to-accuracy fields and its
+    accuracy curve, the report its table and plot; emulated compute is the default, so the
+    rows say which D they ran under. That the recipes reach real targets is
+    benchmarks/recipes.py's job."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    tiny = {
+        "model": "squeezenet1_1",
+        "data": "digits",
+        "num_classes": 1000,
+        "image_size": 32,
+        "batch_size": 16,
+        "steps": 60,
+        "warmup_steps": 2,
+        "lr": 0.005,
+        "lr_schedule": "cosine",
+        "lr_warmup_steps": 6,
+        "nesterov": True,
+        "label_smoothing": 0.1,
+        "eval_every": 10,
+        "compute_probe_steps": 0,
+        "log_every": 20,
+    }
+    (recipes / "digits_squeezenet1_1.yaml").write_text(yaml.safe_dump(tiny))
+    out = tmp_path / "cmp"
+    proc = dist_sqz(
+        "compare",
+        "--models",
+        "squeezenet1_1",
+        "--workers",
+        "1,2",
+        "--data",
+        "digits",
+        "--target-accuracy",
+        "0.05",
+        "--recipes",
+        str(recipes),
+        "--out",
+        str(out),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["compute"]["kind"] == "local" and result["target_accuracy"] == 0.05
+    profile = json.loads((out / "profile.json").read_text())
+    assert set(profile["models"]["squeezenet1_1"]["fp32"]) == {"16"}
+    for row in result["rows"]:
+        assert row["dilation"] >= 1.5
+        [(step, time_s, accuracy)] = row["accuracy_curve"]  # stopped at the first evaluation
+        assert step == row["steps_to_accuracy"] == 10 and accuracy >= 0.05
+        assert row["images_to_accuracy"] == 10 * row["world_size"] * 16
+        assert row["time_to_accuracy_s"] == time_s > 0
+        assert row["h100_projected_time_to_accuracy_s"] > 0
+    metrics = (out / "runs" / "squeezenet1_1-n2" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 10
+    report = (out / "report.md").read_text()
+    assert "## Time to accuracy 0.05" in report and "H100 projection" in report
+    assert (out / "accuracy_vs_time.png").stat().st_size > 0
