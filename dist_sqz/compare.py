@@ -17,6 +17,7 @@ checkpoint.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -297,12 +298,19 @@ class Comparison:
 
 
 def _last_error(logs: Path) -> str:
-    """The last line of a failed run's log that names an error (its one-line message)."""
+    """One line saying why a run failed, from its logs: the run's own error line, else the
+    signal or exit code torchrun reports for the worker, else the last exception line."""
     lines: list[str] = []
     for log in sorted(logs.glob("host*.log")):
         lines += [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
-    named = [x for x in lines if "dist-sqz" in x and ("error" in x.lower() or ":" in x)]
-    return (named or lines or [""])[-1][:300]
+    ours = [x for x in lines if x.startswith("dist-sqz: error:")]
+    if ours:
+        return ours[-1][:300]
+    died = [x.split(":", 1)[1].strip() for x in lines if x.startswith(("exitcode", "traceback"))]
+    if died:
+        return "a worker died: " + "; ".join(dict.fromkeys(died))[:280]
+    raised = [x for x in lines if re.match(r"^[A-Za-z_.]+(Error|Exception): ", x)]
+    return (raised or lines or ["no log"])[-1][:300]
 
 
 def _derive(

@@ -244,21 +244,21 @@ def _plots(rows: list[dict[str, Any]], out: Path, label: str) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in models:
             pts = [(r["world_size"], r[key]) for r in series[m] if r.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=m)
-            if key == "scaling_efficiency":
-                sim = [
-                    (r["world_size"], r["simulated_efficiency"])
-                    for r in series[m]
-                    if r.get("simulated_efficiency") is not None
-                ]
-                if sim:
-                    ax.plot(
-                        *zip(*sim, strict=True),
-                        ls=":",
-                        color=ax.lines[-1].get_color(),
-                        label=f"{m} (cost model)",
-                    )
+            if not pts:
+                continue
+            (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=m)
+            sim = [
+                (r["world_size"], r["simulated_efficiency"])
+                for r in series[m]
+                if key == "scaling_efficiency" and r.get("simulated_efficiency") is not None
+            ]
+            if sim:
+                ax.plot(
+                    *zip(*sim, strict=True),
+                    ls=":",
+                    color=line.get_color(),
+                    label=f"{m} (cost model)",
+                )
         ax.set_xticks(sorted({r["world_size"] for r in rows}))
         ax.set_xlabel("workers N")
         ax.set_ylabel(ylabel)

@@ -36,8 +36,7 @@ def test_failed_row_is_recorded_others_go_on_and_resume_finishes_it(tmp_path):
     cmd = [sys.executable, "-m", "dist_sqz", "compare", "--models", "squeezenet1_1"]
     cmd += ["--workers", "1,2", "--steps", "150", "--out", str(out)]
     proc = subprocess.Popen(cmd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Stop the 1-worker run's worker with SIGTERM once it has trained a few steps: it writes
-    # a checkpoint and exits, and its row fails.
+    # Kill the 1-worker run's worker once it has trained a few steps: its row fails.
     metrics = out / "runs" / "squeezenet1_1-n1" / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
@@ -45,7 +44,7 @@ def test_failed_row_is_recorded_others_go_on_and_resume_finishes_it(tmp_path):
         time.sleep(0.2)
     pids = _worker_pids(out / "configs" / "squeezenet1_1-n1.yaml")
     assert len(pids) == 1
-    os.kill(pids[0], signal.SIGTERM)
+    os.kill(pids[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
     assert b"1 row(s) failed: squeezenet1_1 x 1" in stderr and b"--resume" in stderr
@@ -53,18 +52,17 @@ def test_failed_row_is_recorded_others_go_on_and_resume_finishes_it(tmp_path):
     rows = {r["world_size"]: r for r in result["rows"]}
     assert rows[1]["error"] and "error" not in rows[2]
     assert rows[2]["sent_bytes"] == rows[2]["payload_bytes"] == 4_941_984
+    assert rows[1]["error"].startswith("a worker died:") and "SIGKILL" in rows[1]["error"]
     assert result["failed"] == [f"squeezenet1_1 x 1: {rows[1]['error']}"]
     assert "Rows that failed" in (out / "report.md").read_text()
-    assert (out / "runs" / "squeezenet1_1-n1" / "checkpoints" / "last.pt").exists()
     finished = (out / "runs" / "squeezenet1_1-n2" / "summary.json").stat().st_mtime_ns
 
     resumed = dist_sqz("compare", "--resume", str(out), timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout and "1 of 2 rows done" in resumed.stdout
-    # The finished row was kept, not rerun; the failed one continued from its checkpoint.
+    # The finished row was kept, not rerun; the failed one ran again (no checkpoint to
+    # continue from), in a clean run directory.
     assert (out / "runs" / "squeezenet1_1-n2" / "summary.json").stat().st_mtime_ns == finished
-    log = (out / "logs" / "squeezenet1_1-n1" / "host0.log").read_text()
-    assert "resum" in log
     steps = [
         json.loads(x)["step"]
         for x in (out / "runs" / "squeezenet1_1-n1" / "metrics.jsonl").read_text().splitlines()
