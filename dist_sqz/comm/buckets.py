@@ -1,7 +1,12 @@
-"""How DDP first groups gradients into buckets, shared by the MPI/Horovod bucketing and the
-cost model: parameters in reverse registration order (roughly the order backward produces
-their gradients), a bucket closing once it holds >= its cap, the first capped at 1 MiB
-(DDP's `first_bucket_bytes_cap`) and the rest at `bucket_cap_mb`."""
+"""How DDP groups gradients into buckets, shared by the MPI/Horovod bucketing and the cost
+model: parameters in reverse registration order (roughly the order backward produces their
+gradients), a bucket closing once it holds >= its cap, the first capped at 1 MiB (DDP's
+`first_bucket_bytes_cap`) and the rest at `bucket_cap_mb`.
+
+torch (2.9 and later) keeps the 1 MiB first bucket only when DDP is given no
+`bucket_cap_mb`; an explicit cap applies to the first bucket too. The DDP backend therefore
+passes none for the default 25 MiB, and a non-default cap caps the first bucket here as well.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import TypeVar
 import torch
 
 FIRST_BUCKET_BYTES = 2**20
+DEFAULT_BUCKET_CAP_MB = 25.0
 
 T = TypeVar("T")
 
@@ -21,7 +27,8 @@ def ddp_bucket_groups(
     """`params` (key, tensor) in registration order -> buckets in launch order."""
     groups: list[list[tuple[T, torch.Tensor]]] = []
     group: list[tuple[T, torch.Tensor]] = []
-    size, cap = 0, FIRST_BUCKET_BYTES
+    size = 0
+    cap = FIRST_BUCKET_BYTES if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb * 2**20
     for key, p in reversed(params):
         group.append((key, p))
         size += p.numel() * p.element_size()

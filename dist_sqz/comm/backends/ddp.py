@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.buckets import DEFAULT_BUCKET_CAP_MB
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, Compressor
 from dist_sqz.comm.env import LaunchEnv
@@ -133,7 +134,11 @@ class DDPBackend(Backend):
         ddp = DDP(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            bucket_cap_mb=self.cfg.bucket_cap_mb,
+            # No cap for the default: only then does torch keep the 1 MiB first bucket that
+            # overlaps the last layers' exchange with backward (see comm/buckets.py).
+            bucket_cap_mb=(
+                None if self.cfg.bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else self.cfg.bucket_cap_mb
+            ),
             # Gradients live in DDP's buckets: no copy into the bucket before the exchange,
             # none back out after it, and one fewer model-sized buffer.
             gradient_as_bucket_view=True,
