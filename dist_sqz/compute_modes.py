@@ -35,6 +35,11 @@ class ComputeMode:
     batch_size: int = 0  # the emulated per-worker batch (0 = the run's)
     dilation: float | None = None  # fixed D; None = chosen per worker count (local)
 
+    @property
+    def adaptive(self) -> bool:
+        """D is this mode's to choose (and to raise where real work overran the padding)."""
+        return self.kind == "local" and self.dilation is None
+
     def dilation_for(self, n: int) -> float:
         """D for a run of n workers: given, or large enough that n one-thread workers fit."""
         if self.kind == "real":
@@ -64,7 +69,8 @@ class ComputeMode:
             d = (
                 f"x{self.dilation:g}"
                 if self.dilation
-                else f"per N: {LOCAL_MARGIN:g} x max(1, N / {cores()} cores)"
+                else f"per N: {LOCAL_MARGIN:g} x max(1, N / {cores()} cores), doubled for a "
+                "row whose real work overran the padding"
             )
             return (
                 "emulated compute, N copies of this machine: each worker padded to one core's "
