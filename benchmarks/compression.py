@@ -1,136 +1,203 @@
-"""Gradient compression on real data: every compressor, 2 workers, scikit-learn's digits.
+"""Gradient compression at equal accuracy: each compressor on the digits recipes, 2 workers,
+3 seeds.
 
-For each model and compressor, trains the same number of steps from the same seed on local
-processes and reports compression ratio (fp32 payload / payload), payload bytes per step,
-final training loss and held-out accuracy next to the uncompressed run. Step time is then
-measured separately, `--link-steps` steps on a 2-host emulated cluster with `--link` links
-when network namespaces are permitted (root); else the table says so and leaves it out.
+Method: for each model, compressor variant and seed, `torchrun --standalone --nproc-per-node
+2 -m dist_sqz train --config configs/digits_<model>.yaml --seed S --compression C ...` runs
+the recipe's whole step budget (no early stop), evaluating every `eval_every` steps. Per
+model the threshold is the uncompressed runs' median final accuracy minus 1 point; each
+run's steps_to_accuracy is its first evaluation at or above it. Reported per (model,
+variant): compression ratio (fp32 payload / payload), final accuracy (median and range over
+seeds) and its difference to uncompressed, steps to the threshold (median, runs that got
+there). The goal (the DGC paper reports 270-600x within accuracy, with 4 of 90 epochs of
+warm-up): topk and dgc at >= 250x, powersgd at rank 2 and 4, all within 1 point.
 
-    python benchmarks/compression.py [--models squeezenet1_1,alexnet] [--steps 300]
-        [--compressors none,fp16,bf16,int8,topk,dgc,powersgd] [--density 0.001]
+Variants: none; topk (error feedback) and dgc (momentum correction, density
+warm-up over the first 4.4% of steps, as 4 of 90 epochs) at `--density`; powersgd2 and
+powersgd4 (plain all-reduce during the lr warm-up, then rank 2 or 4). Results are rewritten
+after every run, and a rerun skips the runs already in them (`--fresh` starts over).
 
-Writes benchmarks/results/compression.json and compression.md.
+    python benchmarks/compression.py [--models squeezenet1_1,alexnet] [--seeds 0,1,2]
+        [--variants none,topk,dgc,powersgd2,powersgd4] [--density 0.001]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from dist_sqz.cluster import namespaces_permitted
-from dist_sqz.compare import run_job
+import yaml
 
-# Per model: learning rate and image size that train from scratch on digits in a few
-# hundred steps (SqueezeNet's last ReLU dies at larger rates).
-SETUP = {"squeezenet1_1": (0.001, 32), "alexnet": (0.01, 64)}
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def variant_flags(variant: str, recipe: dict, density: float) -> list[str]:
+    if variant == "none":
+        return ["--compression", "none"]
+    if variant in ("topk", "dgc"):
+        flags = ["--compression", variant, "--compression-density", str(density)]
+        if variant == "dgc":
+            warmup = max(1, round(recipe["steps"] * 4 / 90))
+            flags += ["--dgc-warmup-steps", str(warmup)]
+        return flags
+    if variant.startswith("powersgd"):
+        rank = variant[len("powersgd") :]
+        return [
+            "--compression",
+            "powersgd",
+            "--powersgd-rank",
+            rank,
+            "--powersgd-start-step",
+            str(recipe.get("lr_warmup_steps", 0)),
+        ]
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> dict:
+    config = ROOT / "configs" / f"digits_{model}.yaml"
+    recipe = yaml.safe_load(config.read_text())
+    out = work / f"{model}-{variant}-s{seed}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += ["-m", "dist_sqz", "train", "--config", str(config), "--seed", str(seed)]
+    cmd += [*variant_flags(variant, recipe, density), "--out", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    row = {"model": model, "variant": variant, "seed": seed, "wall_s": time.perf_counter() - t0}
+    if proc.returncode != 0:
+        row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
+        return row
+    s = json.loads((out / "summary.json").read_text())
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    row.update(
+        compression_ratio=s["compression_ratio"],
+        payload_bytes=s["payload_bytes"],
+        accuracy=s["accuracy"],
+        replicas_consistent=s["replicas_consistent"],
+        curve=[(m["step"], m["accuracy"]) for m in metrics if "accuracy" in m],
+    )
+    return row
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (model, variant): ratio, final accuracy, steps to the model's threshold."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        base = [
+            r["accuracy"]
+            for r in rows
+            if r["model"] == model and r["variant"] == "none" and "accuracy" in r
+        ]
+        threshold = statistics.median(base) - 0.01 if base else None
+        for variant in dict.fromkeys(r["variant"] for r in rows if r["model"] == model):
+            rs = [r for r in rows if r["model"] == model and r["variant"] == variant]
+            ok = [r for r in rs if "accuracy" in r]
+            accs = [r["accuracy"] for r in ok]
+            hits = (
+                [next((s for s, a in r["curve"] if a >= threshold), None) for r in ok]
+                if threshold is not None
+                else []
+            )
+            reached = [h for h in hits if h is not None]
+            out.append(
+                {
+                    "model": model,
+                    "variant": variant,
+                    "runs": len(rs),
+                    "failed": [r["error"] for r in rs if "error" in r],
+                    "compression_ratio": ok[0]["compression_ratio"] if ok else None,
+                    "threshold": threshold,
+                    "accuracy_median": statistics.median(accs) if accs else None,
+                    "accuracy_range": (min(accs), max(accs)) if accs else None,
+                    "accuracy_vs_none": (
+                        statistics.median(accs) - statistics.median(base) if accs and base else None
+                    ),
+                    "reached": len(reached),
+                    "steps_to_accuracy_median": statistics.median(reached) if reached else None,
+                }
+            )
+    return out
+
+
+def write(rows: list[dict], density: float) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    table = summarize(rows)
+    (RESULTS / "compression.json").write_text(
+        json.dumps({"density": density, "workers": 2, "rows": rows, "summary": table}, indent=1)
+        + "\n"
+    )
+    lines = [
+        "# Gradient compression at equal accuracy (digits recipes, 2 workers)",
+        "",
+        "`torchrun --nproc-per-node 2 -m dist_sqz train --config configs/digits_<model>.yaml "
+        "--seed S --compression ...`, the recipe's whole step budget; threshold = the "
+        "uncompressed runs' median final accuracy - 1 point; steps = first evaluation at or "
+        f"above it. topk/dgc density {density}.",
+        "",
+        "| model | variant | ratio | final accuracy median (range) | vs none | threshold | "
+        "reached | steps to threshold (median) |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for t in table:
+        rng = t["accuracy_range"]
+        acc = f"{t['accuracy_median']:.3f} ({rng[0]:.3f}-{rng[1]:.3f})" if rng else "–"
+        vs = f"{t['accuracy_vs_none'] * 100:+.1f} pt" if t["accuracy_vs_none"] is not None else "–"
+        ratio = f"{t['compression_ratio']:.1f}x" if t["compression_ratio"] else "–"
+        thr = f"{t['threshold']:.3f}" if t["threshold"] is not None else "–"
+        steps = f"{t['steps_to_accuracy_median']:.0f}" if t["steps_to_accuracy_median"] else "–"
+        failed = f" ({len(t['failed'])} failed)" if t["failed"] else ""
+        lines.append(
+            f"| {t['model']} | {t['variant']} | {ratio} | {acc} | {vs} | {thr} | "
+            f"{t['reached']}/{t['runs']}{failed} | {steps} |"
+        )
+    (RESULTS / "compression.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="squeezenet1_1,alexnet")
-    ap.add_argument("--compressors", default="none,fp16,bf16,int8,topk,dgc,powersgd")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=16, help="per worker")
-    ap.add_argument("--density", type=float, default=0.001, help="topk/dgc density")
-    ap.add_argument("--link", default="1gbit")
-    ap.add_argument("--link-steps", type=int, default=6, help="timed steps on the link")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--variants", default="none,topk,dgc,powersgd2,powersgd4")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--density", type=float, default=0.001, help="topk/dgc: fraction sent")
+    ap.add_argument("--fresh", action="store_true", help="ignore results already written")
     args = ap.parse_args()
-    emulate, why = namespaces_permitted()
-    where = (
-        f"step time on 2 emulated hosts, {args.link} links"
-        if emulate
-        else f"no step time on a link ({why})"
-    )
-    print(f"compression benchmark: {where}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="dsqz-compression-"))
-    rows = []
-    try:
-        for model in args.models.split(","):
-            lr, size = SETUP.get(model, (0.01, 64))
-            for comp in args.compressors.split(","):
-                run_dir = work / f"{model}-{comp}"
-                train = ["-m", "dist_sqz", "train", "--model", model, "--data", "digits"]
-                train += ["--image-size", str(size), "--batch-size", str(args.batch_size)]
-                train += ["--steps", str(args.steps), "--warmup-steps", "5", "--lr", str(lr)]
-                train += ["--compression", comp, "--compression-density", str(args.density)]
-                train += ["--dgc-warmup-steps", str(args.steps // 5), "--out", str(run_dir)]
-                train += ["--log-every", str(args.steps), "--compute-probe-steps", "0"]
-                t0 = time.perf_counter()
-                logs = work / "logs" / run_dir.name
-                if not run_job(train, 2, False, args.link, "", logs, 3600):
-                    raise SystemExit(f"{model} {comp} failed; logs in {logs}")
-                s = json.loads((run_dir / "summary.json").read_text())
-                link_step = None
-                if emulate:
-                    timed = [a if a != str(run_dir) else str(run_dir) + "-link" for a in train]
-                    timed[timed.index("--steps") + 1] = str(args.link_steps + 2)
-                    timed[timed.index("--warmup-steps") + 1] = "2"
-                    if not run_job(timed, 2, True, args.link, "", logs, 3600):
-                        raise SystemExit(f"{model} {comp} on the link failed; logs in {logs}")
-                    link = json.loads((Path(str(run_dir) + "-link") / "summary.json").read_text())
-                    link_step = link["step_time_s"]
-                rows.append(
-                    {
-                        "model": model,
-                        "compression": comp,
-                        "compression_ratio": s["compression_ratio"],
-                        "payload_bytes": s["payload_bytes"],
-                        "sent_bytes": s["sent_bytes"],
-                        "step_time_s": link_step,
-                        "final_loss": s["final_loss"],
-                        "accuracy": s["accuracy"],
-                        "replicas_consistent": s["replicas_consistent"],
-                    }
-                )
-                print(
-                    f"  {model:14s} {comp:9s} ratio {s['compression_ratio']:8.1f}x  "
-                    f"step {(link_step or 0) * 1e3:7.1f} ms  loss {s['final_loss']:.3f}  "
-                    f"acc {s['accuracy']:.3f}  ({time.perf_counter() - t0:.0f}s)",
-                    flush=True,
-                )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for r in rows:
-        base = next(b for b in rows if b["model"] == r["model"] and b["compression"] == "none")
-        r["accuracy_vs_none"] = r["accuracy"] - base["accuracy"]
-        r["step_time_vs_none"] = (
-            r["step_time_s"] / base["step_time_s"] if r["step_time_s"] else None
-        )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "where": where,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "density": args.density,
-        "workers": 2,
-        "data": "digits",
-    }
-    (out / "compression.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-    lines = [
-        f"Compression on digits, 2 workers, {args.steps} steps, batch {args.batch_size}/worker, "
-        f"{where}; topk/dgc density {args.density}.",
-        "",
-        "| model | compression | ratio | payload B/step | link step ms | vs none | final loss "
-        "| accuracy | Δ acc | replicas |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    done: list[dict] = []
+    saved = RESULTS / "compression.json"
+    if not args.fresh and saved.exists():
+        old = json.loads(saved.read_text())
+        if old.get("density") == args.density and "summary" in old:
+            done = [r for r in old["rows"] if "error" not in r]
+    plan = [
+        (m, v, int(s))
+        for m in args.models.split(",")
+        for s in args.seeds.split(",")
+        for v in args.variants.split(",")
     ]
-    for r in rows:
-        ms = f"{r['step_time_s'] * 1e3:.1f}" if r["step_time_s"] else "–"
-        vs = f"{r['step_time_vs_none']:.2f}x" if r["step_time_vs_none"] else "–"
-        lines.append(
-            f"| {r['model']} | {r['compression']} | {r['compression_ratio']:.1f}x "
-            f"| {r['payload_bytes']:,.0f} | {ms} | {vs} | {r['final_loss']:.3f} "
-            f"| {r['accuracy']:.3f} "
-            f"| {r['accuracy_vs_none'] * 100:+.1f} pt | {r['replicas_consistent']} |"
-        )
-    (out / "compression.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    have = {(r["model"], r["variant"], r["seed"]) for r in done}
+    todo = [p for p in plan if p not in have]
+    rows = list(done)
+    print(f"compression at equal accuracy: {len(todo)} runs to do, {len(have)} kept", flush=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dsqz-compression-") as tmp:
+        for k, (model, variant, seed) in enumerate(todo):
+            row = one_run(model, variant, seed, args.density, Path(tmp))
+            rows.append(row)
+            write(rows, args.density)
+            eta = (time.perf_counter() - t0) / (k + 1) * (len(todo) - k - 1)
+            what = row.get("error") or (
+                f"ratio {row['compression_ratio']:.1f}x, accuracy {row['accuracy']:.3f}"
+            )
+            print(
+                f"[{k + 1}/{len(todo)}] {model} {variant} seed {seed}: {what} "
+                f"({row['wall_s']:.0f}s; ETA {eta / 60:.0f} min)",
+                flush=True,
+            )
+    print((RESULTS / "compression.md").read_text())
 
 
 if __name__ == "__main__":

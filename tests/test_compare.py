@@ -134,3 +134,42 @@ def test_time_to_accuracy_with_recipes(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Time to accuracy 0.05" in report and "H100 projection" in report
     assert (out / "accuracy_vs_time.png").stat().st_size > 0
+
+
+def test_claim_lines_at_equal_accuracy():
+    """The claim per N, from rows as compare writes them: who reaches the target sooner, by
+    how much, with how many fewer bytes; a model that missed it is named."""
+    from dist_sqz.report_compare import claim_lines
+
+    def row(model, n, payload, t, images_per_s=100.0):
+        return {
+            "model": model,
+            "world_size": n,
+            "payload_bytes": payload,
+            "sent_bytes": payload if n > 1 else 0,
+            "images_per_s": images_per_s,
+            "scaling_efficiency": 1.0,
+            "time_to_accuracy_s": t,
+            "h100_projected_time_to_accuracy_s": t / 100 if t else None,
+        }
+
+    rows = [
+        row("alexnet", 1, 244_403_360, 300.0),
+        row("alexnet", 2, 244_403_360, 400.0),
+        row("alexnet", 4, 244_403_360, None),
+        row("squeezenet1_1", 1, 4_941_984, 150.0),
+        row("squeezenet1_1", 2, 4_941_984, 100.0),
+        row("squeezenet1_1", 4, 4_941_984, 60.0),
+        {"model": "squeezenet1_0", "world_size": 2, "error": "a worker died"},
+    ]
+    lines = claim_lines(rows, {"target_accuracy": 0.95, "link": "1gbit"})
+    text = "\n".join(lines)
+    assert (
+        "squeezenet1_1 reaches 0.95 on 2 hosts at 1gbit 4.0x sooner than alexnet "
+        "(100 s vs 400 s), with 49.5x fewer bytes per step" in text
+    )
+    assert "on 1 host(s):** squeezenet1_1 reaches 0.95 on 1 hosts at 1gbit 2.0x sooner" in text
+    assert "(one host: no bytes sent)" in text
+    assert "**0.95 on 4 host(s):** alexnet did not reach it." in text
+    assert "*Projection, not measured:*" in text and "1.0 s vs 4.0 s" in text
+    assert "squeezenet1_0" not in text  # its only row failed
