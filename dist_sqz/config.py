@@ -157,7 +157,13 @@ class TrainConfig(Config):
         3, "no-communication steps timed for exposed_comm_s (0 = off)", ge=0
     )
     checkpoint_every: int = _f(
-        0, "write checkpoints/last.pt every N steps (0 = only at the end)", ge=0
+        0, "write checkpoints/last.pt every N steps (0 = by time only)", ge=0
+    )
+    checkpoint_every_min: float = _f(
+        10.0,
+        "also write it once this many minutes have passed since the last one (0 = off); "
+        "always at the end and on SIGTERM/SIGINT",
+        ge=0,
     )
     timeout_s: float = _f(300.0, "seconds to wait for the rendezvous and for any collective", gt=0)
     out: str = _f("", "run directory (default runs/<time>-<name>, decided by rank 0)")

@@ -20,3 +20,13 @@ class UsageError(ValueError):
 class CommFailure(RuntimeError):
     """A collective failed or timed out mid-run (a dead peer, a cut link). Not bad input:
     the CLI prints one line and exits 1; the last checkpoint is left as it was."""
+
+
+class Stopped(Exception):
+    """A signal (SIGTERM, SIGINT) stopped the run at a step boundary, after every rank saved
+    its checkpoint state. The CLI prints `message` (rank 0's; other ranks carry '') and exits
+    with `status` (128 + the signal number: 143, 130)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

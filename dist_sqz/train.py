@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from dist_sqz.data import (
     train_batches,
 )
 from dist_sqz.emulate import EmulatedCompute
-from dist_sqz.errors import CommFailure, UsageError
+from dist_sqz.errors import CommFailure, Stopped, UsageError
 from dist_sqz.evaluate import evaluate
 from dist_sqz.metrics import (
     Sink,
@@ -45,6 +46,7 @@ from dist_sqz.metrics import (
 from dist_sqz.models import build_model, check_input_size, count_params
 from dist_sqz.optim import lr_at, set_lr, sgd
 from dist_sqz.profiles import compute_times, load_profile
+from dist_sqz.stopping import StepControl
 from dist_sqz.wandb_sink import import_wandb
 
 
@@ -169,6 +171,9 @@ class Trainer:
         self.dilation = self.emu.dilation if self.emu else 1.0
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
+        self.control = StepControl(
+            self.backend, env.is_main, env.world_size, cfg.checkpoint_every_min
+        )
 
     def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:
         name, out = default_out(cfg, self.env.world_size)
@@ -187,6 +192,7 @@ class Trainer:
         self.sinks = open_sinks(self.cfg, self.out, keep)
 
     def _save(self, step: int) -> None:
+        self.control.saved()
         state = self.compressor.state_dict()
         if state:  # per-rank state (residuals) goes beside last.pt, one file per rank
             checkpoint.save_rank_state(self.out, self.env.rank, step, state)
@@ -221,11 +227,11 @@ class Trainer:
         if self.emu:
             self.emu.end_optimizer()
 
-    def _probe_compute(self, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
+    def _probe_compute(self, x: torch.Tensor, y: torch.Tensor, step: int, steps: int) -> float:
         """Median forward+backward time with communication off (a no-op comm hook)."""
         times = []
         with self.backend.compute_only():
-            for _ in range(self.cfg.compute_probe_steps):
+            for _ in range(steps):
                 torch.manual_seed(step_seed(self.cfg.seed, step, self.env.rank))
                 t0 = time.perf_counter()
                 loss = self._forward_backward(x, y)
@@ -289,6 +295,8 @@ class Trainer:
         self._open_sinks()
         first_measured = max(cfg.warmup_steps, self.start_step)
         self.last_step = self.start_step
+        control = self.control
+        control.install()
         try:
             for step in range(self.start_step, cfg.steps):
                 t_data = time.perf_counter()
@@ -296,8 +304,10 @@ class Trainer:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 data_s = time.perf_counter() - t_data
+                if step == self.start_step > 0 and self.backend.rebuilds_buckets:
+                    self._probe_compute(x, y, step, 1)  # DDP forms its buckets as before
                 if step == first_measured and cfg.compute_probe_steps:
-                    self.compute_s = self._probe_compute(x, y, step)
+                    self.compute_s = self._probe_compute(x, y, step, cfg.compute_probe_steps)
                 torch.manual_seed(step_seed(cfg.seed, step, env.rank))
                 self.compressor.set_step(step)
                 lr = lr_at(cfg, step, env.world_size)
@@ -325,7 +335,12 @@ class Trainer:
                             flush=True,
                         )
                     break
-                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                if done == cfg.steps:
+                    break
+                signum, due = control.decide()
+                if signum:
+                    self._stop(done, signum)
+                if due or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
                     self._save(done)
             summary = self._finish()
         except RuntimeError as e:
@@ -341,10 +356,25 @@ class Trainer:
                 f"{cfg.timeout_s:g}): {first}{kept}; resume with --resume {self.out}"
             ) from None
         finally:
+            control.restore()
             for sink in self.sinks:
                 sink.close()
             self.backend.close()
         return summary
+
+    def _stop(self, step: int, signum: int) -> None:
+        """Save this step's state on every rank, then end the run (no summary: it did not
+        finish)."""
+        self._save(step)
+        name = signal.Signals(signum).name
+        where = checkpoint.checkpoint_path(self.out)
+        raise Stopped(
+            f"stopped by {name} after step {step} of {self.cfg.steps}; checkpoint {where}; "
+            f"continue with the same launcher and `dist-sqz train --resume {self.out}`"
+            if self.env.is_main
+            else "",
+            128 + signum,
+        )
 
     def _finish(self) -> dict[str, Any]:
         checksum = checkpoint.param_checksum(self.model)

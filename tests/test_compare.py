@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import yaml
-from helpers import base_env, dist_sqz
+
+from tests.helpers import base_env, dist_sqz
 
 
 def _worker_pids(config_file: Path) -> list[int]:

@@ -2,7 +2,8 @@
 
 Each subcommand module has `add(subparsers)` (its parser) and `run(args) -> exit status`.
 `main` is the only place errors become exit statuses: `UsageError` -> one line, exit 2;
-`CommFailure` -> one line, exit 1; Ctrl-C -> 130. Internal bugs keep their traceback.
+`CommFailure` -> one line, exit 1; `Stopped` (SIGTERM/SIGINT, checkpoint saved) -> one
+line, exit 143/130; Ctrl-C elsewhere -> 130. Internal bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from importlib import import_module
 from typing import Any, Literal, get_args, get_origin
 
-from dist_sqz.errors import CommFailure, UsageError
+from dist_sqz.errors import CommFailure, Stopped, UsageError
 
 EXIT_USAGE = 2
 COMMANDS = ("train", "models", "cluster", "compare", "simulate", "profile", "report")
@@ -103,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except CommFailure as e:
         print(f"dist-sqz: error: {e}", file=sys.stderr, flush=True)
         return 1
+    except Stopped as e:
+        if str(e):
+            print(f"dist-sqz: {e}", file=sys.stderr, flush=True)
+        return e.status
     except KeyboardInterrupt:
         print("dist-sqz: interrupted", file=sys.stderr)
         return 130

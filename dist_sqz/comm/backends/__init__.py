@@ -42,6 +42,10 @@ class Backend:
     # What a failed or timed-out collective raises: the trainer turns exactly these (and no
     # other error, whatever its message) into one line naming the failure.
     comm_errors: tuple[type[BaseException], ...] = (torch.distributed.DistError,)
+    # Whether the gradient buckets are re-formed after the first backward (DDP): a resumed
+    # run must re-form them before its first step, or bucket-wise compressors see other
+    # buckets than the uninterrupted run did.
+    rebuilds_buckets = False
 
     def __init__(self, cfg: Any, env: LaunchEnv) -> None:
         self.cfg = cfg
@@ -93,6 +97,11 @@ class Backend:
         if faults:
             raise UsageError(faults[0][0], rank=faults[0][1])
         return [v for v, _ in gathered]
+
+    def control(self, flags: list[int]) -> list[int]:
+        """Elementwise max of `flags` over ranks: decisions every rank must take at the same
+        step (stop on a signal, write a checkpoint). Outside the ledger: not gradient bytes."""
+        return [max(column) for column in zip(*self.all_gather_object(flags), strict=True)]
 
     def close(self) -> None:
         pass

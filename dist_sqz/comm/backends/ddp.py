@@ -113,6 +113,7 @@ class DDPBackend(Backend):
     """DistributedDataParallel; `pg_backend` is the torch.distributed backend name."""
 
     pg_backend = "gloo"
+    rebuilds_buckets = True
 
     def __init__(self, cfg: Any, env: LaunchEnv) -> None:
         super().__init__(cfg, env)
@@ -156,6 +157,11 @@ class DDPBackend(Backend):
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+    def control(self, flags: list[int]) -> list[int]:
+        t = torch.tensor(flags, dtype=torch.int32, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a few bytes, outside the accounting hook
+        return t.tolist()
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -1,0 +1,71 @@
+"""Stopping at a step boundary on SIGTERM/SIGINT, and checkpoints by the clock.
+
+Schedulers (Slurm, Kubernetes) send SIGTERM before preemption, torchrun forwards it to every
+worker and kills what is left 30 s later. A signal only sets a flag here; after each step
+every rank takes the same decision from one tiny max-reduce of (stop, checkpoint due), so no
+rank leaves a collective for another to wait on. Then each rank saves its state for the
+step (`Trainer._save`) and the run ends with 128 + the signal number. A second signal stops
+at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StepControl:
+    """The (stop, checkpoint due) decision after each step, and the signal handlers that
+    feed it (`install` before the loop, `restore` after)."""
+
+    def __init__(self, backend: Any, is_main: bool, world_size: int, every_min: float) -> None:
+        self.backend, self.is_main, self.world_size = backend, is_main, world_size
+        self.every_s = every_min * 60
+        self.signum: int | None = None
+        self._saved_at = time.monotonic()
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None:  # the second one: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        if self.is_main:
+            print(
+                f"dist-sqz: {signal.Signals(signum).name} received: stopping after this step "
+                "with a checkpoint (send it again to stop at once)",
+                flush=True,
+            )
+
+    def saved(self) -> None:
+        self._saved_at = time.monotonic()
+
+    def decide(self) -> tuple[int, bool]:
+        """(the signal to stop on, 0 for none; write a checkpoint now): the same on every
+        rank."""
+        stop = self.signum or 0
+        due = bool(self.every_s) and time.monotonic() - self._saved_at >= self.every_s
+        if self.world_size == 1:
+            return stop, due
+        # Any rank's signal stops all (SIGTERM over SIGINT); rank 0's clock alone decides a
+        # timed checkpoint.
+        agreed = self.backend.control([stop, int(due and self.is_main)])
+        return agreed[0], bool(agreed[1])

@@ -1,0 +1,134 @@
+"""Faults, with real processes and real signals: SIGTERM (what Slurm and Kubernetes send
+before preemption) stops every rank at the same step boundary with a checkpoint, and the
+resumed run ends with the parameters of an uninterrupted one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import base_env, read_run, torchrun_cmd, train_torchrun
+
+# Long enough to be stopped mid-way (lr schedule and all), short enough for CI.
+RUN = (
+    "--model",
+    "squeezenet1_1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--steps",
+    "60",
+    "--warmup-steps",
+    "1",
+    "--compute-probe-steps",
+    "0",
+    "--data",
+    "digits",
+    "--lr-schedule",
+    "cosine",
+    "--lr-warmup-steps",
+    "5",
+    "--augment",
+    "standard",
+    "--lr",
+    "0.003",
+)
+
+
+def _steps_done(out: Path) -> int:
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _stop_midway(cmd: list[str], out: Path, sig: int, after: int = 10):
+    """Start `cmd`, send `sig` to it once `after` steps are recorded; its result."""
+    proc = subprocess.Popen(
+        cmd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while _steps_done(out) < after:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("compression", ["none", "topk"])
+def test_sigterm_to_torchrun_checkpoints_and_resume_matches(tmp_path, compression):
+    args = [*RUN, "--compression", compression, "--compression-density", "0.05"]
+    train_torchrun(2, tmp_path / "full", *args)
+    _, reference = read_run(tmp_path / "full")
+
+    out = tmp_path / "run"
+    code, stdout, stderr = _stop_midway(
+        torchrun_cmd(2, "--out", str(out), *args), out, signal.SIGTERM
+    )
+    assert code != 0, stdout[-2000:]
+    lines = [x for x in stderr.splitlines() if x.startswith("dist-sqz: stopped by SIGTERM")]
+    assert len(lines) == 1, stderr[-3000:]  # rank 0 says it, once
+    assert f"--resume {out}" in lines[0]
+    # torchrun's agent reports the signal it got with its own traceback; the workers add none
+    assert "[rank0]" not in stderr and "[rank1]" not in stderr
+    assert not (out / "summary.json").exists()  # nothing faked
+    stopped = _steps_done(out)
+    assert 10 <= stopped < 60
+    import torch
+
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == stopped  # saved at the step every rank stopped after
+    if compression == "topk":
+        for rank in (0, 1):
+            assert (out / "checkpoints" / f"compressor-rank{rank}-step{stopped}.pt").exists()
+
+    train_torchrun(2, out, "--resume", str(out))
+    metrics, summary = read_run(out)
+    assert [m["step"] for m in metrics] == list(range(1, 61))
+    assert summary["param_checksum"] == reference["param_checksum"]
+    assert summary["replicas_consistent"] is True
+
+
+def test_sigint_alone_stops_with_130_and_resumes(tmp_path):
+    """Ctrl-C of a single worker: one line, exit 130, checkpoint; `--resume` finishes."""
+    full = tmp_path / "full"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dist_sqz", "train", *RUN, "--out", str(full)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dist_sqz", "train", *RUN, "--out", str(out)]
+    code, stdout, stderr = _stop_midway(cmd, out, signal.SIGINT)
+    assert code == 130, stdout[-2000:] + stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("dist-sqz: stopped by SIGINT after step")
+    assert "Traceback" not in stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "dist_sqz", "train", "--resume", str(out)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, summary = read_run(out)
+    _, reference = read_run(full)
+    assert summary["param_checksum"] == reference["param_checksum"]
+
+
+def test_checkpoint_by_the_clock(tmp_path, tiny):
+    """`checkpoint_every_min`: rank 0's clock decides, every rank saves at that step."""
+    out = tmp_path / "run"
+    args = [*tiny, "--steps", "30", "--checkpoint-every-min", "0.0001"]
+    args += ["--compression", "topk", "--compression-density", "0.05"]
+    train_torchrun(2, out, *args)
+    kept = sorted(p.name for p in (out / "checkpoints").glob("compressor-rank1-*.pt"))
+    assert kept == ["compressor-rank1-step29.pt", "compressor-rank1-step30.pt"]
