@@ -30,7 +30,7 @@ from dist_sqz.cluster import Cluster, namespaces_permitted
 from dist_sqz.cluster.launch import run_local
 from dist_sqz.compute_modes import LATE_FRACTION, PROFILE_DILATION, ComputeMode, measure_local
 from dist_sqz.config import CompareConfig, TrainConfig
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import Stopped, UsageError
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.units import format_rate, parse_rate
 
@@ -410,7 +410,16 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             flush=True,
         )
         t0 = time.perf_counter()
-        row = comp.run_row(model, n, d)
+        try:
+            row = comp.run_row(model, n, d)
+        except Stopped as e:  # forwarded to the run, which saved a checkpoint if it could
+            comp.rows.append({"model": model, "world_size": n, "dilation": d, "error": str(e)})
+            comp.write(time.perf_counter() - t_start)
+            raise Stopped(
+                f"compare {e} during {model} x {n}; rows so far in {out}/results.json; "
+                f"continue with `dist-sqz compare --resume {out}`",
+                e.status,
+            ) from None
         if row.get("overran_padding") and comp.mode.adaptive and cfg.target_accuracy is None:
             # This machine could not keep up at D: the row measured its cores. Once more,
             # with twice the room.

@@ -132,3 +132,39 @@ def test_checkpoint_by_the_clock(tmp_path, tiny):
     train_torchrun(2, out, *args)
     kept = sorted(p.name for p in (out / "checkpoints").glob("compressor-rank1-*.pt"))
     assert kept == ["compressor-rank1-step29.pt", "compressor-rank1-step30.pt"]
+
+
+def test_sigterm_to_compare_reaches_the_run_and_resume_continues_it(tmp_path):
+    """compare forwards SIGTERM to the run on its emulated hosts, which stops with a
+    checkpoint; compare records the row, tears the cluster down, exits 143 naming
+    `--resume`; the resumed comparison continues that run from its checkpoint."""
+    from tests.helpers import dist_sqz
+
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "dist_sqz", "compare", "--models", "squeezenet1_1"]
+    # A fixed D: no second try at a larger one, which would start the row over.
+    cmd += ["--workers", "2", "--steps", "150", "--dilation", "2", "--out", str(out)]
+    run_dir = out / "runs" / "squeezenet1_1-n2"
+    code, stdout, stderr = _stop_midway(cmd, run_dir, signal.SIGTERM, after=5)
+    assert code == 143, stdout[-3000:] + stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("dist-sqz: compare stopped by SIGTERM during squeezenet1_1 x 2")
+    assert f"--resume {out}" in last
+    assert not (run_dir / "summary.json").exists()
+    stopped = _steps_done(run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").exists() and 5 <= stopped < 150
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "dsqz" not in netns  # torn down (tests run one at a time)
+    import json
+
+    [row] = json.loads((out / "results.json").read_text())["rows"]
+    assert row["error"].startswith("stopped by SIGTERM")
+
+    resumed = dist_sqz("compare", "--resume", str(out), timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    log = (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
+    assert f"steps {stopped + 1}-150" in log, resumed.stdout[:3000]  # from the checkpoint
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 151))
+    [row] = json.loads((out / "results.json").read_text())["rows"]
+    assert "error" not in row and row["replicas_consistent"] is True

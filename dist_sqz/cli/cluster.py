@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from dist_sqz.cli import Parser
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import Stopped, UsageError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +83,11 @@ def _run(args: argparse.Namespace) -> int:
         )
         before = [cluster.tx_bytes(i) for i in range(args.hosts)]
         logs = Path(args.logs) if args.logs else None
-        codes = cluster.run(cmd, timeout_s=args.timeout, log_dir=logs)
+        try:
+            codes = cluster.run(cmd, timeout_s=args.timeout, log_dir=logs)
+        except Stopped as e:  # forwarded to every host; the cluster comes down on the way out
+            msg = f"{e}; every host got it; cluster {cluster.prefix} torn down"
+            raise Stopped(msg, e.status) from None
         wire = [cluster.tx_bytes(i) - b for i, b in enumerate(before)]
         for i, (code, w) in enumerate(zip(codes, wire, strict=True)):
             print(f"host {i} ({cluster.addr(i)}): exit {code}, wire tx {w:,} bytes")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dist_sqz.cluster.netns import IFACE
+from dist_sqz.errors import Stopped
 
 if TYPE_CHECKING:
     from dist_sqz.cluster.netns import Cluster
@@ -75,22 +77,42 @@ def torchrun_argv(
     ]
 
 
+STOP_GRACE_S = 60.0  # torchrun gives its workers 30 s after forwarding a signal
+
+
 def wait_all(procs: list[subprocess.Popen], timeout_s: float, grace_s: float = 30) -> list[int]:
     """Wait for every process; return their exit statuses.
 
     On timeout every one still running is killed (with its tree) and gets status 124. Once
     one fails, the others get `grace_s` to finish (a host cut off from the rendezvous store
-    would wait on it far longer), then are killed with status 137.
+    would wait on it far longer), then are killed with status 137. SIGTERM or SIGINT while
+    waiting is forwarded to every process (torchrun hands it on to its workers, which stop
+    at a step boundary with a checkpoint); what is still running `STOP_GRACE_S` later is
+    killed, and `Stopped` is raised once all are gone.
     """
     deadline = time.monotonic() + timeout_s
     codes: list[int | None] = [None] * len(procs)
     killed_code = 124
+    got: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        got.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        stopping = False
         while any(c is None for c in codes):
             for k, p in enumerate(procs):
                 if codes[k] is None:
                     codes[k] = p.poll()
             now = time.monotonic()
+            if got and not stopping:
+                stopping, deadline, killed_code = True, now + STOP_GRACE_S, 137
             if any(c not in (None, 0) for c in codes) and now + grace_s < deadline:
                 deadline, killed_code = now + grace_s, 137
             if now > deadline:
@@ -102,6 +124,10 @@ def wait_all(procs: list[subprocess.Popen], timeout_s: float, grace_s: float = 3
                 kill_tree(p.pid)
                 p.wait()
                 codes[k] = killed_code
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if got:
+        raise Stopped(f"stopped by {signal.Signals(got[0]).name}", 128 + got[0])
     return [int(c) for c in codes]
 
 
