@@ -1,6 +1,7 @@
 """Atomic checkpoints: written to a temporary file, fsynced, then renamed over `last.pt`.
 
-A crash mid-write leaves the previous `last.pt` intact. The file holds only tensors and
+A crash mid-write leaves the previous `last.pt` intact; so does a write that fails (a full
+disk), which raises `RunFailure` with one line. The file holds only tensors and
 plain containers, so `torch.load(path, weights_only=True)` reads it.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import RunFailure, UsageError
 
 LAST = "last.pt"
 
@@ -34,21 +35,39 @@ def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(e)
+        if cause is not None:
+            # A full disk, a quota, a read-only mount: the previous file is untouched.
+            kept = "the previous one is kept" if path.exists() else "there is no earlier one"
+            why = cause.strerror or type(cause).__name__
+            raise RunFailure(f"could not write {path} ({why}); {kept}") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OSError behind `e`, if any (torch.save re-raises a failed write as its own
+    RuntimeError with the OSError as its context)."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -17,9 +17,14 @@ class UsageError(ValueError):
         self.rank = rank
 
 
-class CommFailure(RuntimeError):
-    """A collective failed or timed out mid-run (a dead peer, a cut link). Not bad input:
-    the CLI prints one line and exits 1; the last checkpoint is left as it was."""
+class RunFailure(RuntimeError):
+    """The run cannot go on (a dead peer, a cut link, a full disk). Not bad input: the CLI
+    prints the message, if this rank has one, as one line and exits 1; the last checkpoint
+    is left as it was."""
+
+
+class CommFailure(RunFailure):
+    """A collective failed or timed out mid-run (a dead peer, a cut link)."""
 
 
 class Stopped(Exception):

@@ -33,7 +33,7 @@ from dist_sqz.data import (
     train_batches,
 )
 from dist_sqz.emulate import EmulatedCompute
-from dist_sqz.errors import CommFailure, Stopped, UsageError
+from dist_sqz.errors import CommFailure, RunFailure, Stopped, UsageError
 from dist_sqz.evaluate import evaluate
 from dist_sqz.metrics import (
     Sink,
@@ -192,22 +192,32 @@ class Trainer:
         self.sinks = open_sinks(self.cfg, self.out, keep)
 
     def _save(self, step: int) -> None:
+        """Every rank's state for `step`. A write that fails (a full disk) stops every rank
+        here, the one that failed saying why, and the previous checkpoint stays."""
         self.control.saved()
-        state = self.compressor.state_dict()
-        if state:  # per-rank state (residuals) goes beside last.pt, one file per rank
-            checkpoint.save_rank_state(self.out, self.env.rank, step, state)
-        if not self.env.is_main:
-            return
-        checkpoint.save_atomic(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "step": step,
-                "config": self.cfg.to_dict(),
-                "world_size": self.env.world_size,
-            },
-            checkpoint.checkpoint_path(self.out),
-        )
+        failure: RunFailure | None = None
+        try:
+            state = self.compressor.state_dict()
+            if state:  # per-rank state (residuals) goes beside last.pt, one file per rank
+                checkpoint.save_rank_state(self.out, self.env.rank, step, state)
+            if self.env.is_main:
+                checkpoint.save_atomic(
+                    {
+                        "model": self.model.state_dict(),
+                        "optimizer": self.optimizer.state_dict(),
+                        "step": step,
+                        "config": self.cfg.to_dict(),
+                        "world_size": self.env.world_size,
+                    },
+                    checkpoint.checkpoint_path(self.out),
+                )
+        except RunFailure as e:
+            failure = e
+        if self.env.world_size > 1 and self.backend.control([int(failure is not None)])[0]:
+            rank = "" if self.env.is_main else f"rank {self.env.rank}: "
+            raise RunFailure(f"{rank}checkpoint of step {step}: {failure}" if failure else "")
+        if failure:
+            raise RunFailure(f"checkpoint of step {step}: {failure}")
 
     # -- one step ------------------------------------------------------------------------
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

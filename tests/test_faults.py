@@ -168,3 +168,34 @@ def test_sigterm_to_compare_reaches_the_run_and_resume_continues_it(tmp_path):
     assert steps == list(range(1, 151))
     [row] = json.loads((out / "results.json").read_text())["rows"]
     assert "error" not in row and row["replicas_consistent"] is True
+
+
+def test_full_disk_keeps_the_last_checkpoint(tmp_path):
+    """The run directory on an 8 MiB tmpfs: the first checkpoint (~6 MB) fits, the next
+    cannot be written beside it. Both ranks stop, one line says why, and the first
+    checkpoint stays loadable (and resumable elsewhere)."""
+    import torch
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        out = disk / "run"
+        args = [*RUN, "--steps", "20", "--checkpoint-every", "4", "--out", str(out)]
+        proc = subprocess.run(
+            torchrun_cmd(2, *args), env=base_env(), capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode != 0
+        errors = [x for x in proc.stderr.splitlines() if x.startswith("dist-sqz: error:")]
+        assert len(errors) == 1, proc.stderr[-3000:]
+        assert "checkpoint of step 8: could not write" in errors[0]
+        assert "No space left on device" in errors[0] and "the previous one is kept" in errors[0]
+        assert "[rank0]" not in proc.stderr and "[rank1]" not in proc.stderr
+        ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+        assert ckpt["step"] == 4
+        assert not list((out / "checkpoints").glob(".*.tmp"))  # no half-written file left
+        assert not (out / "summary.json").exists()
+    finally:
+        subprocess.run(["umount", str(disk)])

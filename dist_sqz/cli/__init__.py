@@ -2,8 +2,9 @@
 
 Each subcommand module has `add(subparsers)` (its parser) and `run(args) -> exit status`.
 `main` is the only place errors become exit statuses: `UsageError` -> one line, exit 2;
-`CommFailure` -> one line, exit 1; `Stopped` (SIGTERM/SIGINT, checkpoint saved) -> one
-line, exit 143/130; Ctrl-C elsewhere -> 130. Internal bugs keep their traceback.
+`RunFailure` (a failed collective, a full disk) -> one line, exit 1; `Stopped` (SIGTERM or
+SIGINT, checkpoint saved) -> one line, exit 143/130; Ctrl-C elsewhere -> 130. Internal bugs
+keep their traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from importlib import import_module
 from typing import Any, Literal, get_args, get_origin
 
-from dist_sqz.errors import CommFailure, Stopped, UsageError
+from dist_sqz.errors import RunFailure, Stopped, UsageError
 
 EXIT_USAGE = 2
 COMMANDS = ("train", "models", "cluster", "compare", "simulate", "profile", "report")
@@ -101,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         report_usage_error(e)
         return EXIT_USAGE
-    except CommFailure as e:
-        print(f"dist-sqz: error: {e}", file=sys.stderr, flush=True)
+    except RunFailure as e:
+        if str(e):
+            print(f"dist-sqz: error: {e}", file=sys.stderr, flush=True)
         return 1
     except Stopped as e:
         if str(e):
