@@ -374,3 +374,41 @@ def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
         fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
         assert fitted == pytest.approx(p["time_s"], rel=0.15)
     assert 0 < result["efficiency"] <= 1.05
+
+
+def test_missing_netem_and_malformed_delay_say_different_things(tmp_path):
+    """A delay this kernel cannot add (no netem) and a delay that is not a duration are
+    different faults with different fixes; neither leaves a namespace behind."""
+    bad = dist_sqz(
+        "cluster",
+        "run",
+        "--hosts",
+        "2",
+        "--delay",
+        "soon",
+        "--",
+        "-m",
+        "dist_sqz",
+        "models",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "duration 'soon'" in bad.stderr, bad.stderr
+    assert "netem" not in bad.stderr
+    proc = dist_sqz(
+        "cluster",
+        "run",
+        "--hosts",
+        "2",
+        "--delay",
+        "1ms",
+        "--",
+        "-m",
+        "dist_sqz",
+        "models",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    if proc.returncode != 0:  # this kernel (like CI's) has no netem
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        [line] = [x for x in proc.stderr.splitlines() if x.startswith("dist-sqz: error:")]
+        assert "lacks the netem qdisc" in line and "without --delay" in line
