@@ -68,3 +68,43 @@ def test_models_command_json():
         assert rows[name]["params"] == params
         assert rows[name]["payload_bytes"] == 4 * params
         assert rows[name]["sent_bytes"] == 6 * params  # 1.5 x payload at N = 4
+
+
+# The SqueezeNet paper's Table 1, "# parameter before pruning", per layer.
+PAPER_TABLE1 = {
+    "conv1": 14_208,
+    "fire2": 11_920,
+    "fire3": 12_432,
+    "fire4": 45_344,
+    "fire5": 49_440,
+    "fire6": 104_880,
+    "fire7": 111_024,
+    "fire8": 188_992,
+    "fire9": 197_184,
+    "conv10": 513_000,
+}
+
+
+def test_layers_table_is_the_papers_table_1():
+    proc = dist_sqz("models", "--layers", "squeezenet1_0", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(proc.stdout)
+    rows = {r["layer"]: r for r in table["layers"]}
+    assert {k: rows[k]["params"] for k in PAPER_TABLE1} == PAPER_TABLE1
+    assert table["params"] == 1_248_424 == sum(r["params"] for r in table["layers"])
+    assert table["payload_bytes"] == 4_993_696
+    fire2 = rows["fire2"]
+    assert (fire2["s1x1"], fire2["e1x1"], fire2["e3x3"]) == (16, 64, 64)
+    assert rows["fire9"]["output"] == "13x13x512" and rows["conv1"]["filter"] == "7x7/2"
+    assert [r["layer"] for r in table["layers"]][:3] == ["conv1", "maxpool1", "fire2"]
+    # The paper's 111x111 conv1 output is Caffe's 227 px input.
+    proc = dist_sqz("models", "--layers", "squeezenet1_0", "--image-size", "227")
+    assert "111x111x96" in proc.stdout and proc.stdout.rstrip().endswith("1,248,424     4,993,696")
+
+
+def test_layers_table_of_any_model():
+    proc = dist_sqz("models", "--layers", "alexnet", "--format", "json")
+    table = json.loads(proc.stdout)
+    assert table["params"] == 61_100_840
+    assert [r["layer"] for r in table["layers"] if r["type"] == "fc"] == ["fc6", "fc7", "fc8"]
+    assert dist_sqz("models", "--layers", "nope").returncode == 2

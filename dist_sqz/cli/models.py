@@ -16,10 +16,21 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", default="2", help="world size N (default 2)")
     p.add_argument("--models", help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--layers",
+        metavar="MODEL",
+        help="instead: MODEL layer by layer, as the SqueezeNet paper's Table 1 (output size, "
+        "filter/stride, squeeze 1x1 / expand 1x1 / expand 3x3 filters, params, bytes per step)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=224, help="input size for --layers (paper: 224)"
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layers:
+        return _layers(args)
     from dist_sqz.models import MODELS
     from dist_sqz.models.stats import format_zoo_table, zoo_table
     from dist_sqz.units import csv, parse_counts
@@ -30,4 +41,29 @@ def run(args: argparse.Namespace) -> int:
         MODELS.get(n)
     rows = zoo_table(workers, names)
     print(json.dumps(rows, indent=2) if args.format == "json" else format_zoo_table(rows, workers))
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from dist_sqz.models import build_model, check_input_size
+    from dist_sqz.models.layers import format_layer_table, layer_table
+
+    check_input_size(args.layers, args.image_size)  # unknown model or too small: exit 2
+    rows = layer_table(build_model(args.layers), args.image_size)
+    if args.format == "json":
+        total = sum(r["params"] for r in rows)
+        print(
+            json.dumps(
+                {
+                    "model": args.layers,
+                    "image_size": args.image_size,
+                    "layers": rows,
+                    "params": total,
+                    "payload_bytes": 4 * total,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(format_layer_table(args.layers, rows, args.image_size))
     return 0
