@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,21 @@ def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in ckpt:
             raise UsageError(f"checkpoint {path} lacks {key!r}; it was not written by dist-sqz")
     return ckpt
+
+
+def default_out(cfg: Any, world_size: int) -> tuple[str, str]:
+    """(run name, run directory); rank 0 calls this and tells the others."""
+    name = cfg.name or f"{cfg.model}-{cfg.backend}-{cfg.compression}-n{world_size}"
+    out = cfg.out or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+    return name, out
+
+
+def check_new_run_dir(out: Path) -> None:
+    if (out / "metrics.jsonl").exists() or checkpoint_path(out).exists():
+        raise UsageError(
+            f"run directory {out} already holds a run; continue it with --resume {out} "
+            "or choose another --out"
+        )
 
 
 LAUNCH_ID = ".launch_id"

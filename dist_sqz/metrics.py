@@ -225,6 +225,18 @@ def accuracy_fields(records: list[dict[str, Any]], target: float | None) -> dict
     return out
 
 
+def done_line(summary: dict[str, Any], where: Path) -> str:
+    """The line a finished run ends with."""
+    accuracy = summary.get("accuracy")
+    return (
+        f"dist-sqz: done. median step {summary.get('step_time_s', float('nan')) * 1e3:.1f} ms, "
+        f"payload {summary.get('payload_bytes', 0):,.0f} B/step, "
+        f"sent {summary.get('sent_bytes', 0):,.0f} B/step, "
+        + (f"accuracy {accuracy:.4f}, " if accuracy is not None else "")
+        + f"replicas_consistent {summary['replicas_consistent']}; {where}"
+    )
+
+
 def tx_counter(iface: str) -> Callable[[], int] | None:
     """A reader of IFACE's kernel tx byte counter (wire_bytes), or None when none is named."""
     if not iface:

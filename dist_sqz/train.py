@@ -38,6 +38,7 @@ from dist_sqz.evaluate import evaluate
 from dist_sqz.metrics import (
     Sink,
     build_summary,
+    done_line,
     open_sinks,
     read_jsonl,
     step_record,
@@ -56,21 +57,6 @@ def _workers(n: int) -> str:
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 10_007 + rank) % (2**63)
-
-
-def default_out(cfg: TrainConfig, world_size: int) -> tuple[str, str]:
-    """(run name, run directory); rank 0 calls this and tells the others."""
-    name = cfg.name or f"{cfg.model}-{cfg.backend}-{cfg.compression}-n{world_size}"
-    out = cfg.out or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
-    return name, out
-
-
-def check_new_run_dir(out: Path) -> None:
-    if (out / "metrics.jsonl").exists() or checkpoint.checkpoint_path(out).exists():
-        raise UsageError(
-            f"run directory {out} already holds a run; continue it with --resume {out} "
-            "or choose another --out"
-        )
 
 
 class Trainer:
@@ -176,9 +162,9 @@ class Trainer:
         )
 
     def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:
-        name, out = default_out(cfg, self.env.world_size)
+        name, out = checkpoint.default_out(cfg, self.env.world_size)
         if self.resume is None and not self.restarted:  # a restart before any checkpoint
-            check_new_run_dir(Path(out))  # starts over in its own directory
+            checkpoint.check_new_run_dir(Path(out))  # starts over in its own directory
         return name, out
 
     # -- run directory -------------------------------------------------------------------
@@ -414,12 +400,5 @@ class Trainer:
         for sink in self.sinks:
             if hasattr(sink, "summary"):
                 sink.summary(summary)
-        print(
-            f"dist-sqz: done. median step {summary.get('step_time_s', float('nan')) * 1e3:.1f} ms, "
-            f"payload {summary.get('payload_bytes', 0):,.0f} B/step, "
-            f"sent {summary.get('sent_bytes', 0):,.0f} B/step, "
-            + (f"accuracy {summary['accuracy']:.4f}, " if summary["accuracy"] is not None else "")
-            + f"replicas_consistent {summary['replicas_consistent']}; {self.out / 'summary.json'}",
-            flush=True,
-        )
+        print(done_line(summary, self.out / "summary.json"), flush=True)
         return summary
