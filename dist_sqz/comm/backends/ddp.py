@@ -160,7 +160,11 @@ class DDPBackend(Backend):
 
     def control(self, flags: list[int]) -> list[int]:
         t = torch.tensor(flags, dtype=torch.int32, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a few bytes, outside the accounting hook
+        try:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a few bytes, outside the accounting hook
+        except RuntimeError as e:  # gloo's timeout on a dead peer or a cut link
+            self.ledger.fail(e)
+            raise
         return t.tolist()
 
     def close(self) -> None:
