@@ -131,12 +131,15 @@ def test_compare_alexnet_vs_squeezenet(tmp_path):
         "2",
         "--link",
         "1gbit",
+        "--compute",
+        "real",  # bytes are the point here; emulated compute has tests of its own
         "--out",
         str(out),
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((out / "results.json").read_text())
+    assert result["compute"]["kind"] == "real"
     rows = {(r["model"], r["world_size"]): r for r in result["rows"]}
     assert result["emulated_hosts"] is True and len(rows) == 4
     alex, sq = rows["alexnet", 2], rows["squeezenet1_1", 2]
