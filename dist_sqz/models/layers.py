@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dist_sqz.models.stats import forward_with_hooks
+
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 
@@ -63,13 +65,7 @@ def layer_table(model: nn.Module, image_size: int = 224) -> list[dict[str, Any]]
 
         return record
 
-    handles = [m.register_forward_hook(hook(n, m)) for n, m in _rows_modules(model)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size))
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, [(m, hook(n, m)) for n, m in _rows_modules(model)], image_size)
     k = 0
     for name, m, shape in order:
         if _is_fire(m):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,14 +28,22 @@ def gflops(model: nn.Module, image_size: int = 224) -> float:
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(count) for m in model.modules()]
+    forward_with_hooks(model, [(m, count) for m in model.modules()], image_size)
+    return total / 1e9
+
+
+def forward_with_hooks(
+    model: nn.Module, hooks: list[tuple[nn.Module, Callable]], image_size: int
+) -> None:
+    """One batch-1 forward of a zero image in eval mode with `hooks` (module, forward hook)
+    registered for its duration: how layer facts are read off a model."""
+    handles = [m.register_forward_hook(h) for m, h in hooks]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, 3, image_size, image_size))
     finally:
         for h in handles:
             h.remove()
-    return total / 1e9
 
 
 def model_row(name: str, workers: int, image_size: int = 224) -> dict[str, Any]:
