@@ -270,7 +270,7 @@ class Comparison:
 
     def result(self, elapsed_s: float) -> dict[str, Any]:
         rows = sorted(self.rows, key=lambda r: self.plan.index((r["model"], r["world_size"])))
-        _derive(rows, self.cfg, self.mode, self.out, self.emulate)
+        _derive(rows, self.cfg, self.mode, self.emulate)
         return {
             "models": self.cfg.models,
             "workers": self.cfg.workers,
@@ -315,9 +315,7 @@ def _last_error(logs: Path) -> str:
     return (raised or lines or ["no log"])[-1][:300]
 
 
-def _derive(
-    rows: list[dict], cfg: CompareConfig, mode: ComputeMode, out: Path, emulate: bool
-) -> None:
+def _derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: bool) -> None:
     """Efficiency against the same model's 1-worker row; the cost model fed the same profile
     and link; with a target, the projection of time to accuracy onto an H100 cluster."""
     from dist_sqz.profiles import load_profile
@@ -325,6 +323,8 @@ def _derive(
 
     link_bps = parse_rate(cfg.link)
     net = Network(bandwidth_Bps=link_bps / 8)
+    prof = load_profile(mode.profile) if mode.kind != "real" else None
+    h100 = load_profile("h100") if any(r.get("steps_to_accuracy") for r in rows) else None
     for row in rows:
         if row.get("error"):
             continue
@@ -348,24 +348,18 @@ def _derive(
         )
         batch = cfg.profile_batch_size if mode.kind == "profile" else None
         row["simulated_efficiency"] = None
-        if mode.kind != "real":
-            prof = load_profile(mode.profile)
+        if prof is not None:
             b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))
             sim = simulate([row["model"]], [row["world_size"]], net, prof, b, mode.precision)
             row["simulated_efficiency"] = sim[0]["scaling_efficiency"]
-        if row.get("steps_to_accuracy"):
+        if row.get("steps_to_accuracy") and h100 is not None:
             try:
-                h100 = simulate(
-                    [row["model"]],
-                    [row["world_size"]],
-                    net,
-                    load_profile("h100"),
-                    row["batch_size"],
-                    "bf16_cl",
+                step_s = simulate(
+                    [row["model"]], [row["world_size"]], net, h100, row["batch_size"], "bf16_cl"
                 )[0]["step_time_s"]
             except UsageError:  # a model the h100 profile does not hold: no projection
                 continue
-            row["h100_projected_time_to_accuracy_s"] = row["steps_to_accuracy"] * h100
+            row["h100_projected_time_to_accuracy_s"] = row["steps_to_accuracy"] * step_s
 
 
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
