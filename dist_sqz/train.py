@@ -315,8 +315,11 @@ class Trainer:
                 self._optimizer_step()
                 loss_value = loss.item()
                 t2 = time.perf_counter()
-                wire = self.tx() - tx0 if self.tx else None
                 comm = self.backend.ledger.take_step()
+                # The agreement collective also drains this step's sends (TCP delivers them
+                # before it), so wire_bytes counts the whole step; it adds a few packets.
+                signum, due = control.decide()
+                wire = self.tx() - tx0 if self.tx else None
                 done = self.last_step = step + 1
                 record = self._record(done, loss_value, lr, t2 - t0, t2 - t1, comm, wire)
                 record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
@@ -333,7 +336,6 @@ class Trainer:
                     break
                 if done == cfg.steps:
                     break
-                signum, due = control.decide()
                 if signum:
                     self._stop(done, signum)
                 if due or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
