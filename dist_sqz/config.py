@@ -151,6 +151,13 @@ class TrainConfig(Config):
     target_accuracy: float | None = _f(
         None, "stop at the first evaluation with held-out accuracy >= this", gt=0, le=1
     )
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32",
+        "autocast dtype of forward and loss; weights and exchanged gradients stay fp32 "
+        "(fp16 adds a gradient scaler: gloo/nccl only)",
+    )
+    channels_last: bool = _f(False, "model and inputs in channels_last memory format")
+    compile: bool = _f(False, "torch.compile the data-parallel model (the comm hook still runs)")
     seed: int = _f(0, "seed for weights, data order, dropout")
     bucket_cap_mb: float = _f(25.0, "DDP gradient bucket size in MiB", gt=0)
     compute_probe_steps: int = _f(
@@ -207,6 +214,13 @@ class TrainConfig(Config):
             )
         if self.nesterov and self.momentum == 0:
             raise UsageError("nesterov needs momentum > 0")
+        if self.precision == "fp16" and self.backend not in ("gloo", "nccl"):
+            # The scaler skips a step whose averaged gradients overflowed; DDP averages before
+            # it looks, so every rank skips alike. The other backends average inside step().
+            raise UsageError(
+                f"precision fp16 needs backend gloo or nccl (its gradient scaler); "
+                f"use bf16 with {self.backend}"
+            )
         if self.target_accuracy is not None and self.data == "synthetic":
             raise UsageError("target_accuracy needs data with a held-out split, not synthetic")
         from dist_sqz.models import check_input_size

@@ -12,10 +12,15 @@ if TYPE_CHECKING:
     from dist_sqz.config import TrainConfig
 
 
-def sgd(params: Iterable[torch.nn.Parameter], **kw) -> torch.optim.SGD:
+def sgd(params: Iterable[torch.nn.Parameter], fused: bool = True, **kw) -> torch.optim.SGD:
     """SGD as one fused kernel over all parameters where this torch has one for the device
-    (~4x faster than the per-tensor loop on CPU: AlexNet 53 ms against 196 ms), else plain."""
+    (~4x faster than the per-tensor loop on CPU: AlexNet 53 ms against 196 ms), else plain.
+    Not fused under fp16's gradient scaler: on a step the scaler skips (gradients overflowed)
+    torch 2.14's fused CPU kernel still starts its momentum buffers from the inf gradients,
+    and every later step is NaN."""
     params = list(params)
+    if not fused:
+        return torch.optim.SGD(params, **kw)
     try:
         return torch.optim.SGD(params, fused=True, **kw)
     except RuntimeError:  # a torch without a fused kernel for this device

@@ -119,6 +119,8 @@ class Trainer:
             raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, num_classes).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        self.model.to(memory_format=self.memory_format)
         self.params = count_params(self.model)
         self.compressor = build_compressor(cfg.compression, cfg)
         self.optimizer = sgd(
@@ -128,6 +130,7 @@ class Trainer:
             momentum=0.0 if self.compressor.owns_momentum else cfg.momentum,
             nesterov=cfg.nesterov and not self.compressor.owns_momentum,
             weight_decay=cfg.weight_decay,
+            fused=cfg.precision != "fp16",
         )
         if resume is not None:
             self.model.load_state_dict(resume["model"])
@@ -138,9 +141,16 @@ class Trainer:
                 lambda: checkpoint.load_rank_state(self.out, env.rank, self.start_step, needed)
             )[env.rank]
             self.compressor.load_state_dict(state)
+        # fp16 scales the loss so small gradients survive; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        if self.scaler and resume is not None and "scaler" in resume:
+            self.scaler.load_state_dict(resume["scaler"])
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.train_model, self.optimizer = self.backend.wrap(
             self.model, self.optimizer, self.compressor
         )
+        if cfg.compile:  # of the wrapped model: DDP's optimizer splits graphs at its buckets
+            self.train_model = torch.compile(self.train_model)
         self.emu = (
             EmulatedCompute(
                 self.model,
@@ -194,6 +204,7 @@ class Trainer:
                         "step": step,
                         "config": self.cfg.to_dict(),
                         "world_size": self.env.world_size,
+                        **({"scaler": self.scaler.state_dict()} if self.scaler else {}),
                     },
                     checkpoint.checkpoint_path(self.out),
                 )
@@ -210,16 +221,20 @@ class Trainer:
         self.backend.zero_grad(self.optimizer)
         if self.emu:
             self.emu.start_step()
-        loss = F.cross_entropy(self.train_model(x), y, label_smoothing=self.cfg.label_smoothing)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            logits = self.train_model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         if self.emu:
             self.emu.end_forward()
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         return loss
 
     def _optimizer_step(self) -> None:
         if self.emu:
             self.emu.start_optimizer()
-        self.backend.step(self.optimizer)
+        self.backend.step(self.optimizer, self.scaler)
         if self.emu:
             self.emu.end_optimizer()
 
@@ -297,7 +312,7 @@ class Trainer:
             for step in range(self.start_step, cfg.steps):
                 t_data = time.perf_counter()
                 x, y = next(self.batches)
-                x = x.to(self.device, non_blocking=True)
+                x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
                 y = y.to(self.device, non_blocking=True)
                 data_s = time.perf_counter() - t_data
                 if step == self.start_step > 0 and self.backend.rebuilds_buckets:

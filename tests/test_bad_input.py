@@ -75,6 +75,8 @@ CASES = {
     "lr warm-up too long": (["--lr-warmup-steps", "5"], ["lr_warmup_steps (5)"]),
     "zero clip": (["--grad-clip-norm", "0"], ["grad_clip_norm must be > 0"]),
     "negative loader workers": (["--data-workers", "-1"], ["data_workers must be >= 0"]),
+    "fp16 on mpi": (["--backend", "mpi", "--precision", "fp16"], ["fp16 needs backend gloo"]),
+    "bad precision": (["--precision", "fp8"], ["invalid choice"]),
 }
 
 

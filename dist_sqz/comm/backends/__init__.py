@@ -74,12 +74,20 @@ class Backend:
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, scaler: Any = None) -> None:
         """Apply the step to averaged gradients, clipped to `grad_clip_norm` if set. (DDP's
         gradients are averaged once backward returns; bucketed backends average in
-        `SyncOptimizer.step`, which clips after averaging.)"""
+        `SyncOptimizer.step`, which clips after averaging.) With fp16's gradient `scaler`
+        the gradients are unscaled first and a step whose gradients overflowed is skipped:
+        they are averaged, so every rank skips the same steps."""
+        if scaler is None:
+            clip_gradients(optimizer, self.cfg.grad_clip_norm)
+            optimizer.step()
+            return
+        scaler.unscale_(optimizer)
         clip_gradients(optimizer, self.cfg.grad_clip_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         raise NotImplementedError

@@ -188,7 +188,7 @@ class HorovodBackend(Backend):
             self.hvd_opt._handles.clear()
         self.hvd_opt.zero_grad()  # Horovod's takes no set_to_none; it sets None anyway
 
-    def step(self, optimizer) -> None:
+    def step(self, optimizer, scaler=None) -> None:  # no fp16 scaler here (config)
         if self.hvd_opt is None or not self.cfg.grad_clip_norm:
             optimizer.step()  # SyncOptimizer exchanges and clips; Horovod's synchronizes
             return

@@ -121,7 +121,7 @@ class MPIBackend(Backend):
             self.exchange.enabled = True
             self.exchange.reset()
 
-    def step(self, optimizer) -> None:
+    def step(self, optimizer, scaler=None) -> None:  # no fp16 scaler here (config)
         optimizer.step()  # SyncOptimizer: exchange, clip, step
 
     def all_gather_object(self, obj: Any) -> list[Any]:
