@@ -1,6 +1,7 @@
 """Cost of dist_sqz's accounting: plain DDP (no comm hook) vs DDP with the accounted hook.
 
-Method: 2 gloo workers on this machine; the variants of the same model live in each worker
+Method: 2 gloo workers on this machine (`--backend nccl`: one worker per GPU, steps timed
+after a CUDA synchronize); the variants of the same model live in each worker
 and steps rotate A, B, C, A, B, C... so machine noise hits them alike. C is DDP with torch's
 own Python `allreduce_hook`: the price of any Python comm hook, for reference. After
 warm-up, each round gives one paired ratio (accounted / plain step time). Printed: median
@@ -8,6 +9,7 @@ step times, the ratio of medians, and the mean paired ratio +- 1.96 sigma / sqrt
 Target <= 1.01x.
 
     python benchmarks/overhead.py [--models squeezenet1_1,alexnet] [--rounds 30]
+    python benchmarks/overhead.py --backend nccl --batch-size 256 --image-size 224
 """
 
 from __future__ import annotations
@@ -46,30 +48,39 @@ class _HookState:
 
 
 def _step(model, opt, x, y) -> float:
+    cuda = x.is_cuda
+    if cuda:
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     opt.step()
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
 def _worker(rank: int, world: int, port: int, args, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group(args.backend, rank=rank, world_size=world)
+    device = torch.device("cuda", rank) if args.backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     results = {}
     for name in args.models.split(","):
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(rank)
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g)
         y = torch.randint(0, 1000, (args.batch_size,), generator=g)
-        plain = DDP(build_model(name))
-        hooked = DDP(build_model(name))
+        x, y = x.to(device), y.to(device)
+        plain = DDP(build_model(name).to(device))
+        hooked = DDP(build_model(name).to(device))
         state = _HookState(world)
         state.param_names = {id(p): n for n, p in hooked.module.named_parameters()}
         hooked.register_comm_hook(state, accounted_hook)
         # torch's own Python all-reduce hook: the cost of any Python comm hook in DDP.
-        torch_hook = DDP(build_model(name))
+        torch_hook = DDP(build_model(name).to(device))
         torch_hook.register_comm_hook(None, default_hooks.allreduce_hook)
         variants = [(plain, "plain"), (hooked, "accounted"), (torch_hook, "torch_python_hook")]
         opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m, k in variants}
@@ -96,8 +107,17 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--out", default="benchmarks/results/overhead.json")
+    p.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
+    p.add_argument("--out", default="")
     args = p.parse_args()
+    world = 2
+    if args.backend == "nccl":
+        world = torch.cuda.device_count()
+        if not world:
+            print("overhead: --backend nccl needs a CUDA GPU; none is visible", file=sys.stderr)
+            return 2
+    suffix = "_nccl" if args.backend == "nccl" else ""
+    args.out = args.out or f"benchmarks/results/overhead{suffix}.json"
     import socket
 
     with socket.socket() as s:
@@ -105,11 +125,12 @@ def main() -> int:
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(2, port, args, queue), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(world, port, args, queue), nprocs=world, start_method="spawn")
     results = queue.get()
     print(
-        f"method: 2 gloo workers, batch {args.batch_size} at {args.image_size}px, steps "
-        f"rotating plain/accounted/torch-hook after {args.warmup} warm-up rounds; rank 0 times"
+        f"method: {world} {args.backend} workers, batch {args.batch_size} at "
+        f"{args.image_size}px, steps rotating plain/accounted/torch-hook after "
+        f"{args.warmup} warm-up rounds; rank 0 times"
     )
     rows = []
     for name, t in results.items():

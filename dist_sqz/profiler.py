@@ -2,7 +2,9 @@
 
 Each step is timed in three parts (CUDA events on GPU, perf_counter on CPU, synchronised):
 forward + loss, backward, SGD-momentum step. Medians over `steps` after `warmup`. Precisions:
-fp32, and on CUDA bf16_cl (bf16 autocast + channels_last). The JSON it writes is what
+fp32, and on CUDA bf16_cl (bf16 autocast + channels_last); with `compile`, each also under
+torch.compile, keyed `<precision>+compile` (the first compiled steps are warm-up and are
+left out like any other). The JSON it writes is what
 `dist-sqz simulate --profile FILE` reads (the shipped profiles in dist_sqz/profile_data
 have the same layout).
 """
@@ -51,12 +53,15 @@ def profile_model(
     image_size: int,
     steps: int,
     warmup: int,
+    compile: bool = False,
 ) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(name).to(device)
     fmt = torch.channels_last if precision == "bf16_cl" else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if compile:
+        model = torch.compile(model)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device).to(memory_format=fmt)
     y = torch.randint(0, 1000, (batch_size,), device=device)
     clock = _Clock(device)
@@ -87,6 +92,7 @@ def profile(
     image_size: int,
     steps: int,
     warmup: int,
+    compile: bool = False,
     progress=print,
 ) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,13 +111,15 @@ def profile(
         "SGD(momentum) step timed separately",
         "models": {},
     }
+    variants = [(p, False) for p in precisions] + [(p, True) for p in precisions if compile]
     for m in models:
-        for p in precisions:
+        for p, compiled in variants:
+            key = f"{p}+compile" if compiled else p
             for bs in batch_sizes:
-                t = profile_model(m, bs, p, device, image_size, steps, warmup)
-                result["models"].setdefault(m, {}).setdefault(p, {})[str(bs)] = t
+                t = profile_model(m, bs, p, device, image_size, steps, warmup, compiled)
+                result["models"].setdefault(m, {}).setdefault(key, {})[str(bs)] = t
                 progress(
-                    f"{m:14s} {p:8s} batch {bs:4d}: forward {t['forward_s'] * 1e3:8.2f} ms  "
+                    f"{m:14s} {key:16s} batch {bs:4d}: forward {t['forward_s'] * 1e3:8.2f} ms  "
                     f"backward {t['backward_s'] * 1e3:8.2f} ms  "
                     f"optimizer {t['optimizer_s'] * 1e3:7.2f} ms"
                 )

@@ -22,6 +22,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also profile each precision under torch.compile (keyed <precision>+compile)",
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
 
 
@@ -46,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         raise UsageError(f"{out} exists; choose another --out")
     batches = parse_counts(args.batch_sizes, "--batch-sizes")
-    result = profile(models, batches, precisions, args.image_size, args.steps, args.warmup)
+    result = profile(
+        models, batches, precisions, args.image_size, args.steps, args.warmup, args.compile
+    )
     write(result, out)
     print(f"dist-sqz profile: wrote {out}")
     return 0
