@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -91,7 +92,8 @@ def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def default_out(cfg: Any, world_size: int) -> tuple[str, str]:
     """(run name, run directory); rank 0 calls this and tells the others."""
     name = cfg.name or f"{cfg.model}-{cfg.backend}-{cfg.compression}-n{world_size}"
-    out = cfg.out or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+    safe = re.sub(r"[^\w.-]+", "_", name)  # sqz_family:squeeze_ratio=0.25 -> a plain name
+    out = cfg.out or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}")
     return name, out
 
 

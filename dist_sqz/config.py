@@ -24,15 +24,15 @@ C = TypeVar("C", bound="Config")
 
 
 def _model(name: str) -> str:
-    from dist_sqz.models import MODELS
+    from dist_sqz.models import model_spec
 
-    MODELS.get(name)  # UsageError listing the models
+    model_spec(name)  # UsageError listing the models, or naming a bad setting
     return name
 
 
 def registry_choices(field: str) -> list[str] | None:
     """The registry that lists a field's choices (for --help and argparse), if any."""
-    if field in ("model", "models"):
+    if field == "models":
         from dist_sqz.models import MODELS
 
         return MODELS.names()
@@ -101,7 +101,11 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig(Config):
     """One training run. Field descriptions are what `dist-sqz train --help` prints."""
 
-    model: str = _f("squeezenet1_1", "model name (see `dist-sqz models`)")
+    model: str = _f(
+        "squeezenet1_1",
+        "model name (see `dist-sqz models`); family metaparameters as "
+        "sqz_family:squeeze_ratio=0.25,pct3x3=0.75",
+    )
     backend: str = _f("gloo", "gloo (CPU), nccl (GPU), mpi (mpi4py), horovod")
     compression: str = _f("none", "gradient compression")
     compression_density: float = _f(

@@ -49,7 +49,10 @@ def assert_usage_error(proc, *words):
 
 
 CASES = {
-    "unknown model": (["--model", "lenet9"], ["invalid choice", "squeezenet1_1"]),
+    "unknown model": (["--model", "lenet9"], ["unknown model", "squeezenet1_1"]),
+    "bad family key": (["--model", "sqz_family:sr=2"], ["squeeze_ratio=..."]),
+    "bad family value": (["--model", "sqz_family:squeeze_ratio=2"], ["squeeze_ratio must be"]),
+    "settings on a fixed model": (["--model", "alexnet:width=2"], ["takes no settings"]),
     "unknown model via --set": (["--set", "model=lenet9"], ["unknown model", "squeezenet1_1"]),
     "negative batch": (["--batch-size", "-4"], ["batch_size must be > 0"]),
     "zero steps": (["--steps", "0"], ["steps must be > 0"]),

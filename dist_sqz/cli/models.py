@@ -31,14 +31,14 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.layers:
         return _layers(args)
-    from dist_sqz.models import MODELS
+    from dist_sqz.models import model_spec
     from dist_sqz.models.stats import format_zoo_table, zoo_table
     from dist_sqz.units import csv, parse_counts
 
     (workers,) = parse_counts(args.workers, "--workers")[:1]
     names = csv(args.models) if args.models else None
     for n in names or []:
-        MODELS.get(n)
+        model_spec(n)
     rows = zoo_table(workers, names)
     print(json.dumps(rows, indent=2) if args.format == "json" else format_zoo_table(rows, workers))
     return 0

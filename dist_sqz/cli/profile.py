@@ -33,13 +33,13 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dist_sqz.models import MODELS
+    from dist_sqz.models import model_spec
     from dist_sqz.profiler import PRECISIONS, profile, write
     from dist_sqz.units import csv, parse_counts
 
     models = csv(args.models)
     for m in models:
-        MODELS.get(m)
+        model_spec(m)
     if args.steps < 1 or args.warmup < 0 or args.image_size < 1:
         raise UsageError("--steps and --image-size must be >= 1, --warmup >= 0")
     default = "fp32,bf16_cl" if torch.cuda.is_available() else "fp32"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import torch
+import yaml
 from torch import nn
 
 from dist_sqz.errors import UsageError
@@ -14,9 +19,40 @@ MODELS = Registry("model")
 from dist_sqz.models import squeezenet_family, torchvision_zoo  # noqa: E402, F401
 
 
+def model_spec(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """The builder of `name` and its settings. A family member is named with its
+    metaparameters: `sqz_family:squeeze_ratio=0.25,pct3x3=0.75` (keys: the builder's keyword
+    arguments; numbers as written). UsageError for an unknown model, key or value."""
+    base, _, spec = name.partition(":")
+    builder = MODELS.get(base)
+    if not spec:
+        return builder, {}
+    accepted = [k for k in inspect.signature(builder).parameters if k != "num_classes"]
+    if not accepted:
+        raise UsageError(f"model {base} takes no settings; got {spec!r}")
+    settings: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or key not in accepted:
+            raise UsageError(
+                f"model {base} takes settings {','.join(k + '=...' for k in accepted)}; "
+                f"got {item!r}"
+            )
+        try:
+            settings[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            settings[key] = value
+    return builder, settings
+
+
 def build_model(name: str, num_classes: int = 1000) -> nn.Module:
-    """Build a registered model by name with a `num_classes`-way classifier."""
-    return MODELS.get(name)(num_classes=num_classes)
+    """Build a registered model by name (with settings: see `model_spec`) with a
+    `num_classes`-way classifier."""
+    builder, settings = model_spec(name)
+    try:
+        return builder(num_classes=num_classes, **settings)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"model {name}: {e}") from None
 
 
 def check_input_size(name: str, image_size: int, num_classes: int = 1000) -> None:
