@@ -361,6 +361,44 @@ class SimulateConfig(Config):
     _durations = field_validator("latency")(_duration_ok)
 
 
+def _fractions(v: list[float], info: Any) -> list[float]:
+    if not v:
+        raise UsageError(f"{info.field_name} needs at least one value")
+    hi_open = info.field_name == "pct3x3"  # a fire module needs some 1x1 expand filters
+    for x in v:
+        if not (0 < x < 1 if hi_open else 0 < x <= 1):
+            interval = "(0, 1)" if hi_open else "(0, 1]"
+            raise UsageError(f"{info.field_name} values must be in {interval}; got {x}")
+    return v
+
+
+class DesignSpaceConfig(Config):
+    """`dist-sqz design-space`: the paper's SR and pct3x3 sweeps, in bytes and efficiency."""
+
+    squeeze_ratios: list[float] = _f(
+        [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
+        "SR sweep (at pct3x3 0.5, as the paper's Fig. 3a)",
+    )
+    pct3x3: list[float] = _f(
+        [0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99],
+        "pct3x3 sweep (at SR 0.5, as the paper's Fig. 3b)",
+    )
+    workers: int = _f(8, "world size N of the simulated cluster", gt=0)
+    link: str = _f("10gbit", "per-worker link bandwidth")
+    latency: str = _f("5us", "per-message latency")
+    profile: str = _f("h100", "compute profile (its squeezenet1_0 entry, scaled per point)")
+    precision: str = _f("bf16_cl", "profile precision")
+    batch_size: int = _f(256, "images per worker per step (a batch size in the profile)", gt=0)
+    train_steps: int = _f(
+        0, "train each point this many steps of the digits squeezenet1_0 recipe (0 = off)", ge=0
+    )
+
+    _csv_lists = field_validator("squeeze_ratios", "pct3x3", mode="before")(_split)
+    _fractions_ok = field_validator("squeeze_ratios", "pct3x3")(_fractions)
+    _rates = field_validator("link")(_rate_ok)
+    _durations = field_validator("latency")(_duration_ok)
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML config file into a {key: value} dict (keys are checked by `build`)."""
     p = Path(path)

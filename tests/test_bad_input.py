@@ -270,3 +270,26 @@ def test_image_folder_with_train_but_no_val(tmp_path):
     proc = dist_sqz("train", "--data", f"imagefolder:{tmp_path / 'imgs'}", cwd=work)
     assert_usage_error(proc, "has train/ but no val/")
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--squeeze-ratios", "0"], "squeeze_ratios values must be in (0, 1]"),
+        (["--pct3x3", "0.5,1.0"], "pct3x3 values must be in (0, 1)"),
+        (["--profile", "tpu9"], "tpu9"),
+        (["--link", "fast"], "link"),
+        (["--workers", "0"], "workers must be > 0"),
+    ],
+)
+def test_design_space_bad_input(tmp_path, cli, args, words):
+    proc = cli("design-space", *args)
+    assert_usage_error(proc, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_design_space_refuses_a_full_out_dir(tmp_path, cli):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "keep.txt").write_text("mine")
+    assert_usage_error(cli("design-space", "--out", "ds"), "not empty")
+    assert (tmp_path / "ds" / "keep.txt").read_text() == "mine"

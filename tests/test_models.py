@@ -108,3 +108,56 @@ def test_layers_table_of_any_model():
     assert table["params"] == 61_100_840
     assert [r["layer"] for r in table["layers"] if r["type"] == "fc"] == ["fc6", "fc7", "fc8"]
     assert dist_sqz("models", "--layers", "nope").returncode == 2
+
+
+def test_family_member_by_name():
+    named = build_model("sqz_family:squeeze_ratio=0.75,pct3x3=0.5")
+    assert count_params(named) == count_params(SqueezeNetFamily(squeeze_ratio=0.75))
+    assert count_params(named) == 4_841_704  # the paper's "19 MB" point (18.5 MiB)
+
+
+def test_design_space_bytes_grow_with_sr_and_pct3x3():
+    proc = dist_sqz(
+        "design-space",
+        "--squeeze-ratios",
+        "0.125,0.5,1.0",
+        "--pct3x3",
+        "0.01,0.5,0.99",
+        "--workers",
+        "8",
+        "--format",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    for kind in ("squeeze_ratio", "pct3x3"):
+        mine = [r for r in rows if r["sweep"] == kind]
+        sent = [r["sent_bytes"] for r in mine]
+        assert sent == sorted(sent) and len(set(sent)) == 3, sent
+        for r in mine:  # ring all-reduce at N=8: each worker sends 2(N-1)/N of the payload
+            assert r["sent_bytes"] == 2 * 7 * r["payload_bytes"] // 8
+            assert r["payload_bytes"] == 4 * r["params"]
+            assert 0 < r["scaling_efficiency"] <= 1
+    assert rows[0]["params"] == 1_248_424  # SR 0.125, pct3x3 0.5 is squeezenet1_0
+
+
+def test_design_space_trains_points_and_writes_plots(tmp_path):
+    out = tmp_path / "ds"
+    proc = dist_sqz(
+        "design-space",
+        "--squeeze-ratios",
+        "0.125",
+        "--pct3x3",
+        "0.25",
+        "--train-steps",
+        "3",
+        "--out",
+        str(out),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "design_space.json").read_text())["rows"]
+    assert [r["train_steps"] for r in rows] == [3, 3]
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert (out / "design_space_squeeze_ratio.png").stat().st_size > 0
+    assert "accuracy" in (out / "design_space.md").read_text()

@@ -17,7 +17,16 @@ from typing import Any, Literal, get_args, get_origin
 from dist_sqz.errors import RunFailure, Stopped, UsageError
 
 EXIT_USAGE = 2
-COMMANDS = ("train", "models", "cluster", "compare", "simulate", "profile", "report")
+COMMANDS = (
+    "train",
+    "models",
+    "cluster",
+    "compare",
+    "simulate",
+    "design_space",
+    "profile",
+    "report",
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -98,7 +107,7 @@ def report_usage_error(e: UsageError) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return import_module(f"dist_sqz.cli.{args.command}").run(args)
+        return import_module(f"dist_sqz.cli.{args.command.replace('-', '_')}").run(args)
     except UsageError as e:
         report_usage_error(e)
         return EXIT_USAGE
