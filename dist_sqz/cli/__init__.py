@@ -24,6 +24,7 @@ COMMANDS = (
     "compare",
     "simulate",
     "design_space",
+    "deep_compress",
     "profile",
     "report",
 )
