@@ -140,6 +140,8 @@ def finetune_masked(
 ) -> None:
     """`steps` of SGD (the run's momentum and weight decay, lr decaying to 0 on a cosine)
     with pruned weights and their gradients held at 0."""
+    if steps == 0:
+        return
     params = dict(model.named_parameters())
     opt = torch.optim.SGD(
         model.parameters(),
@@ -192,7 +194,8 @@ def share_weights(model: nn.Module, masks: dict[str, torch.Tensor], bits: int) -
 def finetune_centroids(
     run: RunData, model: nn.Module, shared: dict[str, Shared], steps: int, lr: float, log
 ) -> None:
-    """`steps` of SGD on the centroids (mean gradient of their weights) and the fp32 rest."""
+    """`steps` of SGD on the centroids (mean gradient of their weights) and the fp32 rest;
+    the model then holds the shared weights."""
     centroids = {n: nn.Parameter(s.centroids.clone()) for n, s in shared.items()}
     sizes = {
         n: torch.bincount(s.idx, minlength=len(s.centroids)).clamp(min=1) for n, s in shared.items()
@@ -200,7 +203,8 @@ def finetune_centroids(
     rest = {n: p for n, p in model.named_parameters() if n not in shared}
     opt = torch.optim.SGD([*centroids.values(), *rest.values()], lr=lr, momentum=run.cfg.momentum)
     model.train()
-    for step, (x, y) in enumerate(run.batches(steps, seed=run.cfg.seed + 1000)):
+    batches = run.batches(steps, seed=run.cfg.seed + 1000) if steps else []
+    for step, (x, y) in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.zero_grad(set_to_none=True)

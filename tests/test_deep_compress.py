@@ -25,7 +25,7 @@ def test_pruning_keeps_the_requested_fraction():
     )
     total = sum(w.numel() for w in weights.values())
     assert sum(int(m.sum()) for m in glob.values()) == round(0.33 * total)
-    assert glob["b"].float().mean() > 0.9  # one threshold: the large layer keeps nearly all
+    assert glob["b"].float().mean() > 0.8  # one threshold: the x10 layer keeps most of it
 
 
 @pytest.mark.parametrize("dist", ["geometric", "uniform", "single", "long tail"])
@@ -50,7 +50,8 @@ def test_huffman_stream_is_the_sum_of_code_lengths_and_decodes(dist):
 def test_gap_symbols_round_trip_past_the_filler_limit():
     positions = torch.tensor([0, 1, 5, 260, 261, 1000, 5000])
     symbols = gap_symbols(positions)
-    assert symbols.max() <= 255 and (symbols == 0).sum() == 1 + 2 + 15  # fillers
+    # gaps 1, 1, 4, 255 (one symbol), 1, 739 (2 fillers + 229), 4000 (15 fillers + 175)
+    assert symbols.max() == 255 and (symbols == 0).sum() == 2 + 15
     assert np.array_equal(positions_from(symbols), positions.numpy())
 
 
