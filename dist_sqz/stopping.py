@@ -1,11 +1,13 @@
-"""Stopping at a step boundary on SIGTERM/SIGINT, and checkpoints by the clock.
+"""Stopping at a step boundary on SIGTERM/SIGINT/SIGUSR1, and checkpoints by the clock.
 
 Schedulers (Slurm, Kubernetes) send SIGTERM before preemption, torchrun forwards it to every
-worker and kills what is left 30 s later. A signal only sets a flag here; after each step
-every rank takes the same decision from one tiny max-reduce of (stop, checkpoint due), so no
-rank leaves a collective for another to wait on. Then each rank saves its state for the
-step (`Trainer._save`) and the run ends with 128 + the signal number. A second signal stops
-at once.
+worker and kills what is left 30 s later. Open MPI's mpirun (PRRTE) kills its ranks right
+after forwarding SIGTERM, but forwards SIGUSR1 and leaves them be: `launch/mpirun.sh` turns
+a SIGTERM into SIGUSR1 for mpirun, and Slurm's `--signal=B:USR1@120` sends it directly.
+A signal only sets a flag here; after each step every rank takes the same decision from one
+tiny max-reduce of (stop, checkpoint due), so no rank leaves a collective for another to
+wait on. Then each rank saves its state for the step (`Trainer._save`) and the run ends
+with 128 + the signal number. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from types import FrameType
 from typing import Any
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class StepControl:

@@ -104,6 +104,21 @@ def test_int8_payload_and_error():
     assert (out - _mean()).abs().max() <= bound + 1e-6
 
 
+def test_int8_decodes_payloads_at_odd_offsets():
+    """All-gathered payloads sit back to back: with an odd value count the second starts at
+    an odd byte, and its fp32 scales must still be read."""
+    comp = build_compressor("int8", TrainConfig())
+    grads = [torch.randn(783, generator=torch.Generator().manual_seed(r)) for r in (0, 1)]
+    payloads = [comp.encode(Bucket(g, 0, [torch.Size([783])], ["w"])) for g in grads]
+    gathered = torch.cat(payloads)
+    half = len(payloads[0])
+    assert half % 4 != 0
+    out = torch.zeros(783)
+    comp.decode_sum([gathered[:half], gathered[half:]], out)
+    bound = sum(g.abs().max() / 127 / 2 for g in grads)
+    assert (out - sum(grads)).abs().max() <= bound + 1e-6
+
+
 def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest():
     got = _exchange("topk", compression_density=1.0)
     torch.testing.assert_close(got[0][0][0], _mean())

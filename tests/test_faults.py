@@ -199,3 +199,90 @@ def test_full_disk_keeps_the_last_checkpoint(tmp_path):
         assert not (out / "summary.json").exists()
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_sigterm_to_the_mpirun_script_checkpoints_and_resume_matches(tmp_path):
+    """mpirun kills its ranks right after forwarding SIGTERM; launch/mpirun.sh hands it
+    SIGUSR1 instead, which every rank stops on after its step. PowerSGD's per-rank error
+    feedback and warm-started factors must come back exactly."""
+    from tests.test_backends import _need
+
+    _need("mpi4py", "mpirun")
+    args = [*RUN, "--compression", "powersgd", "--powersgd-start-step", "3"]
+    script = [
+        "bash",
+        str(Path(__file__).resolve().parents[1] / "launch" / "mpirun.sh"),
+    ]
+    full = tmp_path / "full"
+    proc = subprocess.run(
+        [*script, *args, "--out", str(full)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, reference = read_run(full)
+
+    out = tmp_path / "run"
+    code, stdout, stderr = _stop_midway([*script, *args, "--out", str(out)], out, signal.SIGTERM)
+    assert code == 128 + signal.SIGUSR1, stderr[-3000:]
+    assert "dist-sqz: stopped by SIGUSR1" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert not (out / "summary.json").exists()
+    stopped = _steps_done(out)
+    assert 10 <= stopped < 40
+
+    proc = subprocess.run(
+        [*script, "--resume", str(out)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics, summary = read_run(out)
+    assert [m["step"] for m in metrics] == list(range(1, 41))
+    assert summary["param_checksum"] == reference["param_checksum"]
+
+
+def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
+    """horovodrun forwards SIGTERM (gloo controller); int8 compression on Horovod."""
+    from tests.test_backends import _need
+
+    _need("horovod.torch", "horovodrun")
+    args = [*RUN, "--backend", "horovod", "--compression", "int8"]
+    hvd = ["horovodrun", "-np", "2", "--gloo", "--gloo-timeout-seconds", "120"]
+    hvd += [sys.executable, "-m", "dist_sqz", "train"]
+    full = tmp_path / "full"
+    proc = subprocess.run(
+        [*hvd, *args, "--out", str(full)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, reference = read_run(full)
+
+    out = tmp_path / "run"
+    code, stdout, stderr = _stop_midway([*hvd, *args, "--out", str(out)], out, signal.SIGTERM)
+    assert code != 0
+    assert "stopped by SIGTERM" in stdout + stderr, (stdout + stderr)[-3000:]
+    stopped = _steps_done(out)
+    assert 10 <= stopped < 40
+    import torch
+
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped
+
+    proc = subprocess.run(
+        [*hvd, "--resume", str(out)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics, summary = read_run(out)
+    assert [m["step"] for m in metrics] == list(range(1, 41))
+    assert summary["param_checksum"] == reference["param_checksum"]

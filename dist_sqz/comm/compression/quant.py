@@ -37,7 +37,9 @@ class Int8(GatherCompressor):
         n = out.numel()
         chunks = math.ceil(n / CHUNK)
         for p in payloads:
-            scale = p[: 4 * chunks].view(torch.float32)
+            # A payload after one of odd length starts at an odd byte: copy its scales out
+            # to view them as fp32 (4 bytes per 1024 values).
+            scale = p[: 4 * chunks].clone().view(torch.float32)
             q = p[4 * chunks :].view(torch.int8).to(out.dtype)
             q = torch.nn.functional.pad(q, (0, chunks * CHUNK - n)).view(chunks, CHUNK)
             out += (q * scale[:, None]).view(-1)[:n]
