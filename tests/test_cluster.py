@@ -239,8 +239,10 @@ def _train_pid_on_host(host: int, out) -> int | None:
     return None
 
 
-def test_killed_worker_is_restarted_and_resumes(tmp_path):
-    """SIGKILL host 1's worker mid-run: torchrun restarts both workers, they resume from
+@pytest.mark.parametrize("host", [0, 1])
+def test_killed_worker_is_restarted_and_resumes(tmp_path, host):
+    """SIGKILL host 0's worker (rank 0: it writes the checkpoints; its host's agent holds the
+    rendezvous store) or host 1's mid-run: torchrun restarts both workers, they resume from
     checkpoints/last.pt and end where an uninterrupted run ends. Each host's agent counts its
     own failures, and the two agents' restarts can cross: a host whose worker is still alive
     when the other re-joins restarts too, and it can take a few rounds to settle (1 restart
@@ -286,7 +288,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
             step = torch.load(ckpt, weights_only=True)["step"]
         except (FileNotFoundError, RuntimeError, EOFError):
             pass
-    pid = _train_pid_on_host(1, out)
+    pid = _train_pid_on_host(host, out)
     assert pid and 4 <= step < 14, (pid, step)
     os.kill(pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=400)
