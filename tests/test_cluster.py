@@ -83,7 +83,7 @@ def test_failure_tears_down_and_stale_cluster_is_cleaned(tmp_path):
     )
     assert proc.returncode == 1
     assert re.search(r"host 1 \(10\.213\.\d+\.2\): exit 1", proc.stdout), proc.stdout
-    assert "invalid choice: 'no_such_model'" in proc.stdout + proc.stderr  # host 0's output
+    assert "unknown model 'no_such_model'" in proc.stdout + proc.stderr  # host 0's output
 
 
 def test_two_clusters_at_once(tmp_path, tiny):
