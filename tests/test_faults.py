@@ -286,3 +286,22 @@ def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
     metrics, summary = read_run(out)
     assert [m["step"] for m in metrics] == list(range(1, 41))
     assert summary["param_checksum"] == reference["param_checksum"]
+
+
+@pytest.mark.parametrize("compression", ["fp16", "bf16", "int8", "dgc", "powersgd"])
+def test_sigterm_and_resume_under_every_compressor(tmp_path, compression):
+    """Each compressor's state (error feedback, momentum correction, warm-started factors)
+    saved at the step every rank stopped after, and restored exactly (topk: above)."""
+    args = [*RUN, "--compression", compression, "--steps", "24"]
+    train_torchrun(2, tmp_path / "full", *args)
+    _, reference = read_run(tmp_path / "full")
+    out = tmp_path / "run"
+    code, _, stderr = _stop_midway(
+        torchrun_cmd(2, "--out", str(out), *args), out, signal.SIGTERM, after=8
+    )
+    assert code != 0 and "stopped by SIGTERM" in stderr, stderr[-3000:]
+    assert 8 <= _steps_done(out) < 24
+    train_torchrun(2, out, "--resume", str(out))
+    metrics, summary = read_run(out)
+    assert [m["step"] for m in metrics] == list(range(1, 25))
+    assert summary["param_checksum"] == reference["param_checksum"]
