@@ -201,6 +201,32 @@ def test_full_disk_keeps_the_last_checkpoint(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
+def _launch(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, env=base_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _stopped_then_resumed(launcher: list[str], args: list[str], tmp_path: Path):
+    """Under `launcher`: an uninterrupted run, then one stopped by SIGTERM to the launcher
+    mid-way and resumed. Returns the stopped run's (exit code, stdout, stderr) for the caller to
+    check, after checking that the resumed run ends with the uninterrupted parameters."""
+    _launch([*launcher, *args, "--out", str(tmp_path / "full")])
+    _, reference = read_run(tmp_path / "full")
+    out = tmp_path / "run"
+    code, stdout, stderr = _stop_midway([*launcher, *args, "--out", str(out)], out, signal.SIGTERM)
+    assert not (out / "summary.json").exists()
+    stopped = _steps_done(out)
+    assert 10 <= stopped < 40
+    import torch
+
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped
+    _launch([*launcher, "--resume", str(out)])
+    metrics, summary = read_run(out)
+    assert [m["step"] for m in metrics] == list(range(1, 41))
+    assert summary["param_checksum"] == reference["param_checksum"]
+    return code, stdout, stderr
+
+
 def test_sigterm_to_the_mpirun_script_checkpoints_and_resume_matches(tmp_path):
     """mpirun kills its ranks right after forwarding SIGTERM; launch/mpirun.sh hands it
     SIGUSR1 instead, which every rank stops on after its step. PowerSGD's per-rank error
@@ -208,42 +234,12 @@ def test_sigterm_to_the_mpirun_script_checkpoints_and_resume_matches(tmp_path):
     from tests.test_backends import _need
 
     _need("mpi4py", "mpirun")
+    script = ["bash", str(Path(__file__).resolve().parents[1] / "launch" / "mpirun.sh")]
     args = [*RUN, "--compression", "powersgd", "--powersgd-start-step", "3"]
-    script = [
-        "bash",
-        str(Path(__file__).resolve().parents[1] / "launch" / "mpirun.sh"),
-    ]
-    full = tmp_path / "full"
-    proc = subprocess.run(
-        [*script, *args, "--out", str(full)],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, reference = read_run(full)
-
-    out = tmp_path / "run"
-    code, stdout, stderr = _stop_midway([*script, *args, "--out", str(out)], out, signal.SIGTERM)
+    code, _, stderr = _stopped_then_resumed(script, args, tmp_path)
     assert code == 128 + signal.SIGUSR1, stderr[-3000:]
     assert "dist-sqz: stopped by SIGUSR1" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr
-    assert not (out / "summary.json").exists()
-    stopped = _steps_done(out)
-    assert 10 <= stopped < 40
-
-    proc = subprocess.run(
-        [*script, "--resume", str(out)],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics, summary = read_run(out)
-    assert [m["step"] for m in metrics] == list(range(1, 41))
-    assert summary["param_checksum"] == reference["param_checksum"]
 
 
 def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
@@ -251,41 +247,12 @@ def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
     from tests.test_backends import _need
 
     _need("horovod.torch", "horovodrun")
-    args = [*RUN, "--backend", "horovod", "--compression", "int8"]
     hvd = ["horovodrun", "-np", "2", "--gloo", "--gloo-timeout-seconds", "120"]
     hvd += [sys.executable, "-m", "dist_sqz", "train"]
-    full = tmp_path / "full"
-    proc = subprocess.run(
-        [*hvd, *args, "--out", str(full)],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, reference = read_run(full)
-
-    out = tmp_path / "run"
-    code, stdout, stderr = _stop_midway([*hvd, *args, "--out", str(out)], out, signal.SIGTERM)
+    args = [*RUN, "--backend", "horovod", "--compression", "int8"]
+    code, stdout, stderr = _stopped_then_resumed(hvd, args, tmp_path)
     assert code != 0
     assert "stopped by SIGTERM" in stdout + stderr, (stdout + stderr)[-3000:]
-    stopped = _steps_done(out)
-    assert 10 <= stopped < 40
-    import torch
-
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped
-
-    proc = subprocess.run(
-        [*hvd, "--resume", str(out)],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics, summary = read_run(out)
-    assert [m["step"] for m in metrics] == list(range(1, 41))
-    assert summary["param_checksum"] == reference["param_checksum"]
 
 
 @pytest.mark.parametrize("compression", ["fp16", "bf16", "int8", "dgc", "powersgd"])
