@@ -129,18 +129,9 @@ class SqueezeNetFamily(nn.Module):
         return torch.flatten(self.classifier(self.features(x)), 1)
 
 
-# Metaparameters can be set in the model's name: `sqz_family:squeeze_ratio=0.25,pct3x3=0.75`.
-@MODELS.register("sqz_family")
-def sqz_family(
-    num_classes: int = 1000,
-    base_e: int = 128,
-    incr_e: int = 128,
-    freq: int = 2,
-    squeeze_ratio: float = 0.125,
-    pct3x3: float = 0.5,
-    bypass: str = "none",
-) -> nn.Module:
-    return SqueezeNetFamily(num_classes, base_e, incr_e, freq, squeeze_ratio, pct3x3, bypass)
+# The class is its own builder; metaparameters can be set in the model's name:
+# `sqz_family:squeeze_ratio=0.25,pct3x3=0.75`.
+MODELS.register("sqz_family")(SqueezeNetFamily)
 
 
 @MODELS.register("sqz_simple_bypass")
