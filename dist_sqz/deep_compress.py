@@ -96,6 +96,12 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tens
     return centroids.float(), idx
 
 
+def held_out_accuracy(model: nn.Module, cfg: TrainConfig, held: Any) -> float:
+    """`model`'s accuracy on the held-out split `held` of `cfg`'s data, in one process."""
+    batches = held_out_batches(cfg, held, 0, 1, 0)
+    return evaluate(model, batches, torch.device("cpu"), lambda x: [x])["accuracy"]
+
+
 class RunData:
     """A finished run's model, recipe and data: what every stage trains and evaluates on."""
 
@@ -115,8 +121,7 @@ class RunData:
         self.step = int(ckpt["step"])
 
     def accuracy(self, model: nn.Module) -> float:
-        batches = held_out_batches(self.cfg, self.held_set, 0, 1, 0)
-        return evaluate(model, batches, torch.device("cpu"), lambda x: [x])["accuracy"]
+        return held_out_accuracy(model, self.cfg, self.held_set)
 
     def batches(self, steps: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = TrainConfig.build(
@@ -338,6 +343,7 @@ def sparse_bytes(masks: dict[str, torch.Tensor], value_bits: float, rest_params:
 
 
 def compress(
+    run: RunData,
     run_dir: Path,
     out: Path,
     keep: float,
@@ -349,7 +355,6 @@ def compress(
     rounds: int = 3,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> dict[str, Any]:
-    run = RunData(run_dir)
     model = run.model
     lr = lr if lr is not None else run.cfg.lr
     params = count_params(model)

@@ -64,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} is not empty; choose another --out")
     from dist_sqz.deep_compress import RunData, compress, format_table
 
-    RunData(run_dir)  # a missing or foreign run fails here, before anything is written
+    run = RunData(run_dir)  # a missing or foreign run fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     try:
         result = compress(
+            run,
             run_dir,
             out,
             args.keep,
@@ -95,9 +96,8 @@ def _decode(args: argparse.Namespace) -> int:
     import torch
 
     from dist_sqz.config import TrainConfig
-    from dist_sqz.data import datasets_for, held_out_batches
-    from dist_sqz.deep_compress import decode
-    from dist_sqz.evaluate import evaluate
+    from dist_sqz.data import datasets_for
+    from dist_sqz.deep_compress import decode, held_out_accuracy
     from dist_sqz.models import build_model
 
     path = Path(args.decode)
@@ -112,10 +112,8 @@ def _decode(args: argparse.Namespace) -> int:
     _, held = datasets_for(cfg.data, cfg.image_size)
     line = f"dist-sqz deep-compress: {path} ({path.stat().st_size:,} bytes) -> {header['model']}"
     if held is not None:
-        acc = evaluate(
-            model, held_out_batches(cfg, held, 0, 1, 0), torch.device("cpu"), lambda x: [x]
-        )
-        line += f", held-out accuracy {acc['accuracy']:.4f} on {header['data']}"
+        acc = held_out_accuracy(model, cfg, held)
+        line += f", held-out accuracy {acc:.4f} on {header['data']}"
     if args.save:
         torch.save(state, args.save)
         line += f"; state_dict written to {args.save}"
