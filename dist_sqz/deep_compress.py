@@ -252,8 +252,8 @@ def write_file(
     idx = np.concatenate([shared[n].idx.numpy() for n in names])
     layer_gaps = [gap_symbols(shared[n].positions) for n in names]
     gaps = np.concatenate(layer_gaps)
-    idx_len = huffman.code_lengths(huffman.counts_of(idx))
-    gap_len = huffman.code_lengths(huffman.counts_of(gaps))
+    idx_counts, gap_counts = huffman.counts_of(idx), huffman.counts_of(gaps)
+    idx_len, gap_len = huffman.code_lengths(idx_counts), huffman.code_lengths(gap_counts)
     idx_stream = huffman.encode(idx, idx_len)
     gap_stream = huffman.encode(gaps, gap_len)
     rest = {n: p.detach() for n, p in model.state_dict().items() if n not in shared}
@@ -284,8 +284,8 @@ def write_file(
         "fp32_rest": fp32.nbytes,
         "index_stream": len(idx_stream),
         "gap_stream": len(gap_stream),
-        "index_bits": huffman.total_bits(idx, idx_len),
-        "gap_bits": huffman.total_bits(gaps, gap_len),
+        "index_bits": huffman.total_bits(idx_counts, idx_len),
+        "gap_bits": huffman.total_bits(gap_counts, gap_len),
         "file": path.stat().st_size,
     }
 

@@ -10,7 +10,6 @@ next 16 bits in a 65,536-entry table.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -122,7 +121,7 @@ def decode(data: bytes, lengths: dict[int, int], count: int) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
-def total_bits(symbols: Iterable[int] | np.ndarray, lengths: dict[int, int]) -> int:
-    """Sum of the code lengths of `symbols`: the size of their Huffman bitstream in bits."""
-    counts = counts_of(np.asarray(symbols))
+def total_bits(counts: dict[int, int], lengths: dict[int, int]) -> int:
+    """Sum of the code lengths of symbols occurring `counts` times: the size of their
+    Huffman bitstream in bits."""
     return sum(lengths[s] * c for s, c in counts.items())
