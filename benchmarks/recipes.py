@@ -90,6 +90,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--fresh", action="store_true", help="drop results already written")
+    ap.add_argument(
+        "--keep-runs",
+        default="",
+        metavar="DIR",
+        help="keep each run's directory under DIR (e.g. for dist-sqz deep-compress)",
+    )
     args = ap.parse_args()
     plan = [
         (m, int(n), int(s))
@@ -108,8 +114,9 @@ def main() -> None:
     ]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dsqz-recipes-") as tmp:
+        work = Path(args.keep_runs or tmp)
         for k, (model, n, seed) in enumerate(plan):
-            row = one_run(model, n, seed, args.target, Path(tmp))
+            row = one_run(model, n, seed, args.target, work)
             rows.append(row)
             write(rows, args.target)
             spent = time.perf_counter() - t0

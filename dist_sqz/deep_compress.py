@@ -6,9 +6,13 @@ The pipeline, on the run's final weights (`checkpoints/last.pt`):
    Per layer by default (`scope layer`): every layer keeps exactly that fraction, as the
    SqueezeNet paper states it ("33% of weights kept"), and thin layers (SqueezeNet's 1x1
    squeeze convs) cannot be pruned away by a global threshold set by the large ones;
-   `scope global` ranks all weights together instead. Biases stay fp32.
-2. **Fine-tune with the mask fixed**: `prune_steps` SGD steps on the run's own data and
-   recipe (augmentation, label smoothing), pruned weights and their gradients held at 0.
+   `scope global` ranks all weights together instead. Biases stay fp32. (On digits with
+   the 1000-way head, a global threshold prunes the 990 unused class rows first: it kept
+   0.1% of squeezenet1_1's classifier and 48-91% of each feature layer, and lost no
+   accuracy; per layer is the paper's setting and the harder one.)
+2. **Fine-tune with the mask fixed**: `prune_steps` SGD steps (default: the run's step
+   budget) on the run's own data and recipe (augmentation, label smoothing), pruned
+   weights and their gradients held at 0.
 3. **Share weights** per layer and per bit width B: k-means (2^B centroids, linear
    initialisation between the layer's min and max kept weight, as the paper found best) over
    the kept weights, then `share_steps` steps fine-tuning the centroids: each centroid moves
@@ -349,7 +353,7 @@ def compress(
     keep: float,
     scope: str,
     bits_list: list[int],
-    prune_steps: int,
+    prune_steps: int | None,
     share_steps: int,
     lr: float | None,
     rounds: int = 3,
@@ -357,6 +361,9 @@ def compress(
 ) -> dict[str, Any]:
     model = run.model
     lr = lr if lr is not None else run.cfg.lr
+    # Retraining for the run's step budget: with 300 steps in all (a fifth of its 1500),
+    # squeezenet1_1 pruned per layer to 33% lost 2.7 points; with 1500, none at 8 bits.
+    prune_steps = run.cfg.steps if prune_steps is None else prune_steps
     params = count_params(model)
     names = prunable(model)
     rest_params = params - sum(model.get_parameter(n).numel() for n in names)

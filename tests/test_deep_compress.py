@@ -74,8 +74,6 @@ def test_deep_compress_round_trip_on_a_trained_run(tmp_path):
         str(run),
         "--bits",
         "4",
-        "--prune-steps",
-        "2",
         "--share-steps",
         "2",
         "--out",
@@ -85,6 +83,7 @@ def test_deep_compress_round_trip_on_a_trained_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "deep_compress.json").read_text())
     assert abs(result["kept_fraction"] - 0.33) < 0.001
+    assert result["prune_steps"] == 6  # by default the run's own step budget
     huff = result["stages"][-1]
     assert huff["decoded_equal"] is True  # decoded weights == the shared-weight model's
     parts = huff["parts"]
@@ -107,6 +106,7 @@ def test_deep_compress_round_trip_on_a_trained_run(tmp_path):
         (["/no/such/run"], "no checkpoint"),
         (["RUN", "--keep", "0"], "--keep must be in (0, 1]"),
         (["RUN", "--bits", "20"], "--bits takes widths from 1 to 16"),
+        (["RUN", "--prune-steps", "-1"], "--prune-steps and --share-steps must be >= 0"),
         (["--decode", "/no/such.dsqz"], "no file"),
         ([], "needs RUN_DIR"),
     ],

@@ -30,8 +30,16 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="prune each layer to --keep (default), or one threshold for all layers",
     )
     p.add_argument("--bits", default="8,6", help="weight-sharing bit widths (default 8,6)")
-    p.add_argument("--prune-steps", type=int, default=300, help="fine-tune steps after pruning")
-    p.add_argument("--share-steps", type=int, default=100, help="centroid fine-tune steps")
+    p.add_argument(
+        "--prune-steps",
+        type=int,
+        default=None,
+        help="fine-tune steps with the masks fixed, over all rounds (default: the run's step "
+        "budget; 300 in all lost 2.7 points on squeezenet1_1, 1500 none)",
+    )
+    p.add_argument(
+        "--share-steps", type=int, default=200, help="centroid fine-tune steps (default 200)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="prune-retrain rounds (default 3)")
     p.add_argument(
         "--lr", type=float, default=None, help="fine-tune lr, cosine to 0 (default: the run's)"
@@ -54,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
     bits = parse_counts(args.bits, "--bits")
     if max(bits) > 16:
         raise UsageError(f"--bits takes widths from 1 to 16; got {args.bits}")
-    if args.prune_steps < 0 or args.share_steps < 0 or (args.lr is not None and args.lr <= 0):
+    if (
+        (args.prune_steps or 0) < 0
+        or args.share_steps < 0
+        or (args.lr is not None and args.lr <= 0)
+    ):
         raise UsageError("--prune-steps and --share-steps must be >= 0 and --lr > 0")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be >= 1; got {args.rounds}")
