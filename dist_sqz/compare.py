@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -212,6 +213,9 @@ class Comparison:
         self.out.mkdir(parents=True, exist_ok=True)
         keep = self.cfg.model_dump(exclude_unset=True) | {"out": str(self.out), "resume": ""}
         (self.out / CONFIG_FILE).write_text(yaml.safe_dump(keep, sort_keys=False))
+        self.measure()
+
+    def measure(self) -> None:
         if self.mode.kind == "local" and not (self.out / "profile.json").exists():
             shapes = {
                 m: (
@@ -299,6 +303,53 @@ class Comparison:
         return result
 
 
+def estimate(comp: Comparison, todo: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Each run's expected wall time here: the cost model's step time on this comparison's
+    compute (measured or profiled) and link, times D, times its step budget (an upper
+    bound with a target, which stops a run early; evaluations come on top)."""
+    from dist_sqz.profiles import load_profile
+    from dist_sqz.simulate import Network, simulate
+
+    if comp.mode.kind == "real":
+        return []
+    local = comp.mode.kind == "local"
+    prof = load_profile(str(comp.out / "profile.json") if local else comp.mode.profile)
+    net = Network(bandwidth_Bps=parse_rate(comp.cfg.link) / 8)
+    rows = []
+    for model, n in todo:
+        cfg = comp.configs[model, n]
+        batch = comp.mode.batch_size or cfg.batch_size
+        step_s = simulate([model], [n], net, prof, batch, comp.mode.precision)[0]["step_time_s"]
+        d = comp.mode.dilation_for(n)
+        rows.append(
+            {
+                "model": model,
+                "world_size": n,
+                "dilation": d,
+                "step_s": step_s,
+                "steps": cfg.steps,
+                "wall_s": step_s * d * cfg.steps,
+            }
+        )
+    return rows
+
+
+def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
+    bound = "at most " if target else ""
+    lines = [
+        f"    {r['model']} x {r['world_size']}: {r['step_s']:.3f} s/step emulated x D="
+        f"{r['dilation']:g} x {bound}{r['steps']} steps = {bound}{_hours(r['wall_s'])}"
+        for r in rows
+    ]
+    total = sum(r["wall_s"] for r in rows)
+    lines.append(f"    in all: {bound}{_hours(total)} of wall time here (evaluations extra)")
+    return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
 def _last_error(logs: Path) -> str:
     """One line saying why a run failed, from its logs: the run's own error line, else the
     signal or exit code torchrun reports for the worker, else the last exception line."""
@@ -375,16 +426,26 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         from dist_sqz.wandb_sink import import_wandb
 
         import_wandb()
-    if not resume and out.exists() and any(out.iterdir()):
+    if not resume and not cfg.estimate and out.exists() and any(out.iterdir()):
         raise UsageError(
             f"{out} already holds a comparison; choose another --out or --resume {out}"
         )
     comp = Comparison(cfg, out, resume)
     if comp.note:
         print(f"dist-sqz compare: note: {comp.note}", flush=True)
+    todo = [(m, n) for m, n in comp.plan if not comp.done(m, n)]
+    if cfg.estimate:  # measure into a scratch folder: an estimate writes nothing
+        with tempfile.TemporaryDirectory(prefix="dsqz-estimate-") as scratch:
+            comp.out = Path(scratch)
+            comp.measure()
+            rows = estimate(comp, todo)
+        return {"estimate": rows}
     comp.prepare()
     print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
-    todo = [(m, n) for m, n in comp.plan if not comp.done(m, n)]
+    plan = estimate(comp, todo)
+    if plan:
+        print("dist-sqz compare: expected wall time per run (cost model x D x step budget):")
+        print(format_estimate(plan, cfg.target_accuracy is not None), flush=True)
     if resume:
         print(
             f"dist-sqz compare: resuming {out}: {len(comp.plan) - len(todo)} of "

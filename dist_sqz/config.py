@@ -281,6 +281,11 @@ class CompareConfig(Config):
     recipes: str = _f("", "a folder of <data>_<model>.yaml recipes ('' = the shipped ones)")
     out: str = _f("", "output folder (default runs/compare-<time>)")
     resume: str = _f("", "continue the comparison in this folder: finished rows are kept")
+    estimate: bool = _f(
+        False,
+        "print each run's estimated wall time here (the cost model on the measured compute "
+        "x D x its step budget) and stop; writes nothing",
+    )
     compute: Literal["local", "real"] = _f(
         "local",
         "local: pad each worker's compute to one core's measured times, time-dilated, so "
@@ -314,6 +319,10 @@ class CompareConfig(Config):
             raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
         if self.compute_profile and "compute" in self.model_fields_set and self.compute == "real":
             raise UsageError("--compute real and --compute-profile exclude each other")
+        if self.estimate and self.compute == "real" and not self.compute_profile:
+            raise UsageError(
+                "--estimate needs emulated compute; with --compute real nothing is modelled"
+            )
         if self.target_accuracy is None:
             if self.data != "synthetic":
                 raise UsageError(

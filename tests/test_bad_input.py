@@ -214,6 +214,7 @@ def test_bad_cluster_bench(tmp_path, cli, args, words):
         ),
         (["compare", "--compute", "real", "--compute-profile", "h100"], ["exclude each other"]),
         (["compare", "--compute", "gpu"], ["invalid choice"]),
+        (["compare", "--compute", "real", "--estimate"], ["--estimate needs emulated compute"]),
         (["compare", "--resume", "no-such-compare"], ["holds no comparison to resume"]),
         (["compare", "--resume", "x", "--steps", "3"], ["drop --steps"]),
         (["simulate", "--latency", "1.2.3us"], ["duration '1.2.3us'"]),

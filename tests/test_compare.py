@@ -174,3 +174,20 @@ def test_claim_lines_at_equal_accuracy():
     assert "**0.95 on 4 host(s):** alexnet did not reach it." in text
     assert "*Projection, not measured:*" in text and "1.0 s vs 4.0 s" in text
     assert "squeezenet1_0" not in text  # its only row failed
+
+
+def test_estimate_prints_each_run_and_writes_nothing(tmp_path):
+    """--estimate: the cost model on this machine's measured compute x D x each run's steps
+    (D = 1.5 x max(1, N / cores)), per run and in all; no output folder."""
+    out = tmp_path / "cmp"
+    proc = dist_sqz(
+        *["compare", "--models", "squeezenet1_1", "--workers", "1,2", "--steps", "5"],
+        *["--warmup-steps", "1", "--image-size", "32", "--batch-size", "2"],
+        *["--estimate", "--out", str(out)],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "measured squeezenet1_1 at batch 2, 32px on one core" in proc.stdout
+    runs = [x for x in proc.stdout.splitlines() if x.strip().startswith("squeezenet1_1 x")]
+    assert len(runs) == 2 and all("x 5 steps" in x for x in runs), proc.stdout
+    assert "in all:" in proc.stdout
+    assert not out.exists()
