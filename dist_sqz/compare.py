@@ -438,14 +438,16 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         with tempfile.TemporaryDirectory(prefix="dsqz-estimate-") as scratch:
             comp.out = Path(scratch)
             comp.measure()
-            rows = estimate(comp, todo)
-        return {"estimate": rows}
-    comp.prepare()
-    print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
-    plan = estimate(comp, todo)
+            plan = estimate(comp, todo)
+    else:
+        comp.prepare()
+        print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
+        plan = estimate(comp, todo)
     if plan:
-        print("dist-sqz compare: expected wall time per run (cost model x D x step budget):")
+        print("dist-sqz compare: expected wall time per run here (cost model x D x step budget):")
         print(format_estimate(plan, cfg.target_accuracy is not None), flush=True)
+    if cfg.estimate:
+        return {"estimate": plan}
     if resume:
         print(
             f"dist-sqz compare: resuming {out}: {len(comp.plan) - len(todo)} of "

@@ -362,7 +362,7 @@ def compress(
     model = run.model
     lr = lr if lr is not None else run.cfg.lr
     # Retraining for the run's step budget: with 300 steps in all (a fifth of its 1500),
-    # squeezenet1_1 pruned per layer to 33% lost 2.7 points; with 1500, none at 8 bits.
+    # squeezenet1_1 pruned per layer to 33% lost 2.7 points; with 1500, none (8 and 6 bits).
     prune_steps = run.cfg.steps if prune_steps is None else prune_steps
     params = count_params(model)
     names = prunable(model)

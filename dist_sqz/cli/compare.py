@@ -51,10 +51,6 @@ def run(args: argparse.Namespace) -> int:
         out = Path(cfg.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     result = compare(cfg, out, resume=resuming)
     if cfg.estimate:
-        from dist_sqz.compare import format_estimate
-
-        print("dist-sqz compare: expected wall time per run here (cost model x D x step budget):")
-        print(format_estimate(result["estimate"], cfg.target_accuracy is not None))
         return 0
     print((out / "report.md").read_text())
     print(
