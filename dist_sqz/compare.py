@@ -213,10 +213,11 @@ class Comparison:
         self.out.mkdir(parents=True, exist_ok=True)
         keep = self.cfg.model_dump(exclude_unset=True) | {"out": str(self.out), "resume": ""}
         (self.out / CONFIG_FILE).write_text(yaml.safe_dump(keep, sort_keys=False))
-        self.measure()
+        self.measure(self.out / "profile.json")
 
-    def measure(self) -> None:
-        if self.mode.kind == "local" and not (self.out / "profile.json").exists():
+    def measure(self, path: Path) -> None:
+        """In local mode, profile each model at its runs' shape into `path` (if not there)."""
+        if self.mode.kind == "local" and not path.exists():
             shapes = {
                 m: (
                     self.configs[m, self.plan[0][1]].batch_size,
@@ -224,7 +225,7 @@ class Comparison:
                 )
                 for m in self.cfg.models
             }
-            measure_local(shapes, self.out / "profile.json")
+            measure_local(shapes, path)
 
     def run_row(self, model: str, n: int, d: float) -> dict[str, Any]:
         """Run (or continue) one row at dilation d; its row, or its error."""
@@ -303,17 +304,16 @@ class Comparison:
         return result
 
 
-def estimate(comp: Comparison, todo: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Each run's expected wall time here: the cost model's step time on this comparison's
-    compute (measured or profiled) and link, times D, times its step budget (an upper
-    bound with a target, which stops a run early; evaluations come on top)."""
+def estimate(comp: Comparison, todo: list[tuple[str, int]], profile: str) -> list[dict[str, Any]]:
+    """Each run's expected wall time here: the cost model's step time on `profile` (the
+    comparison's measured or named compute) and link, times D, times its step budget (an
+    upper bound with a target, which stops a run early; evaluations come on top)."""
     from dist_sqz.profiles import load_profile
     from dist_sqz.simulate import Network, simulate
 
     if comp.mode.kind == "real":
         return []
-    local = comp.mode.kind == "local"
-    prof = load_profile(str(comp.out / "profile.json") if local else comp.mode.profile)
+    prof = load_profile(profile)
     net = Network(bandwidth_Bps=parse_rate(comp.cfg.link) / 8)
     rows = []
     for model, n in todo:
@@ -436,14 +436,16 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
     todo = [(m, n) for m, n in comp.plan if not comp.done(m, n)]
     if cfg.estimate:  # measure into a scratch folder: an estimate writes nothing
         with tempfile.TemporaryDirectory(prefix="dsqz-estimate-") as scratch:
-            comp.out = Path(scratch)
-            comp.measure()
-            plan = estimate(comp, todo)
+            profile = Path(scratch) / "profile.json"
+            comp.measure(profile)
+            plan = estimate(
+                comp, todo, str(profile) if comp.mode.kind == "local" else comp.mode.profile
+            )
     else:
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
         try:
-            plan = estimate(comp, todo)
+            plan = estimate(comp, todo, comp.mode.profile)
         except UsageError:  # a model the cost model cannot take: the runs need no estimate
             plan = []
     if plan:
