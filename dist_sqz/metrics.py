@@ -95,6 +95,7 @@ class ProgressSink:
             f"step {step}/{self.total}  {r['images_per_s']:.1f} img/s  "
             f"{_fmt_bytes(r['payload_bytes'])}/step payload  "
             f"{_fmt_bytes(r['sent_bytes'])} sent  loss {r['loss']:.4f}  lr {r['lr']:.3g}"
+            + (f"  grad norm {r['grad_norm']:.3g}" if r.get("grad_norm") is not None else "")
             + (f"  accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else "")
             + (f"  ETA {_fmt_duration(eta)}" if eta is not None and left else "")
             + ("  (warm-up)" if r.get("warmup") else "")

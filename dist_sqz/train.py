@@ -231,12 +231,14 @@ class Trainer:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         return loss
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self) -> torch.Tensor | None:
+        """The step; the gradients' norm before clipping when `grad_clip_norm` is set."""
         if self.emu:
             self.emu.start_optimizer()
-        self.backend.step(self.optimizer, self.scaler)
+        norm = self.backend.step(self.optimizer, self.scaler)
         if self.emu:
             self.emu.end_optimizer()
+        return norm
 
     def _probe_compute(self, x: torch.Tensor, y: torch.Tensor, step: int, steps: int) -> float:
         """Median forward+backward time with communication off (a no-op comm hook)."""
@@ -327,7 +329,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss = self._forward_backward(x, y)
                 t1 = time.perf_counter()
-                self._optimizer_step()
+                grad_norm = self._optimizer_step()
                 loss_value = loss.item()
                 t2 = time.perf_counter()
                 comm = self.backend.ledger.take_step()
@@ -338,6 +340,8 @@ class Trainer:
                 done = self.last_step = step + 1
                 record = self._record(done, loss_value, lr, t2 - t0, t2 - t1, comm, wire)
                 record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)  # before clipping
                 reached = self._maybe_evaluate(record)
                 for sink in self.sinks:
                     sink.write(record)

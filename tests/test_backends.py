@@ -58,7 +58,8 @@ ARGS = [*TINY, "--steps", "3"]
 
 def test_three_launchers_agree(tmp_path):
     """Also with gradient clipping (after averaging: on DDP once backward returns, in the
-    bucketed exchange's step on MPI, around Horovod's synchronize)."""
+    bucketed exchange's step on MPI, around Horovod's synchronize); every launcher records
+    the same norm before clipping, and an unclipped run records none."""
     clip = [*ARGS, "--grad-clip-norm", "0.05"]
     train_torchrun(2, tmp_path / "ddp", *clip)
     mpirun(2, tmp_path / "mpi", *clip)
@@ -74,6 +75,11 @@ def test_three_launchers_agree(tmp_path):
         assert summary["exposed_comm_s"] is not None, name
         assert all(m["comm_time_s"] > 0 for m in metrics), name
     assert runs["mpi"][1]["launcher"] == "openmpi" and runs["hvd"][1]["launcher"] == "horovodrun"
+    norms = {k: [m["grad_norm"] for m in metrics] for k, (metrics, _) in runs.items()}
+    assert all(n > 0.05 for n in norms["ddp"])  # so the clip scaled every step
+    for name in ("mpi", "hvd"):
+        assert norms[name] == pytest.approx(norms["ddp"], rel=1e-3), name
+    assert not any("grad_norm" in m for m in read_run(tmp_path / "unclipped")[0])
     ddp = _params(tmp_path / "ddp")
     assert _max_rel_diff(_params(tmp_path / "mpi"), ddp) <= 1e-4
     assert _max_rel_diff(_params(tmp_path / "hvd"), ddp) <= 1e-4

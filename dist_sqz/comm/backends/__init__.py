@@ -27,12 +27,14 @@ T = TypeVar("T")
 BACKENDS = Registry("backend")
 
 
-def clip_gradients(optimizer: Any, max_norm: float | None) -> None:
-    """Scale all gradients so their global L2 norm is at most `max_norm` (None: leave them).
-    On averaged gradients every rank computes the same norm, so replicas stay equal."""
-    if max_norm:
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
+def clip_gradients(optimizer: Any, max_norm: float | None) -> torch.Tensor | None:
+    """Scale all gradients so their global L2 norm is at most `max_norm` (None: leave them);
+    the norm before clipping (a 0-dim tensor), or None when not clipping. On averaged
+    gradients every rank computes the same norm, so replicas stay equal."""
+    if not max_norm:
+        return None
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 class Backend:
@@ -74,20 +76,22 @@ class Backend:
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
 
-    def step(self, optimizer: torch.optim.Optimizer, scaler: Any = None) -> None:
-        """Apply the step to averaged gradients, clipped to `grad_clip_norm` if set. (DDP's
-        gradients are averaged once backward returns; bucketed backends average in
+    def step(self, optimizer: torch.optim.Optimizer, scaler: Any = None) -> torch.Tensor | None:
+        """Apply the step to averaged gradients, clipped to `grad_clip_norm` if set; the
+        averaged gradients' norm before clipping when clipping, else None. (DDP's gradients
+        are averaged once backward returns; bucketed backends average in
         `SyncOptimizer.step`, which clips after averaging.) With fp16's gradient `scaler`
         the gradients are unscaled first and a step whose gradients overflowed is skipped:
         they are averaged, so every rank skips the same steps."""
         if scaler is None:
-            clip_gradients(optimizer, self.cfg.grad_clip_norm)
+            norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
             optimizer.step()
-            return
+            return norm
         scaler.unscale_(optimizer)
-        clip_gradients(optimizer, self.cfg.grad_clip_norm)
+        norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
         scaler.step(optimizer)
         scaler.update()
+        return norm
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         raise NotImplementedError

@@ -110,7 +110,8 @@ class BucketedExchange:
 
 
 class SyncOptimizer:
-    """An optimizer whose `step()` first completes the gradient exchange, then clips."""
+    """An optimizer whose `step()` first completes the gradient exchange, then clips;
+    `grad_norm` is the last step's norm before clipping (None when not clipping)."""
 
     def __init__(
         self,
@@ -121,10 +122,11 @@ class SyncOptimizer:
         self.optimizer = optimizer
         self.exchange = exchange
         self.clip_norm = clip_norm
+        self.grad_norm: torch.Tensor | None = None
 
     def step(self, closure=None):
         self.exchange.synchronize()
-        clip_gradients(self.optimizer, self.clip_norm)
+        self.grad_norm = clip_gradients(self.optimizer, self.clip_norm)
         return self.optimizer.step(closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:

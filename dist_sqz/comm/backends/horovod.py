@@ -188,14 +188,18 @@ class HorovodBackend(Backend):
             self.hvd_opt._handles.clear()
         self.hvd_opt.zero_grad()  # Horovod's takes no set_to_none; it sets None anyway
 
-    def step(self, optimizer, scaler=None) -> None:  # no fp16 scaler here (config)
-        if self.hvd_opt is None or not self.cfg.grad_clip_norm:
-            optimizer.step()  # SyncOptimizer exchanges and clips; Horovod's synchronizes
-            return
+    def step(self, optimizer, scaler=None) -> torch.Tensor | None:  # no fp16 scaler (config)
+        if self.hvd_opt is None:
+            optimizer.step()  # SyncOptimizer: exchange, clip, step
+            return optimizer.grad_norm
+        if not self.cfg.grad_clip_norm:
+            optimizer.step()  # Horovod's: synchronize, step
+            return None
         optimizer.synchronize()
-        clip_gradients(optimizer, self.cfg.grad_clip_norm)
+        norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
         with optimizer.skip_synchronize():
             optimizer.step()
+        return norm
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return self.hvd.allgather_object(obj)

@@ -121,8 +121,9 @@ class MPIBackend(Backend):
             self.exchange.enabled = True
             self.exchange.reset()
 
-    def step(self, optimizer, scaler=None) -> None:  # no fp16 scaler here (config)
+    def step(self, optimizer, scaler=None) -> torch.Tensor | None:  # no fp16 scaler (config)
         optimizer.step()  # SyncOptimizer: exchange, clip, step
+        return optimizer.grad_norm
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return self.comm.allgather(obj)
