@@ -59,7 +59,7 @@ def write(rows: list[dict], target: float) -> None:
         "`torchrun --nproc-per-node N -m dist_sqz train --config configs/digits_<model>.yaml "
         f"--seed S --target-accuracy {target}`; 64 px, per-worker batch 32; lr as each recipe "
         "says (squeezenets: 0.003 x sqrt(N); alexnet: 0.03 at any N, gradients clipped to "
-        "global norm 1). steps_to_accuracy is "
+        "global norm 3). steps_to_accuracy is "
         "the first evaluation (every 100 steps, or as the recipe says) at or above the target;"
         " held-out: 297 images, so 0.95 takes 283 right.",
         "",
