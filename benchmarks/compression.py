@@ -17,7 +17,10 @@ powersgd4 (plain all-reduce during the lr warm-up, then rank 2 or 4). Results ar
 after every run, and a rerun skips the runs already in them (`--fresh` starts over).
 
     python benchmarks/compression.py [--models squeezenet1_1,alexnet] [--seeds 0,1,2]
-        [--variants none,topk,dgc,powersgd2,powersgd4] [--density 0.001]
+        [--variants none,topk,dgc,powersgd2,powersgd4] [--density 0.001] [--report]
+
+Also writes the median accuracy curves (a table at five points of the budget, and
+compression_curves.png); `--report` rewrites the tables and plot from compression.json alone.
 """
 
 from __future__ import annotations
@@ -155,7 +158,71 @@ def write(rows: list[dict], density: float) -> None:
             f"| {t['model']} | {t['variant']} | {ratio} | {acc} | {vs} | {thr} | "
             f"{t['reached']}/{t['runs']}{failed} | {steps} |"
         )
+    lines += curve_table(rows)
+    if plot_curves(rows, table, RESULTS / "compression_curves.png"):
+        lines += ["", "![accuracy against step](compression_curves.png)"]
     (RESULTS / "compression.md").write_text("\n".join(lines) + "\n")
+
+
+def median_curves(rows: list[dict], model: str) -> dict[str, dict[int, list[float]]]:
+    """Per variant of `model`: evaluation step -> held-out accuracy of each seed there."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r["model"] == model and "curve" in r:
+            per_step = out.setdefault(r["variant"], {})
+            for step, acc in r["curve"]:
+                per_step.setdefault(int(step), []).append(acc)
+    return out
+
+
+def curve_table(rows: list[dict]) -> list[str]:
+    """Median held-out accuracy over seeds at five evaluations spread over the budget."""
+    lines = ["", "## Accuracy curves", "", "Median held-out accuracy over seeds at the step."]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        curves = median_curves(rows, model)
+        steps = sorted({s for c in curves.values() for s in c})
+        if not steps:
+            continue
+        cols = sorted({steps[len(steps) * k // 5 - 1] for k in range(1, 6)})
+        lines += ["", f"| {model} | " + " | ".join(f"step {s}" for s in cols) + " |"]
+        lines.append("|---|" + "---:|" * len(cols))
+        for variant, c in curves.items():
+            cells = [f"{statistics.median(c[s]):.3f}" if s in c else "–" for s in cols]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_curves(rows: list[dict], table: list[dict], path: Path) -> bool:
+    """One panel per model: median accuracy against step per variant, the seeds' range shaded,
+    the threshold dashed. False (and no file) without matplotlib or curves."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    models = [m for m in dict.fromkeys(r["model"] for r in rows) if median_curves(rows, m)]
+    if not models:
+        return False
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for variant, c in median_curves(rows, model).items():
+            steps = sorted(c)
+            line = ax.plot(steps, [statistics.median(c[s]) for s in steps], label=variant)[0]
+            lo, hi = [min(c[s]) for s in steps], [max(c[s]) for s in steps]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
+        thr = next((t["threshold"] for t in table if t["model"] == model), None)
+        if thr is not None:
+            ax.axhline(thr, color="grey", linestyle="--", linewidth=1, label="threshold")
+        ax.set(title=f"{model}, 2 workers", xlabel="step", ylabel="held-out accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def main() -> None:
@@ -165,7 +232,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--density", type=float, default=0.001, help="topk/dgc: fraction sent")
     ap.add_argument("--fresh", action="store_true", help="ignore results already written")
+    ap.add_argument(
+        "--report", action="store_true", help="only rewrite the tables and plot from the json"
+    )
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads((RESULTS / "compression.json").read_text())
+        write(saved["rows"], saved["density"])
+        print((RESULTS / "compression.md").read_text())
+        return
     done: list[dict] = []
     saved = RESULTS / "compression.json"
     if not args.fresh and saved.exists():
