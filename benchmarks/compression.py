@@ -202,12 +202,13 @@ def plot_curves(rows: list[dict], table: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    models = [m for m in dict.fromkeys(r["model"] for r in rows) if median_curves(rows, m)]
-    if not models:
+    curves = {m: median_curves(rows, m) for m in dict.fromkeys(r["model"] for r in rows)}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
         return False
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for variant, c in median_curves(rows, model).items():
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+    for ax, (model, per_variant) in zip(axes[0], curves.items(), strict=True):
+        for variant, c in per_variant.items():
             steps = sorted(c)
             line = ax.plot(steps, [statistics.median(c[s]) for s in steps], label=variant)[0]
             lo, hi = [min(c[s]) for s in steps], [max(c[s]) for s in steps]
