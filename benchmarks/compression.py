@@ -194,18 +194,16 @@ def curve_table(rows: list[dict]) -> list[str]:
 
 def plot_curves(rows: list[dict], table: list[dict], path: Path) -> bool:
     """One panel per model: median accuracy against step per variant, the seeds' range shaded,
-    the threshold dashed. False (and no file) without matplotlib or curves."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    the threshold dashed. False (and no file) when no run has a curve."""
     curves = {m: median_curves(rows, m) for m in dict.fromkeys(r["model"] for r in rows)}
     curves = {m: c for m, c in curves.items() if c}
     if not curves:
         return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
     for ax, (model, per_variant) in zip(axes[0], curves.items(), strict=True):
         for variant, c in per_variant.items():
