@@ -14,10 +14,14 @@ warm-up): topk and dgc at >= 250x, powersgd at rank 2 and 4, all within 1 point.
 Variants: none; topk (error feedback) and dgc (momentum correction, density
 warm-up over the first 4.4% of steps, as 4 of 90 epochs) at `--density`; powersgd2 and
 powersgd4 (plain all-reduce during the lr warm-up, then rank 2 or 4). Results are rewritten
-after every run, and a rerun skips the runs already in them (`--fresh` starts over).
+after every run, and a rerun skips the runs already in them (`--fresh` starts over). Run
+directories live under `--work` (default runs/compression, kept): a run stopped part-way (a
+session's end; its checkpoint is written every 10 minutes and on SIGTERM) goes on from its
+last checkpoint when the benchmark is run again.
 
     python benchmarks/compression.py [--models squeezenet1_1,alexnet] [--seeds 0,1,2]
-        [--variants none,topk,dgc,powersgd2,powersgd4] [--density 0.001] [--report]
+        [--variants none,topk,dgc,powersgd2,powersgd4] [--density 0.001] [--work DIR]
+        [--report]
 
 Also writes the median accuracy curves (a table at five points of the budget, and
 compression_curves.png); `--report` rewrites the tables and plot from compression.json alone.
@@ -27,10 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,19 +66,46 @@ def variant_flags(variant: str, recipe: dict, density: float) -> list[str]:
     raise SystemExit(f"unknown variant {variant!r}")
 
 
-def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> dict:
+def run_dir(work: Path, model: str, variant: str, seed: int, density: float) -> Path:
+    return work / f"{model}-{variant}-s{seed}-d{density:g}"
+
+
+def run_command(model: str, variant: str, seed: int, density: float, out: Path) -> list[str]:
+    """torchrun's command for one run: fresh, or from `out`'s last checkpoint when a run
+    there was stopped part-way (a directory with no checkpoint yet is started over)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += ["-m", "dist_sqz", "train"]
+    if (out / "checkpoints" / "last.pt").exists():
+        return [*cmd, "--resume", str(out)]
+    if out.exists():
+        shutil.rmtree(out)
     config = ROOT / "configs" / f"digits_{model}.yaml"
     recipe = yaml.safe_load(config.read_text())
-    out = work / f"{model}-{variant}-s{seed}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    cmd += ["-m", "dist_sqz", "train", "--config", str(config), "--seed", str(seed)]
-    cmd += [*variant_flags(variant, recipe, density), "--out", str(out)]
+    cmd += ["--config", str(config), "--seed", str(seed)]
+    return [*cmd, *variant_flags(variant, recipe, density), "--out", str(out)]
+
+
+def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> dict:
+    out = run_dir(work, model, variant, seed, density)
+    if (out / "summary.json").exists():  # finished, but stopped before it was recorded
+        return finished_row(model, variant, seed, 0.0, out)
+    cmd = run_command(model, variant, seed, density, out)
+    if "--resume" in cmd:
+        print(f"    {out.name}: resuming from its last checkpoint", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    row = {"model": model, "variant": variant, "seed": seed, "wall_s": time.perf_counter() - t0}
+    wall_s = time.perf_counter() - t0
     if proc.returncode != 0:
-        row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
-        return row
+        error = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
+        return {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s, "error": error}
+    row = finished_row(model, variant, seed, wall_s, out)
+    if "--resume" in cmd:
+        row["resumed"] = True  # wall_s is the last part's alone
+    return row
+
+
+def finished_row(model: str, variant: str, seed: int, wall_s: float, out: Path) -> dict:
+    row = {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s}
     s = json.loads((out / "summary.json").read_text())
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     row.update(
@@ -232,6 +263,12 @@ def main() -> None:
     ap.add_argument("--density", type=float, default=0.001, help="topk/dgc: fraction sent")
     ap.add_argument("--fresh", action="store_true", help="ignore results already written")
     ap.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "runs" / "compression",
+        help="run directories, kept so that a stopped run resumes (default: runs/compression)",
+    )
+    ap.add_argument(
         "--report", action="store_true", help="only rewrite the tables and plot from the json"
     )
     args = ap.parse_args()
@@ -254,23 +291,25 @@ def main() -> None:
     ]
     have = {(r["model"], r["variant"], r["seed"]) for r in done}
     todo = [p for p in plan if p not in have]
+    if args.fresh:  # no run picks up a checkpoint from before either
+        for model, variant, seed in todo:
+            shutil.rmtree(run_dir(args.work, model, variant, seed, args.density), True)
     rows = list(done)
     print(f"compression at equal accuracy: {len(todo)} runs to do, {len(have)} kept", flush=True)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dsqz-compression-") as tmp:
-        for k, (model, variant, seed) in enumerate(todo):
-            row = one_run(model, variant, seed, args.density, Path(tmp))
-            rows.append(row)
-            write(rows, args.density)
-            eta = (time.perf_counter() - t0) / (k + 1) * (len(todo) - k - 1)
-            what = row.get("error") or (
-                f"ratio {row['compression_ratio']:.1f}x, accuracy {row['accuracy']:.3f}"
-            )
-            print(
-                f"[{k + 1}/{len(todo)}] {model} {variant} seed {seed}: {what} "
-                f"({row['wall_s']:.0f}s; ETA {eta / 60:.0f} min)",
-                flush=True,
-            )
+    for k, (model, variant, seed) in enumerate(todo):
+        row = one_run(model, variant, seed, args.density, args.work)
+        rows.append(row)
+        write(rows, args.density)
+        eta = (time.perf_counter() - t0) / (k + 1) * (len(todo) - k - 1)
+        what = row.get("error") or (
+            f"ratio {row['compression_ratio']:.1f}x, accuracy {row['accuracy']:.3f}"
+        )
+        print(
+            f"[{k + 1}/{len(todo)}] {model} {variant} seed {seed}: {what} "
+            f"({row['wall_s']:.0f}s; ETA {eta / 60:.0f} min)",
+            flush=True,
+        )
     print((RESULTS / "compression.md").read_text())
 
 

@@ -70,3 +70,39 @@ def test_report_rewrites_tables_and_curves_from_json(bench, tmp_path, monkeypatc
     assert "| dgc | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 |" in md
     assert json.loads((tmp_path / "compression.json").read_text())["density"] == 0.001
     assert (tmp_path / "compression_curves.png").stat().st_size > 0
+
+
+def test_stopped_runs_resume_and_finished_ones_are_read_back(bench, tmp_path):
+    out = bench.run_dir(tmp_path, "alexnet", "dgc", 1, 0.001)
+    # nothing there yet: a fresh run from the recipe, with the variant's flags
+    cmd = bench.run_command("alexnet", "dgc", 1, 0.001, out)
+    assert "--resume" not in cmd
+    assert cmd[cmd.index("--seed") + 1] == "1" and cmd[cmd.index("--out") + 1] == str(out)
+    assert cmd[cmd.index("--compression") + 1] == "dgc"
+    assert cmd[cmd.index("--dgc-warmup-steps") + 1] == "44"  # 4/90 of alexnet's 1000 steps
+    # stopped before its first checkpoint: the directory is cleared and the run starts over
+    (out / "metrics.jsonl").parent.mkdir(parents=True)
+    (out / "metrics.jsonl").write_text("{}\n")
+    assert "--resume" not in bench.run_command("alexnet", "dgc", 1, 0.001, out)
+    assert not out.exists()
+    # stopped after one: it goes on from there, its settings read from the checkpoint
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"")
+    cmd = bench.run_command("alexnet", "dgc", 1, 0.001, out)
+    assert cmd[-2:] == ["--resume", str(out)] and "--config" not in cmd
+    # finished but not recorded (stopped in between): read back without training
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "compression_ratio": 499.8,
+                "payload_bytes": 9888,
+                "accuracy": 0.95,
+                "replicas_consistent": True,
+            }
+        )
+    )
+    lines = [{"step": 50, "accuracy": 0.2}, {"step": 60}, {"step": 100, "accuracy": 0.95}]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    row = bench.one_run("alexnet", "dgc", 1, 0.001, tmp_path)
+    assert row["accuracy"] == 0.95 and row["curve"] == [(50, 0.2), (100, 0.95)]
+    assert row["compression_ratio"] == 499.8 and "error" not in row
