@@ -40,6 +40,8 @@ from pathlib import Path
 
 import yaml
 
+from dist_sqz.plotting import pyplot
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -230,10 +232,7 @@ def plot_curves(rows: list[dict], table: list[dict], path: Path) -> bool:
     curves = {m: c for m, c in curves.items() if c}
     if not curves:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
     for ax, (model, per_variant) in zip(axes[0], curves.items(), strict=True):

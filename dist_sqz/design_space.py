@@ -30,6 +30,7 @@ from dist_sqz.comm.accounting import sent_bytes
 from dist_sqz.errors import RunFailure
 from dist_sqz.models import build_model, count_params
 from dist_sqz.models.stats import gflops
+from dist_sqz.plotting import pyplot
 from dist_sqz.profiles import compute_times
 from dist_sqz.simulate import Network, ddp_buckets, step_time
 
@@ -171,10 +172,7 @@ def format_table(rows: list[dict[str, Any]], cfg: Any) -> str:
 def plot(rows: list[dict[str, Any]], cfg: Any, out: Path) -> list[Path]:
     """The paper's Fig. 3 layout, one figure per sweep: held-out accuracy (when trained) and
     scaling efficiency on the left axis, MB each worker sends per step on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     for kind, xlabel in (

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dist_sqz.metrics import scaling_efficiency
+from dist_sqz.plotting import pyplot
 from dist_sqz.report_compare import _ms, _num, claim_lines, write_compare_report
 
 
@@ -142,10 +143,7 @@ def _scaling_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
             )
     if not rows:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -169,10 +167,7 @@ def _scaling_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
 
 
 def _step_plots(runs: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.plotting import pyplot
+
 PLOTS = ("bytes_per_step.png", "scaling_efficiency.png", "throughput.png")
 ACCURACY_PLOT = "accuracy_vs_time.png"
 
@@ -206,10 +208,7 @@ def _mode_label(result: dict[str, Any]) -> str:
 
 
 def _plots(rows: list[dict[str, Any]], out: Path, label: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     series = {
@@ -275,10 +274,7 @@ def _plots(rows: list[dict[str, Any]], out: Path, label: str) -> None:
 
 def _accuracy_plot(rows: list[dict[str, Any]], out: Path, result: dict[str, Any]) -> None:
     """Held-out accuracy against training time: one panel per N, one curve per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ns = sorted({r["world_size"] for r in rows})
     fig, axes = plt.subplots(1, len(ns), figsize=(4 * len(ns), 3.6), squeeze=False, sharey=True)

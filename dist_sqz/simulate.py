@@ -34,6 +34,7 @@ from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.errors import UsageError
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.models import build_model
+from dist_sqz.plotting import pyplot
 from dist_sqz.profiles import compute_times
 
 TOPOLOGIES = ("ring", "tree", "ps", "hierarchical")
@@ -164,10 +165,7 @@ def simulate(
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     for key, label, name in (
