@@ -139,6 +139,11 @@ class TrainConfig(Config):
     lr_scaling: Literal["none", "linear", "sqrt"] = _f(
         "none", "lr x 1, x N or x sqrt(N) at N workers (same per-worker batch)"
     )
+    lr_max: float | None = _f(
+        None,
+        "cap on the scaled lr (null = none): the largest lr the recipe was shown to train at",
+        gt=0,
+    )
     lr_schedule: Literal["constant", "cosine", "step"] = _f(
         "constant", "after warm-up: constant, cosine to 0, or x0.1 at 50% and 75% of steps"
     )

@@ -29,9 +29,9 @@ def sgd(params: Iterable[torch.nn.Parameter], fused: bool = True, **kw) -> torch
 
 def lr_at(cfg: TrainConfig, step: int, world_size: int) -> float:
     """The learning rate of 0-based `step`: the base lr (scaled with the world size as
-    `lr_scaling` says), `lr_warmup_steps` of linear warm-up from lr/warmup, then the
-    schedule over the remaining steps. A pure function of the step, so a resumed run sets
-    exactly the rates of the uninterrupted one.
+    `lr_scaling` says, at most `lr_max`), `lr_warmup_steps` of linear warm-up from
+    lr/warmup, then the schedule over the remaining steps. A pure function of the step, so
+    a resumed run sets exactly the rates of the uninterrupted one.
 
     - constant: the base lr throughout;
     - cosine: from the base lr down to 0 at the last step (Loshchilov & Hutter, no restarts);
@@ -40,6 +40,8 @@ def lr_at(cfg: TrainConfig, step: int, world_size: int) -> float:
     base = (
         cfg.lr * {"none": 1.0, "linear": world_size, "sqrt": math.sqrt(world_size)}[cfg.lr_scaling]
     )
+    if cfg.lr_max is not None:
+        base = min(base, cfg.lr_max)
     warm = cfg.lr_warmup_steps
     if step < warm:
         return base * (step + 1) / warm

@@ -48,6 +48,15 @@ def test_schedule_values_at_known_steps():
     const = TrainConfig(lr=0.1, steps=100, lr_scaling="linear")
     assert lr_at(const, 50, 4) == pytest.approx(0.4)
     assert lr_at(const.model_copy(update={"lr_scaling": "sqrt"}), 50, 4) == pytest.approx(0.2)
+    # lr_max caps the scaled lr (warm-up and schedule follow the capped value)
+    capped = TrainConfig(
+        lr=0.1, steps=110, lr_warmup_steps=10, lr_schedule="cosine", lr_scaling="sqrt", lr_max=0.2
+    )
+    assert lr_at(capped, 9, 4) == pytest.approx(0.2) and lr_at(capped, 9, 2) == pytest.approx(
+        0.1 * math.sqrt(2)
+    )
+    assert lr_at(capped, 9, 8) == pytest.approx(0.2) and lr_at(capped, 4, 8) == pytest.approx(0.1)
+    assert lr_at(capped, 60, 8) == pytest.approx(0.1)  # half way down the cosine from 0.2
 
 
 def test_step_sampler_is_a_function_of_the_step():
