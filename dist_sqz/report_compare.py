@@ -70,10 +70,15 @@ def accuracy_claims(
         s = by.get((sq, n))
         if s is None:
             continue
+        hosts = "1 host" if n == 1 else f"{n} hosts"
         ta, ts = a.get("time_to_accuracy_s"), s.get("time_to_accuracy_s")
         if ta is None or ts is None:
-            missed = " and ".join(m for m, t in (("alexnet", ta), (sq, ts)) if t is None)
-            lines.append(f"- **{target} on {n} host(s):** {missed} did not reach it.")
+            missed = " and ".join(
+                f"{m} ({r['accuracy']:.3f} at its end)" if r.get("accuracy") is not None else m
+                for m, r in (("alexnet", a), (sq, s))
+                if r.get("time_to_accuracy_s") is None
+            )
+            lines.append(f"- **{target} on {hosts}:** {missed} did not reach it.")
             continue
         fewer = (
             f", with {a['sent_bytes'] / s['sent_bytes']:.1f}x fewer bytes per step"
@@ -82,7 +87,7 @@ def accuracy_claims(
         )
         faster, word = (ta / ts, "sooner") if ts <= ta else (ts / ta, "later")
         lines.append(
-            f"- **{target} on {n} host(s):** {sq} reaches {target} on {n} hosts at {link} "
+            f"- **{target} on {hosts}:** {sq} reaches {target} on {hosts} at {link} "
             f"{faster:.1f}x {word} than alexnet ({ts:.0f} s vs {ta:.0f} s){fewer}."
         )
         pa, ps = (

@@ -157,7 +157,7 @@ def test_claim_lines_at_equal_accuracy():
     rows = [
         row("alexnet", 1, 244_403_360, 300.0),
         row("alexnet", 2, 244_403_360, 400.0),
-        row("alexnet", 4, 244_403_360, None),
+        {**row("alexnet", 4, 244_403_360, None), "accuracy": 0.912},
         row("squeezenet1_1", 1, 4_941_984, 150.0),
         row("squeezenet1_1", 2, 4_941_984, 100.0),
         row("squeezenet1_1", 4, 4_941_984, 60.0),
@@ -169,9 +169,9 @@ def test_claim_lines_at_equal_accuracy():
         "squeezenet1_1 reaches 0.95 on 2 hosts at 1gbit 4.0x sooner than alexnet "
         "(100 s vs 400 s), with 49.5x fewer bytes per step" in text
     )
-    assert "on 1 host(s):** squeezenet1_1 reaches 0.95 on 1 hosts at 1gbit 2.0x sooner" in text
+    assert "on 1 host:** squeezenet1_1 reaches 0.95 on 1 host at 1gbit 2.0x sooner" in text
     assert "(one host: no bytes sent)" in text
-    assert "**0.95 on 4 host(s):** alexnet did not reach it." in text
+    assert "**0.95 on 4 hosts:** alexnet (0.912 at its end) did not reach it." in text
     assert "*Projection, not measured:*" in text and "1.0 s vs 4.0 s" in text
     assert "squeezenet1_0" not in text  # its only row failed
 
