@@ -92,7 +92,8 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
     if (out / "summary.json").exists():  # finished, but stopped before it was recorded
         return finished_row(model, variant, seed, 0.0, out)
     cmd = run_command(model, variant, seed, density, out)
-    if "--resume" in cmd:
+    resumed = "--resume" in cmd
+    if resumed:
         print(f"    {out.name}: resuming from its last checkpoint", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -101,7 +102,7 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
         error = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
         return {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s, "error": error}
     row = finished_row(model, variant, seed, wall_s, out)
-    if "--resume" in cmd:
+    if resumed:
         row["resumed"] = True  # wall_s is the last part's alone
     return row
 
