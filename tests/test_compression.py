@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.collectives import TorchCollectives
-from dist_sqz.comm.compression import Bucket, build_compressor
+from dist_sqz.comm.compression import Bucket, build_compressor, sparse
+from dist_sqz.comm.compression.base import ParamState
 from dist_sqz.config import TrainConfig
 from tests.helpers import free_port, read_run, train_torchrun
 
@@ -137,6 +138,39 @@ def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest():
     # the ranks still hold equals the mean of every gradient so far.
     held = (got[0][2] + got[1][2]) / 2
     torch.testing.assert_close(first + second + held, _mean(0) + _mean(1))
+
+
+@pytest.mark.parametrize("kind", ["normal", "heavy", "mostly_zero", "sample_misleads"])
+def test_sampled_topk_picks_the_set_torch_topk_picks(kind):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(1_000_003, generator=gen)
+    if kind == "heavy":
+        x = x**5
+    elif kind == "mostly_zero":
+        x[torch.rand(x.numel(), generator=gen) < 0.9] = 0
+    elif kind == "sample_misleads":  # every sampled entry is huge: the shortcut must not hold
+        x[:: sparse.SAMPLE_STRIDE] = 1e6 + torch.arange(len(x[:: sparse.SAMPLE_STRIDE]))
+    mags = x.abs()
+    for k in (1, 1000, 3001, 20_000, 100_000):
+        idx = sparse.topk_indices(mags, k)
+        assert idx.numel() == k and idx.unique().numel() == k
+        assert set(idx.tolist()) == set(torch.topk(mags, k).indices.tolist())
+
+
+def test_param_state_follows_rebucketing_and_loads():
+    state = ParamState()
+    first = [Bucket(torch.zeros(6), 0, [torch.Size([2, 2]), torch.Size([2])], ["w", "b"])]
+    flat = state.flat(first[0]).add_(torch.arange(6.0))
+    state.store(first[0], flat)
+    assert state.flat(first[0]) is flat  # kept, not copied
+    # Re-bucketed (as DDP does after step 1): the state follows the names.
+    alone = Bucket(torch.zeros(2), 0, [torch.Size([2])], ["b"])
+    assert state.flat(alone).tolist() == [4.0, 5.0]
+    state.store(alone, state.flat(alone).mul_(10))
+    assert state.flat(first[0]).tolist() == [0.0, 1.0, 2.0, 3.0, 40.0, 50.0]
+    saved = state.state_dict()
+    state.load_state_dict({k: v * 0 for k, v in saved.items()})
+    assert state.flat(alone).tolist() == [0.0, 0.0]
 
 
 def test_dgc_warmup_density_schedule():

@@ -24,9 +24,36 @@ def keep_count(numel: int, density: float) -> int:
     return max(1, min(numel, math.ceil(density * numel)))
 
 
+# Exact top-k over a large tensor through a candidate set (the threshold estimate of Lin et
+# al. 2018, section 4, made exact): the k x MARGIN largest of an every-STRIDE-th sample bound
+# the k-th largest from below, so the entries at or above that bound hold the whole top-k.
+# torch.topk over 61 M entries costs ~1.4 s on one CPU core; this costs ~0.3 s.
+SAMPLE_STRIDE = 64
+SAMPLE_MARGIN = 2.0
+MAX_SAMPLED_DENSITY = 0.02  # above it the candidate set is most of the tensor: plain topk
+
+
+def topk_indices(mags: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest entries of 1-D `mags`, in no particular order.
+
+    The same set torch.topk picks (up to ties at the k-th value); faster when k is a small
+    fraction of a large tensor. Deterministic and draws no random numbers.
+    """
+    n = mags.numel()
+    if n < 64 * SAMPLE_STRIDE or k > MAX_SAMPLED_DENSITY * n:
+        return torch.topk(mags, k, sorted=False).indices
+    sample = mags[::SAMPLE_STRIDE]
+    kept = min(sample.numel(), math.ceil(SAMPLE_MARGIN * k / SAMPLE_STRIDE) + 8)
+    bound = torch.topk(sample, kept, sorted=False).values.min()
+    candidates = torch.nonzero(mags >= bound).squeeze(1)
+    if candidates.numel() < k:  # the sample overestimated the k-th value: no shortcut
+        return torch.topk(mags, k, sorted=False).indices
+    return candidates[torch.topk(mags[candidates], k, sorted=False).indices]
+
+
 def pack_topk(acc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(payload, indices): the k largest |acc| entries as [values bits | indices], int32."""
-    idx = torch.topk(acc.abs(), k, sorted=False).indices
+    idx = topk_indices(acc.abs(), k)
     vals = acc[idx]
     return torch.cat([vals.view(torch.int32), idx.to(torch.int32)]), idx
 
