@@ -149,6 +149,7 @@ def _scaling_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     for name in dict.fromkeys(r["model"] for r in rows):
         pts = [(r["world_size"], r["scaling_efficiency"]) for r in rows if r["model"] == name]
         ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+    ax.set_xticks(sorted({r["world_size"] for r in rows}))
     ax.set_xlabel("workers N")
     ax.set_ylabel("scaling efficiency")
     ax.set_ylim(0, 1.1)
