@@ -31,7 +31,7 @@ from dist_sqz.errors import RunFailure
 from dist_sqz.models import build_model, count_params
 from dist_sqz.models.stats import gflops
 from dist_sqz.plotting import pyplot
-from dist_sqz.profiles import compute_times
+from dist_sqz.profiles import compute_times, profile_image_size
 from dist_sqz.simulate import Network, ddp_buckets, step_time
 
 REFERENCE = "squeezenet1_0"  # = sqz_family at its defaults, layer for layer
@@ -78,7 +78,9 @@ def sweep(
         macs = gflops(model)
         compute = _scaled(base, macs / ref_macs, params / ref_params)
         with torch.device("meta"):
-            buckets = ddp_buckets(build_model(name))
+            buckets = ddp_buckets(
+                build_model(name), image_size=profile_image_size(profile, REFERENCE)
+            )
         t1, _, _ = step_time(compute, buckets, 1, net)
         tn, comm, exposed = step_time(compute, buckets, cfg.workers, net)
         row = {

@@ -8,7 +8,8 @@ takes, times a dilation factor D:
 - forward + loss: padded to D x forward_s;
 - backward: each parameter's gradient is held back (a tensor hook, before DDP sees it) until
   D x backward_s x (share of backward done by then) has passed — the share by the
-  multiply-adds of the layers behind it, as `dist-sqz simulate` assumes;
+  multiply-adds of the layers behind it at the profile's input size, as `dist-sqz simulate`
+  assumes;
 - optimizer step: padded to D x optimizer_s.
 
 Links run D times slower (the caller divides the link rate by D) and reported times are
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from dist_sqz.models import build_model
-from dist_sqz.profiles import compute_times, load_profile
+from dist_sqz.profiles import compute_times, load_profile, profile_image_size
 from dist_sqz.simulate import param_macs
 
 
@@ -51,14 +52,16 @@ class EmulatedCompute:
         dilation: float,
         num_classes: int = 1000,
     ) -> None:
-        times = compute_times(load_profile(profile), model_name, batch_size, precision)
+        prof = load_profile(profile)
+        times = compute_times(prof, model_name, batch_size, precision)
         self.dilation = dilation
         self.forward_s = times["forward_s"] * dilation
         self.backward_s = times["backward_s"] * dilation
         self.optimizer_s = times["optimizer_s"] * dilation
         self.batch_size = batch_size
         with torch.device("meta"):  # layer sizes only: a shape-only twin of the model
-            macs = param_macs(build_model(model_name, num_classes), 224)
+            twin = build_model(model_name, num_classes)
+            macs = param_macs(twin, profile_image_size(prof, model_name))
         total = sum(macs.values()) or 1
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         done = 0

@@ -35,7 +35,7 @@ from dist_sqz.errors import UsageError
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.models import build_model
 from dist_sqz.plotting import pyplot
-from dist_sqz.profiles import compute_times
+from dist_sqz.profiles import compute_times, profile_image_size
 
 TOPOLOGIES = ("ring", "tree", "ps", "hierarchical")
 
@@ -139,7 +139,7 @@ def simulate(
     for name in models:
         with torch.device("meta"):
             model = build_model(name)
-        buckets = ddp_buckets(model, bucket_cap_mb)
+        buckets = ddp_buckets(model, bucket_cap_mb, profile_image_size(profile, name))
         compute = compute_times(profile, name, batch_size, precision)
         t1, _, _ = step_time(compute, buckets, 1, net)
         for n in workers:

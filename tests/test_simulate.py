@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
+from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.models import build_model
-from dist_sqz.simulate import Network, allreduce_time, ddp_buckets
+from dist_sqz.profiles import profile_image_size
+from dist_sqz.simulate import Network, allreduce_time, ddp_buckets, simulate
 from tests.helpers import dist_sqz, train_torchrun
 
 
@@ -52,6 +54,32 @@ def test_buckets_cover_every_gradient_byte():
     assert sum(b.nbytes for b in buckets) == 244_403_360
     assert [b.ready_fraction for b in buckets] == sorted(b.ready_fraction for b in buckets)
     assert buckets[-1].ready_fraction == 1.0
+
+
+def test_ready_shares_follow_the_profiles_input_size(tmp_path):
+    """At 64 px AlexNet's classifier does most of the multiply-adds, so its gradients (the
+    first buckets) are ready late in backward; at 224 px early. Emulation and the cost model
+    both take the size from the profile whose backward time they split."""
+    times = {"forward_s": 0.1, "backward_s": 0.3, "optimizer_s": 0.05}
+    at_224 = {"models": {"alexnet": {"fp32": {"32": times}}}}
+    at_64 = dict(at_224, image_sizes={"alexnet": 64})
+    assert profile_image_size(at_224, "alexnet") == 224
+    assert profile_image_size(at_64, "alexnet") == 64
+    with torch.device("meta"):
+        twin = build_model("alexnet")
+    fc6 = 2  # buckets in launch order: fc8 and fc7's bias, fc7, fc6, the convolutions
+    assert ddp_buckets(twin, image_size=224)[fc6].ready_fraction < 0.1
+    fc6_ready = ddp_buckets(twin, image_size=64)[fc6].ready_fraction
+    assert fc6_ready > 0.5
+    net = Network(1e9 / 8)
+    late, early = (simulate(["alexnet"], [2], net, p, 32, "fp32")[0] for p in (at_64, at_224))
+    assert late["exposed_comm_s"] > early["exposed_comm_s"]
+
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(at_64))
+    model = build_model("alexnet")
+    emu = EmulatedCompute(model, str(path), "alexnet", 32, "fp32", 1.0)
+    assert emu._share[id(model.classifier[1].weight)] == pytest.approx(fc6_ready)
 
 
 def test_topologies_against_closed_forms():
