@@ -184,6 +184,24 @@ def test_dgc_warmup_density_schedule():
     assert seen == sorted(seen, reverse=True)
 
 
+def test_dgc_moves_global_clipping_before_accumulation():
+    """DGC exchanges momentum: a grad_clip_norm becomes its local, pre-accumulation clip."""
+    moved = TrainConfig(compression="dgc", grad_clip_norm=3.0)
+    assert (moved.dgc_clip_norm, moved.grad_clip_norm) == (3.0, None)
+    assert TrainConfig(**moved.model_dump()) == moved  # a resume reads the same config back
+    both = TrainConfig(compression="dgc", grad_clip_norm=3.0, dgc_clip_norm=1.0)
+    assert (both.dgc_clip_norm, both.grad_clip_norm) == (1.0, None)
+    kept = TrainConfig(compression="topk", grad_clip_norm=3.0)
+    assert (kept.dgc_clip_norm, kept.grad_clip_norm) == (0.0, 3.0)
+    # The clip binds: a rank's bucket of norm 10 goes out as (at most) 3 / sqrt(2).
+    comp = build_compressor("dgc", moved)
+    comp.world_size = 2
+    grad = torch.full((100,), 1.0)  # norm 10
+    sent = comp.encode(Bucket(grad, 0, [torch.Size([100])], ["w"]))
+    values = sent[: sent.numel() // 2].view(torch.float32)
+    torch.testing.assert_close(values, torch.full_like(values, 0.3 / math.sqrt(2)))
+
+
 def test_dgc_replicas_agree_and_momentum_masks():
     got = _exchange("dgc", steps=3, compression_density=0.05, dgc_clip_norm=1.0)
     for a, b in zip(got[0][0], got[1][0], strict=True):

@@ -105,9 +105,9 @@ class DGC(_Sparse):
     Per rank and parameter: u <- m u + g (momentum correction), v <- v + u; send the top-k of
     |v|, then zero u and v where sent (momentum factor masking). Before accumulating, the
     bucket's gradient norm is clipped to `dgc_clip_norm / sqrt(N)` (local gradient clipping;
-    0 = off). Density warms up 25% -> 6.25% -> 1.5625% -> 0.39% -> `compression_density`
-    in equal stages over `dgc_warmup_steps` (the paper uses the first epochs). Momentum lives
-    here, so the optimizer runs without it.
+    0 = off; the config moves a `grad_clip_norm` here). Density warms up 25% -> 6.25% ->
+    1.5625% -> 0.39% -> `compression_density` in equal stages over `dgc_warmup_steps` (the
+    paper uses the first epochs). Momentum lives here, so the optimizer runs without it.
     """
 
     name = "dgc"
