@@ -66,8 +66,8 @@ def profile_image_size(profile: dict, model: str) -> int:
     """The input size `model`'s times in `profile` were measured at (224 if it does not say).
 
     Gradient-ready shares split the profile's backward time by multiply-adds, so they must be
-    counted at this size: at 64 px AlexNet's classifier does ~55% of the multiply-adds, at
-    224 px ~8%.
+    counted at this size: at 64 px AlexNet's classifier does 60% of the multiply-adds, at
+    224 px 8%.
     """
     sizes = profile.get("image_sizes")
     if isinstance(sizes, dict) and model in sizes:
