@@ -95,11 +95,18 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
     resumed = "--resume" in cmd
     if resumed:
         print(f"    {out.name}: resuming from its last checkpoint", flush=True)
+    # The run's output goes to a file, not a pipe: were this process stopped, workers writing
+    # to a closed pipe would die at their next line instead of checkpointing on SIGTERM.
+    log = work / f"{out.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with log.open("a") as sink:
+        proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT)
     wall_s = time.perf_counter() - t0
     if proc.returncode != 0:
-        error = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
+        lines = [x for x in log.read_text().splitlines() if x.strip()] or ["failed"]
+        error = next((x for x in reversed(lines) if x.startswith("dist-sqz: error")), lines[-1])
+        error = f"{error[:300]} (log: {log})"
         return {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s, "error": error}
     row = finished_row(model, variant, seed, wall_s, out)
     if resumed:

@@ -106,3 +106,10 @@ def test_stopped_runs_resume_and_finished_ones_are_read_back(bench, tmp_path):
     row = bench.one_run("alexnet", "dgc", 1, 0.001, tmp_path)
     assert row["accuracy"] == 0.95 and row["curve"] == [(50, 0.2), (100, 0.95)]
     assert row["compression_ratio"] == 499.8 and "error" not in row
+
+
+def test_a_failed_run_is_recorded_with_its_error_line_and_log(bench, tmp_path):
+    row = bench.one_run("squeezenet1_1", "powersgd0", 0, 0.001, tmp_path)  # rank 0: bad input
+    assert row["error"].startswith("dist-sqz: error: powersgd_rank"), row
+    log = tmp_path / "squeezenet1_1-powersgd0-s0-d0.001.log"
+    assert str(log) in row["error"] and "powersgd_rank" in log.read_text()
