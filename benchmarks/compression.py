@@ -99,12 +99,15 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
     # to a closed pipe would die at their next line instead of checkpointing on SIGTERM.
     log = work / f"{out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    before = log.stat().st_size if log.exists() else 0  # earlier attempts' lines stay above
     t0 = time.perf_counter()
     with log.open("a") as sink:
         proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT)
     wall_s = time.perf_counter() - t0
     if proc.returncode != 0:
-        lines = [x for x in log.read_text().splitlines() if x.strip()] or ["failed"]
+        with log.open() as f:
+            f.seek(before)
+            lines = [x for x in f.read().splitlines() if x.strip()] or ["failed"]
         error = next((x for x in reversed(lines) if x.startswith("dist-sqz: error")), lines[-1])
         error = f"{error[:300]} (log: {log})"
         return {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s, "error": error}
