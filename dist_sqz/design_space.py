@@ -67,6 +67,7 @@ def sweep(
     cfg: Any, profile: dict[str, Any], net: Network, progress: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
     base = compute_times(profile, REFERENCE, cfg.batch_size, cfg.precision)
+    size = profile_image_size(profile, REFERENCE)  # the size `base` was measured at
     ref = build_model(REFERENCE)
     ref_macs, ref_params = gflops(ref), count_params(ref)
     rows = []
@@ -78,9 +79,7 @@ def sweep(
         macs = gflops(model)
         compute = _scaled(base, macs / ref_macs, params / ref_params)
         with torch.device("meta"):
-            buckets = ddp_buckets(
-                build_model(name), image_size=profile_image_size(profile, REFERENCE)
-            )
+            buckets = ddp_buckets(build_model(name), image_size=size)
         t1, _, _ = step_time(compute, buckets, 1, net)
         tn, comm, exposed = step_time(compute, buckets, cfg.workers, net)
         row = {

@@ -159,15 +159,15 @@ def test_sampled_topk_picks_the_set_torch_topk_picks(kind):
 
 def test_param_state_follows_rebucketing_and_loads():
     state = ParamState()
-    first = [Bucket(torch.zeros(6), 0, [torch.Size([2, 2]), torch.Size([2])], ["w", "b"])]
-    flat = state.flat(first[0]).add_(torch.arange(6.0))
-    state.store(first[0], flat)
-    assert state.flat(first[0]) is flat  # kept, not copied
+    first = Bucket(torch.zeros(6), 0, [torch.Size([2, 2]), torch.Size([2])], ["w", "b"])
+    flat = state.flat(first).add_(torch.arange(6.0))
+    state.store(first, flat)
+    assert state.flat(first) is flat  # kept, not copied
     # Re-bucketed (as DDP does after step 1): the state follows the names.
     alone = Bucket(torch.zeros(2), 0, [torch.Size([2])], ["b"])
     assert state.flat(alone).tolist() == [4.0, 5.0]
     state.store(alone, state.flat(alone).mul_(10))
-    assert state.flat(first[0]).tolist() == [0.0, 1.0, 2.0, 3.0, 40.0, 50.0]
+    assert state.flat(first).tolist() == [0.0, 1.0, 2.0, 3.0, 40.0, 50.0]
     saved = state.state_dict()
     state.load_state_dict({k: v * 0 for k, v in saved.items()})
     assert state.flat(alone).tolist() == [0.0, 0.0]
