@@ -122,6 +122,11 @@ class TrainConfig(Config):
     dgc_warmup_steps: int = _f(
         0, "dgc: steps over which density falls from 25% to its target", ge=0
     )
+    dgc_momentum_masking: bool = _f(
+        True,
+        "dgc: zero the momentum of the entries just sent (momentum factor masking, as the "
+        "paper); off keeps it",
+    )
     compute_profile: str = _f("", "emulated compute: pad to this profile's GPU times ('' = real)")
     compute_precision: str = _f("bf16_cl", "emulated compute: the profile's precision")
     compute_batch_size: int = _f(0, "emulated compute: profile batch size (0 = batch_size)", ge=0)

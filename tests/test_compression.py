@@ -202,6 +202,32 @@ def test_dgc_moves_global_clipping_before_accumulation():
     torch.testing.assert_close(values, torch.full_like(values, 0.3 / math.sqrt(2)))
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_dgc_at_full_density_is_the_optimizers_momentum_unless_masked(nesterov):
+    """Sending everything, unmasked DGC sends what torch's (Nesterov) SGD would step by; with
+    momentum factor masking an entry sent every step keeps no momentum: g, or (1 + m) g."""
+    m = 0.9
+    sent = {}
+    for masking in (False, True):
+        cfg = TrainConfig(
+            momentum=m, nesterov=nesterov, compression_density=1.0, dgc_momentum_masking=masking
+        )
+        comp = build_compressor("dgc", cfg)
+        outs = []
+        for step in range(4):
+            comp.set_step(step)
+            out = torch.zeros(NUMEL)
+            sparse.add_sparse([comp.encode(Bucket(_grad(step), 0, SHAPES, NAMES))], out)
+            outs.append(out)
+        sent[masking] = outs
+    buf = torch.zeros(NUMEL)
+    for step in range(4):
+        g = _grad(step)
+        buf = m * buf + g
+        torch.testing.assert_close(sent[False][step], g + m * buf if nesterov else buf)
+        torch.testing.assert_close(sent[True][step], (1 + m) * g if nesterov else g)
+
+
 def test_dgc_replicas_agree_and_momentum_masks():
     got = _exchange("dgc", steps=3, compression_density=0.05, dgc_clip_norm=1.0)
     for a, b in zip(got[0][0], got[1][0], strict=True):

@@ -113,3 +113,28 @@ def test_a_failed_run_is_recorded_with_its_error_line_and_log(bench, tmp_path):
     assert row["error"].startswith("dist-sqz: error: powersgd_rank"), row
     log = tmp_path / "squeezenet1_1-powersgd0-s0-d0.001.log"
     assert str(log) in row["error"] and "powersgd_rank" in log.read_text()
+
+
+def test_variants_map_to_flags_and_unknown_ones_exit_2(bench, tmp_path, monkeypatch, capsys):
+    recipe = {"steps": 900, "lr_warmup_steps": 90}
+    dgc = bench.variant_flags("dgc", recipe, 0.001)
+    assert dgc == ["--compression", "dgc", "--compression-density", "0.001"] + [
+        "--dgc-warmup-steps",
+        "40",
+    ]
+    assert bench.variant_flags("dgc-nomask", recipe, 0.001) == [*dgc, "--no-dgc-momentum-masking"]
+    assert bench.variant_flags("dgc-heavyball", recipe, 0.001) == [*dgc, "--no-nesterov"]
+    assert bench.variant_flags("powersgd8", recipe, 0.001)[-3:] == [
+        "8",
+        "--powersgd-start-step",
+        "90",
+    ]
+    work = tmp_path / "work"
+    monkeypatch.setattr(
+        "sys.argv", ["compression.py", "--variants", "dgc,dgcx", "--work", str(work)]
+    )
+    with pytest.raises(SystemExit) as e:
+        bench.main()
+    assert e.value.code == 2
+    assert "unknown variant 'dgcx'" in capsys.readouterr().err
+    assert not work.exists() and not (tmp_path / "compression.json").exists()

@@ -104,7 +104,9 @@ class DGC(_Sparse):
     """Deep Gradient Compression: top-k of momentum-corrected accumulated gradients.
 
     Per rank and parameter: u <- m u + g (momentum correction), v <- v + u; send the top-k of
-    |v|, then zero u and v where sent (momentum factor masking). Before accumulating, the
+    |v|, then zero u and v where sent (momentum factor masking; `dgc_momentum_masking` off
+    zeroes v only). With `nesterov`, u <- m (u + g) and v <- v + u + g: the update torch's
+    Nesterov SGD makes, accumulated (Lin et al. 2018, appendix). Before accumulating, the
     bucket's gradient norm is clipped to `dgc_clip_norm / sqrt(N)` (local gradient clipping;
     0 = off; the config moves a `grad_clip_norm` here). Density warms up 25% -> 6.25% ->
     1.5625% -> 0.39% -> `compression_density` in equal stages over `dgc_warmup_steps` (the
@@ -117,6 +119,8 @@ class DGC(_Sparse):
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
         self.momentum = cfg.momentum
+        self.nesterov = cfg.nesterov
+        self.masking = cfg.dgc_momentum_masking
         self.clip = cfg.dgc_clip_norm
         self.warmup = cfg.dgc_warmup_steps
         self.u = ParamState()
@@ -138,10 +142,14 @@ class DGC(_Sparse):
             norm = float(g.norm())
             if norm > limit:
                 g = g * (limit / norm)
-        u = self.u.flat(bucket).mul_(self.momentum).add_(g)
-        v = self.v.flat(bucket).add_(u)
+        u = self.u.flat(bucket)
+        if self.nesterov:
+            v = self.v.flat(bucket).add_(u.add_(g).mul_(self.momentum)).add_(g)
+        else:
+            v = self.v.flat(bucket).add_(u.mul_(self.momentum).add_(g))
         payload, idx = pack_topk(v, keep_count(v.numel(), self.current_density()))
-        u[idx] = 0
+        if self.masking:
+            u[idx] = 0
         v[idx] = 0
         self.u.store(bucket, u)
         self.v.store(bucket, v)
