@@ -29,7 +29,7 @@ from torch import nn
 
 from dist_sqz.models import build_model
 from dist_sqz.profiles import compute_times, load_profile, profile_image_size
-from dist_sqz.simulate import param_macs
+from dist_sqz.simulate import ready_shares
 
 
 def _wait_until(deadline: float) -> float:
@@ -61,14 +61,9 @@ class EmulatedCompute:
         self.batch_size = batch_size
         with torch.device("meta"):  # layer sizes only: a shape-only twin of the model
             twin = build_model(model_name, num_classes)
-            macs = param_macs(twin, profile_image_size(prof, model_name))
-        total = sum(macs.values()) or 1
+            shares = ready_shares(twin, profile_image_size(prof, model_name))
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        done = 0
-        self._share: dict[int, float] = {}
-        for name, p in reversed(params):  # backward reaches the last layers first
-            done += macs.get(name, 0)
-            self._share[id(p)] = done / total
+        self._share = {id(p): shares[name] for name, p in params}
         self._hooks = [p.register_hook(self._grad_hook(p)) for _, p in params]
         self._backward_start = 0.0
         self._released = 0.0

@@ -78,14 +78,25 @@ class GradBucket:
 
 def ddp_buckets(model: nn.Module, bucket_cap_mb: float = 25.0, image_size: int = 224):
     """DDP's buckets in launch order, each with the share of backward done when it is ready."""
+    shares = ready_shares(model, image_size)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        GradBucket(sum(p.numel() * 4 for _, p in group), max(shares[n] for n, _ in group))
+        for group in ddp_bucket_groups(params, bucket_cap_mb)
+    ]
+
+
+def ready_shares(model: nn.Module, image_size: int) -> dict[str, float]:
+    """Per trainable parameter: the share of backward's multiply-adds done when its gradient
+    is ready (backward reaches the last layers first)."""
     macs = param_macs(model, image_size)
     total = sum(macs.values()) or 1
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    buckets, done = [], 0
-    for group in ddp_bucket_groups(params, bucket_cap_mb):
-        done += sum(macs.get(name, 0) for name, _ in group)
-        buckets.append(GradBucket(sum(p.numel() * 4 for _, p in group), done / total))
-    return buckets
+    out, done = {}, 0
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for name in reversed(names):
+        done += macs.get(name, 0)
+        out[name] = done / total
+    return out
 
 
 def param_macs(model: nn.Module, image_size: int) -> dict[str, int]:
