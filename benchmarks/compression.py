@@ -144,6 +144,20 @@ def finished_row(model: str, variant: str, seed: int, wall_s: float, out: Path) 
     return row
 
 
+def ordered(variants) -> list[str]:
+    """Variants in the table's order (none, topk, the dgcs, the powersgds by rank), whatever
+    order their runs were made in."""
+    canon = ["none", "topk", *DGC_VARIANTS]
+
+    def key(v: str) -> tuple:
+        if v in canon:
+            return (0, canon.index(v), "")
+        rank = v[len("powersgd") :]
+        return (1, int(rank), "") if v.startswith("powersgd") and rank.isdigit() else (2, 0, v)
+
+    return sorted(variants, key=key)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (model, variant): ratio, final accuracy, steps to the model's threshold."""
     out = []
@@ -154,7 +168,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             if r["model"] == model and r["variant"] == "none" and "accuracy" in r
         ]
         threshold = statistics.median(base) - 0.01 if base else None
-        for variant in dict.fromkeys(r["variant"] for r in rows if r["model"] == model):
+        for variant in ordered({r["variant"] for r in rows if r["model"] == model}):
             rs = [r for r in rows if r["model"] == model and r["variant"] == variant]
             ok = [r for r in rs if "accuracy" in r]
             accs = [r["accuracy"] for r in ok]
@@ -229,7 +243,7 @@ def median_curves(rows: list[dict], model: str) -> dict[str, dict[int, list[floa
             per_step = out.setdefault(r["variant"], {})
             for step, acc in r["curve"]:
                 per_step.setdefault(int(step), []).append(acc)
-    return out
+    return {v: out[v] for v in ordered(out)}
 
 
 def curve_table(rows: list[dict]) -> list[str]:

@@ -129,6 +129,10 @@ def test_variants_map_to_flags_and_unknown_ones_exit_2(bench, tmp_path, monkeypa
         "--powersgd-start-step",
         "90",
     ]
+    made = ["powersgd4", "dgc", "other", "powersgd2", "none", "dgc-heavyball", "topk"]
+    assert bench.ordered(made) == [
+        *("none", "topk", "dgc", "dgc-heavyball", "powersgd2", "powersgd4", "other")
+    ]
     work = tmp_path / "work"
     monkeypatch.setattr(
         "sys.argv", ["compression.py", "--variants", "dgc,dgcx", "--work", str(work)]
