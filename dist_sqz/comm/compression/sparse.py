@@ -106,11 +106,12 @@ class DGC(_Sparse):
     Per rank and parameter: u <- m u + g (momentum correction), v <- v + u; send the top-k of
     |v|, then zero u and v where sent (momentum factor masking; `dgc_momentum_masking` off
     zeroes v only). With `nesterov`, u <- m (u + g) and v <- v + u + g: the update torch's
-    Nesterov SGD makes, accumulated (Lin et al. 2018, appendix). Before accumulating, the
-    bucket's gradient norm is clipped to `dgc_clip_norm / sqrt(N)` (local gradient clipping;
-    0 = off; the config moves a `grad_clip_norm` here). Density warms up 25% -> 6.25% ->
-    1.5625% -> 0.39% -> `compression_density` in equal stages over `dgc_warmup_steps` (the
-    paper uses the first epochs). Momentum lives here, so the optimizer runs without it.
+    Nesterov SGD makes, accumulated (the DGC authors' release has the same option). Before
+    accumulating, the bucket's gradient norm is clipped to `dgc_clip_norm / sqrt(N)` (local
+    gradient clipping; 0 = off; the config moves a `grad_clip_norm` here). Density warms up
+    25% -> 6.25% -> 1.5625% -> 0.39% -> `compression_density` in equal stages over
+    `dgc_warmup_steps` (the paper uses the first epochs). Momentum lives here, so the
+    optimizer runs without it.
     """
 
     name = "dgc"
