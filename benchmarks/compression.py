@@ -273,12 +273,17 @@ def plot_curves(rows: list[dict], table: list[dict], path: Path) -> bool:
     plt = pyplot()
 
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+    # One colour per variant in every panel.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    variants = ordered({v for c in curves.values() for v in c})
+    color = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
     for ax, (model, per_variant) in zip(axes[0], curves.items(), strict=True):
         for variant, c in per_variant.items():
             steps = sorted(c)
-            line = ax.plot(steps, [statistics.median(c[s]) for s in steps], label=variant)[0]
+            med = [statistics.median(c[s]) for s in steps]
+            ax.plot(steps, med, label=variant, color=color[variant])
             lo, hi = [min(c[s]) for s in steps], [max(c[s]) for s in steps]
-            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
+            ax.fill_between(steps, lo, hi, color=color[variant], alpha=0.15)
         thr = next((t["threshold"] for t in table if t["model"] == model), None)
         if thr is not None:
             ax.axhline(thr, color="grey", linestyle="--", linewidth=1, label="threshold")
