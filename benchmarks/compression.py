@@ -57,6 +57,13 @@ DGC_VARIANTS = {
     "dgc-nomask": ["--no-dgc-momentum-masking"],
     "dgc-heavyball": ["--no-nesterov"],
 }
+NAMED_VARIANTS = ["none", "topk", *DGC_VARIANTS]  # and powersgd<rank>
+
+
+def powersgd_rank(variant: str) -> int | None:
+    """The rank of a `powersgd<rank>` variant; None for any other name."""
+    rank = variant[len("powersgd") :]
+    return int(rank) if variant.startswith("powersgd") and rank.isdigit() else None
 
 
 def variant_flags(variant: str, recipe: dict, density: float) -> list[str]:
@@ -68,13 +75,13 @@ def variant_flags(variant: str, recipe: dict, density: float) -> list[str]:
         warmup = max(1, round(recipe["steps"] * 4 / 90))
         flags = ["--compression", "dgc", "--compression-density", str(density)]
         return [*flags, "--dgc-warmup-steps", str(warmup), *DGC_VARIANTS[variant]]
-    if variant.startswith("powersgd"):
-        rank = variant[len("powersgd") :]
+    rank = powersgd_rank(variant)
+    if rank is not None:
         return [
             "--compression",
             "powersgd",
             "--powersgd-rank",
-            rank,
+            str(rank),
             "--powersgd-start-step",
             str(recipe.get("lr_warmup_steps", 0)),
         ]
@@ -147,13 +154,12 @@ def finished_row(model: str, variant: str, seed: int, wall_s: float, out: Path) 
 def ordered(variants) -> list[str]:
     """Variants in the table's order (none, topk, the dgcs, the powersgds by rank), whatever
     order their runs were made in."""
-    canon = ["none", "topk", *DGC_VARIANTS]
 
     def key(v: str) -> tuple:
-        if v in canon:
-            return (0, canon.index(v), "")
-        rank = v[len("powersgd") :]
-        return (1, int(rank), "") if v.startswith("powersgd") and rank.isdigit() else (2, 0, v)
+        if v in NAMED_VARIANTS:
+            return (0, NAMED_VARIANTS.index(v), "")
+        rank = powersgd_rank(v)
+        return (1, rank, "") if rank is not None else (2, 0, v)
 
     return sorted(variants, key=key)
 
@@ -319,14 +325,12 @@ def main() -> None:
         write(saved["rows"], saved["density"])
         print((RESULTS / "compression.md").read_text())
         return
-    known = ["none", "topk", *DGC_VARIANTS]
     unknown = [
-        v
-        for v in args.variants.split(",")
-        if v not in known and not (v.startswith("powersgd") and v[8:].isdigit())
+        v for v in args.variants.split(",") if v not in NAMED_VARIANTS and powersgd_rank(v) is None
     ]
     if unknown:
-        ap.error(f"unknown variant {unknown[0]!r}; known: {', '.join(known)}, powersgd<rank>")
+        known = ", ".join(NAMED_VARIANTS)
+        ap.error(f"unknown variant {unknown[0]!r}; known: {known}, powersgd<rank>")
     done: list[dict] = []
     saved = RESULTS / "compression.json"
     if not args.fresh and saved.exists():
