@@ -137,6 +137,20 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
     return row
 
 
+def eta_text(rows: list[dict], todo: list[tuple[str, str, int]]) -> str:
+    """The progress line's "; ETA N min" for the runs in `todo`, each at its model's mean wall
+    time among `rows` (an AlexNet run takes ~4x a SqueezeNet one); "" while no row has one."""
+    walls: dict[str, list[float]] = {}
+    for r in rows:
+        if not r.get("resumed"):  # a resumed run's wall_s is its last part's alone
+            walls.setdefault(r["model"], []).append(r["wall_s"])
+    every = [w for ws in walls.values() for w in ws]
+    if not todo or not every:
+        return ""
+    left = sum(statistics.mean(walls.get(model, every)) for model, _, _ in todo)
+    return f"; ETA {left / 60:.0f} min"
+
+
 def finished_row(model: str, variant: str, seed: int, wall_s: float, out: Path) -> dict:
     row = {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s}
     s = json.loads((out / "summary.json").read_text())
@@ -349,19 +363,21 @@ def main() -> None:
         for model, variant, seed in todo:
             shutil.rmtree(run_dir(args.work, model, variant, seed, args.density), True)
     rows = list(done)
-    print(f"compression at equal accuracy: {len(todo)} runs to do, {len(have)} kept", flush=True)
-    t0 = time.perf_counter()
+    print(
+        f"compression at equal accuracy: {len(todo)} runs to do, {len(have)} kept"
+        f"{eta_text(rows, todo)}",
+        flush=True,
+    )
     for k, (model, variant, seed) in enumerate(todo):
         row = one_run(model, variant, seed, args.density, args.work)
         rows.append(row)
         write(rows, args.density)
-        eta = (time.perf_counter() - t0) / (k + 1) * (len(todo) - k - 1)
         what = row.get("error") or (
             f"ratio {row['compression_ratio']:.1f}x, accuracy {row['accuracy']:.3f}"
         )
         print(
             f"[{k + 1}/{len(todo)}] {model} {variant} seed {seed}: {what} "
-            f"({row['wall_s']:.0f}s; ETA {eta / 60:.0f} min)",
+            f"({row['wall_s']:.0f}s{eta_text(rows, todo[k + 1 :])})",
             flush=True,
         )
     print((RESULTS / "compression.md").read_text())

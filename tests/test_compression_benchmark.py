@@ -137,3 +137,18 @@ def test_variants_map_to_flags_and_unknown_ones_exit_2(bench, tmp_path, monkeypa
     assert e.value.code == 2
     assert "unknown variant 'dgcx'" in capsys.readouterr().err
     assert not work.exists() and not (tmp_path / "compression.json").exists()
+
+
+def test_eta_weighs_each_remaining_run_by_its_models_wall_time(bench):
+    rows = [
+        {"model": "squeezenet1_1", "wall_s": 240.0},
+        {"model": "squeezenet1_1", "wall_s": 360.0},
+        {"model": "alexnet", "wall_s": 1200.0},
+        {"model": "alexnet", "wall_s": 60.0, "resumed": True},  # a part of a run: not counted
+    ]
+    todo = [("alexnet", "dgc", 2), ("alexnet", "topk", 2), ("squeezenet1_1", "none", 3)]
+    assert bench.eta_text(rows, todo) == "; ETA 45 min"  # 2 x 20 min + 5 min
+    # A model with no time yet goes at the mean of every run's.
+    assert bench.eta_text(rows, [("squeezenet1_0", "none", 0)]) == "; ETA 10 min"
+    assert bench.eta_text([], todo) == ""
+    assert bench.eta_text(rows, []) == ""
