@@ -44,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from dist_sqz import metrics
 from dist_sqz.plotting import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,16 +140,10 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
 
 def eta_text(rows: list[dict], todo: list[tuple[str, str, int]]) -> str:
     """The progress line's "; ETA N min" for the runs in `todo`, each at its model's mean wall
-    time among `rows` (an AlexNet run takes ~4x a SqueezeNet one); "" while no row has one."""
-    walls: dict[str, list[float]] = {}
-    for r in rows:
-        if not r.get("resumed"):  # a resumed run's wall_s is its last part's alone
-            walls.setdefault(r["model"], []).append(r["wall_s"])
-    every = [w for ws in walls.values() for w in ws]
-    if not todo or not every:
-        return ""
-    left = sum(statistics.mean(walls.get(model, every)) for model, _, _ in todo)
-    return f"; ETA {left / 60:.0f} min"
+    time among `rows` (an AlexNet run takes ~4x a SqueezeNet one)."""
+    # A resumed run's wall_s is its last part's alone.
+    done = [(r["model"], r["wall_s"]) for r in rows if not r.get("resumed")]
+    return metrics.eta_text(done, [model for model, _, _ in todo])
 
 
 def finished_row(model: str, variant: str, seed: int, wall_s: float, out: Path) -> dict:

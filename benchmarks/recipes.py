@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dist_sqz.metrics import eta_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ["squeezenet1_1", "squeezenet1_0", "alexnet"]
@@ -113,21 +115,23 @@ def main() -> None:
         for r in (json.loads(saved.read_text()) if saved.exists() and not args.fresh else [])
         if (r["model"], r["world_size"], r["seed"]) not in redo
     ]
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dsqz-recipes-") as tmp:
         work = Path(args.keep_runs or tmp)
         for k, (model, n, seed) in enumerate(plan):
             row = one_run(model, n, seed, args.target, work)
             rows.append(row)
             write(rows, args.target)
-            spent = time.perf_counter() - t0
-            eta = spent / (k + 1) * (len(plan) - k - 1)
+            # Each run left at its model's mean time so far (an AlexNet run takes several
+            # SqueezeNet runs' time).
+            eta = eta_text(
+                [(r["model"], r["wall_s"]) for r in rows], [m for m, _, _ in plan[k + 1 :]]
+            )
             what = row.get("error") or (
                 f"steps_to_accuracy {row['steps_to_accuracy']}, accuracy {row['accuracy']:.3f}"
             )
             print(
-                f"[{k + 1}/{len(plan)}] {model} N={n} seed {seed}: {what} ({row['wall_s']:.0f}s;"
-                f" ETA {eta / 60:.0f} min)",
+                f"[{k + 1}/{len(plan)}] {model} N={n} seed {seed}: {what} "
+                f"({row['wall_s']:.0f}s{eta})",
                 flush=True,
             )
     print(f"wrote {RESULTS / 'recipes.md'}")

@@ -10,7 +10,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -71,6 +71,21 @@ def _fmt_duration(s: float) -> str:
     m, sec = divmod(int(s + 0.5), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+
+
+def eta_text(done: Iterable[tuple[Hashable, float]], todo: Iterable[Hashable]) -> str:
+    """A long job's "; ETA N min": each run of kind `todo` (e.g. its model) at the mean
+    seconds of the finished runs of that kind in `done` ((kind, seconds) pairs), or of all of
+    them where its kind has none; "" with nothing to do or nothing finished yet."""
+    times: dict[Hashable, list[float]] = {}
+    for kind, seconds in done:
+        times.setdefault(kind, []).append(seconds)
+    every = [t for ts in times.values() for t in ts]
+    todo = list(todo)
+    if not todo or not every:
+        return ""
+    left = sum(statistics.mean(times.get(kind, every)) for kind in todo)
+    return f"; ETA {left / 60:.0f} min"
 
 
 class ProgressSink:
