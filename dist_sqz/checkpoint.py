@@ -2,7 +2,10 @@
 
 A crash mid-write leaves the previous `last.pt` intact; so does a write that fails (a full
 disk), which raises `RunFailure` with one line. The file holds only tensors and
-plain containers, so `torch.load(path, weights_only=True)` reads it.
+plain containers, so `torch.load(path, weights_only=True)` reads it. Before `last.pt` is
+replaced, the one it replaces stays as `step<S>.pt` beside it (a hard link: no copy), the
+newest `keep_checkpoints - 1` of them are kept: a run that went wrong after its last save
+can go back one more.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +34,46 @@ def param_checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def params_finite(model: torch.nn.Module) -> bool:
+    """True when no parameter holds an inf or a NaN (checked before every save)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / "checkpoints" / LAST
 
 
-def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def kept(run_dir: str | os.PathLike[str], by_write: bool = False) -> list[tuple[int, Path]]:
+    """The earlier checkpoints kept beside last.pt, (step, path), by step (or, `by_write`,
+    by when they were written: a run resumed from an older one writes its own after the
+    abandoned ones, which then go first)."""
+    out = []
+    for p in (Path(run_dir) / "checkpoints").glob("step*.pt"):
+        if p.stem[4:].isdigit():
+            out.append((int(p.stem[4:]), p))
+    if by_write:
+        return sorted(out, key=lambda sp: (sp[1].stat().st_mtime_ns, sp[0]))
+    return sorted(out)
+
+
+def _keep_previous(path: Path, new_step: int | None, keep: int) -> None:
+    """Keep the `last.pt` about to be replaced as step<S>.pt; leave the newest keep-1."""
+    if keep > 1 and path.exists() and new_step is not None:
+        old = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"]
+        twin = path.parent / f"step{old}.pt"
+        if old != new_step and not twin.exists():
+            try:
+                os.link(path, twin)
+            except OSError:  # a filesystem without hard links: a copy
+                shutil.copyfile(path, twin)
+    for _, p in kept(path.parent.parent, by_write=True)[: -(keep - 1) or None]:
+        p.unlink(missing_ok=True)
+
+
+def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str], keep: int | None = None) -> None:
+    """Write `obj` to `path` atomically; for a run's last.pt, `keep` is how many
+    checkpoints stay: the file it replaces is kept as step<S>.pt, the newest keep-1 of
+    those."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = ""
@@ -44,6 +83,8 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep is not None:
+            _keep_previous(path, obj.get("step"), keep)
         os.replace(tmp, path)
     except BaseException as e:
         if tmp:
@@ -72,12 +113,21 @@ def _os_error(e: BaseException | None) -> OSError | None:
     return None
 
 
-def load(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load `RUN_DIR/checkpoints/last.pt`; UsageError if it is missing or unreadable."""
-    path = checkpoint_path(run_dir)
+def run_dir_of(where: str | os.PathLike[str]) -> Path:
+    """The run directory of `--resume WHERE`: WHERE itself, or the run a checkpoint file
+    (RUN_DIR/checkpoints/step<S>.pt) belongs to."""
+    p = Path(where)
+    return p.parent.parent if p.suffix == ".pt" else p
+
+
+def load(where: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load `RUN_DIR/checkpoints/last.pt`, or a checkpoint file of a run (an earlier one kept
+    beside it); UsageError if it is missing or unreadable."""
+    path = Path(where) if Path(where).suffix == ".pt" else checkpoint_path(where)
     if not path.is_file():
         raise UsageError(
-            f"no checkpoint at {path}; --resume takes a run directory of an earlier run"
+            f"no checkpoint at {path}; --resume takes a run directory of an earlier run, or "
+            "one of its checkpoints/step<S>.pt"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,13 +189,16 @@ def _rank_state_steps(run_dir: str | os.PathLike[str], rank: int) -> list[int]:
     return sorted(steps)
 
 
-def save_rank_state(run_dir: str | os.PathLike[str], rank: int, step: int, state: dict) -> None:
+def save_rank_state(
+    run_dir: str | os.PathLike[str], rank: int, step: int, state: dict, keep: int = 2
+) -> None:
     """One rank's compressor state (error-feedback residuals differ per rank), atomically.
 
     Ranks save without waiting for each other, so a crash can leave this file a checkpoint
-    ahead of last.pt: the previous one is kept too, and older ones are removed."""
+    ahead of last.pt: the previous one is kept too (as many as the run keeps checkpoints),
+    and older ones are removed."""
     save_atomic({"step": step, "state": state}, rank_state_path(run_dir, rank, step))
-    for old in _rank_state_steps(run_dir, rank)[:-2]:
+    for old in _rank_state_steps(run_dir, rank)[: -max(2, keep)]:
         rank_state_path(run_dir, rank, old).unlink(missing_ok=True)
 
 

@@ -163,6 +163,19 @@ class TrainConfig(Config):
     grad_clip_norm: float | None = _f(
         None, "clip the averaged gradients' global L2 norm to this (null = off)", gt=0
     )
+    skip_nonfinite_steps: int = _f(
+        0,
+        "steps whose loss or gradients are not finite to skip (no update, one line each) "
+        "before stopping the run; 0 = stop at the first, keeping the last good checkpoint",
+        ge=0,
+    )
+    stall_window: int = _f(
+        50,
+        "warn once the loss has sat at ln(classes), chance, this many steps in a row after "
+        "the lr warm-up (a dead network); 0 = off",
+        ge=0,
+    )
+    stop_when_stalled: bool = _f(False, "end the run (exit 1) when it stalls, after saving")
     eval_every: int = _f(0, "evaluate on the held-out split every N steps (0 = at the end)", ge=0)
     eval_batch_size: int = _f(256, "images per worker per evaluation batch", gt=0)
     target_accuracy: float | None = _f(
@@ -182,6 +195,9 @@ class TrainConfig(Config):
     )
     checkpoint_every: int = _f(
         0, "write checkpoints/last.pt every N steps (0 = by time only)", ge=0
+    )
+    keep_checkpoints: int = _f(
+        2, "checkpoints kept: last.pt and the K-1 before it (step<S>.pt beside it)", ge=1
     )
     checkpoint_every_min: float = _f(
         10.0,

@@ -150,19 +150,23 @@ def _split_dirs(path: str) -> tuple[Path, Path | None]:
     return root, None
 
 
-def _cifar_root(path: str) -> Path:
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def _cifar_folder(path: str) -> Path:
+    """The folder holding the CIFAR-10 python batches: PATH itself, or
+    PATH/cifar-10-batches-py (torchvision's download layout); UsageError naming the batches
+    missing from the folder that holds the most of them."""
     root = Path(path)
-    if root.name == "cifar-10-batches-py":
-        root = root.parent
-    batches = root / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    missing = [f for f in names if not (batches / f).is_file()]
-    if missing:
-        raise UsageError(
-            f"cifar10:{path} lacks {', '.join(missing)}; give the folder holding the CIFAR-10 "
-            "python batches (cifar-10-batches-py)"
-        )
-    return root
+    candidates = [root, root / "cifar-10-batches-py"]
+    missing = {c: [f for f in CIFAR_BATCHES if not (c / f).is_file()] for c in candidates}
+    best = min(candidates, key=lambda c: len(missing[c]))
+    if not missing[best]:
+        return best
+    raise UsageError(
+        f"cifar10:{path}: {best} lacks {', '.join(missing[best])}; give the folder holding "
+        "the CIFAR-10 python batches (data_batch_1..5, test_batch), or its parent"
+    )
 
 
 def check_data(data: str) -> None:
@@ -177,7 +181,7 @@ def check_data(data: str) -> None:
     if kind == "imagefolder":
         _split_dirs(path)
     if kind == "cifar10":
-        _cifar_root(path)
+        _cifar_folder(path)
 
 
 def _imagefolder(folder: Path, size: int, spec: str) -> TransformDataset:
@@ -205,7 +209,7 @@ def datasets_for(data: str, size: int) -> tuple[Dataset | None, Dataset | None]:
         held = _imagefolder(val, size, data) if val else None
         return _imagefolder(train, size, data), held
     if kind == "cifar10":
-        folder = _cifar_root(path) / "cifar-10-batches-py"
+        folder = _cifar_folder(path)
         tfs = _transforms(size, small=True)
         return (
             TransformDataset(CifarBatches(folder, train=True), *tfs),

@@ -88,6 +88,10 @@ def eta_text(done: Iterable[tuple[Hashable, float]], todo: Iterable[Hashable]) -
     return f"; ETA {left / 60:.0f} min"
 
 
+def _fmt_loss(loss: float | None) -> str:
+    return "-" if loss is None else f"{loss:.4f}"
+
+
 class ProgressSink:
     """A progress bar on a terminal; plain lines every `every` steps otherwise."""
 
@@ -109,11 +113,12 @@ class ProgressSink:
         text = (
             f"step {step}/{self.total}  {r['images_per_s']:.1f} img/s  "
             f"{_fmt_bytes(r['payload_bytes'])}/step payload  "
-            f"{_fmt_bytes(r['sent_bytes'])} sent  loss {r['loss']:.4f}  lr {r['lr']:.3g}"
+            f"{_fmt_bytes(r['sent_bytes'])} sent  loss {_fmt_loss(r['loss'])}  lr {r['lr']:.3g}"
             + (f"  grad norm {r['grad_norm']:.3g}" if r.get("grad_norm") is not None else "")
             + (f"  accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else "")
             + (f"  ETA {_fmt_duration(eta)}" if eta is not None and left else "")
             + ("  (warm-up)" if r.get("warmup") else "")
+            + ("  NOT FINITE" if r.get("nonfinite") else "")
         )
         if self.tty:
             width = 24

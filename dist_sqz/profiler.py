@@ -74,7 +74,10 @@ def profile_model(
         t1 = clock.mark()
         loss.backward()
         t2 = clock.mark()
-        opt.step()
+        # as the trainer's step: the gradients' norm, checked finite, then the update
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            opt.step()
         t3 = clock.mark()
         if i >= warmup:
             parts["forward_s"].append(clock.between(t0, t1))

@@ -34,16 +34,20 @@ def available(folder: str = "") -> dict[str, str]:
 
 
 def recipe(data: str, model: str, folder: str = "") -> dict[str, Any]:
-    """The recipe of `model` on `data`, as train config keys; UsageError if there is none."""
+    """The recipe of `model` on `data`, as train config keys; UsageError if there is none.
+    Data read from a folder (`cifar10:PATH`) takes the recipe of its kind (`cifar10_<model>`)
+    with `data` set to the folder given."""
     have = available(folder)
     where = f" in {folder}" if folder else ""
+    kind, _, path = data.partition(":")
+    data = kind
     name = f"{data}_{model}"
     if name not in have:
         datas = sorted({n.split("_", 1)[0] for n in have})
         if data not in datas:
             raise UsageError(
                 f"no recipes for data {data!r}{where}; time to accuracy needs one of: "
-                f"{', '.join(datas) or 'none'} (e.g. --data digits)"
+                f"{', '.join(datas) or 'none'} (e.g. --data digits or --data cifar10:PATH)"
             )
         models = sorted(n.split("_", 1)[1] for n in have if n.startswith(data + "_"))
         raise UsageError(f"no {data} recipe for {model}{where}; there are: {', '.join(models)}")
@@ -55,4 +59,6 @@ def recipe(data: str, model: str, folder: str = "") -> dict[str, Any]:
         ) from None
     if not isinstance(keys, dict):
         raise UsageError(f"recipe {name}{where} must be a mapping of train config keys")
+    if path:
+        keys["data"] = f"{kind}:{path}"
     return keys

@@ -5,9 +5,9 @@ worker and kills what is left 30 s later. Open MPI's mpirun (PRRTE) kills its ra
 after forwarding SIGTERM, but forwards SIGUSR1 and leaves them be: `launch/mpirun.sh` turns
 a SIGTERM into SIGUSR1 for mpirun, and Slurm's `--signal=B:USR1@120` sends it directly.
 A signal only sets a flag here; after each step every rank takes the same decision from one
-tiny max-reduce of (stop, checkpoint due), so no rank leaves a collective for another to
-wait on. Then each rank saves its state for the step (`Trainer._save`) and the run ends
-with 128 + the signal number. A second signal stops at once.
+tiny max-reduce of (stop, checkpoint due, non-finite step, stalled), so no rank leaves a
+collective for another to wait on. Then each rank saves its state for the step
+(`Trainer._save`) and the run ends with 128 + the signal number. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -17,9 +17,16 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class Decision(NamedTuple):
+    signum: int  # the signal to stop on, 0 for none
+    checkpoint_due: bool
+    nonfinite: bool
+    stalled: bool
 
 
 class StepControl:
@@ -60,14 +67,16 @@ class StepControl:
     def saved(self) -> None:
         self._saved_at = time.monotonic()
 
-    def decide(self) -> tuple[int, bool]:
-        """(the signal to stop on, 0 for none; write a checkpoint now): the same on every
-        rank."""
+    def decide(self, bad: bool = False, stalled: bool = False) -> Decision:
+        """What every rank does after this step, the same on every rank: stop on a signal,
+        write a checkpoint now, whether any rank saw a non-finite step (`bad`), and whether
+        rank 0 found the run stalled (`health.py`)."""
         stop = self.signum or 0
         due = bool(self.every_s) and time.monotonic() - self._saved_at >= self.every_s
         if self.world_size == 1:
-            return stop, due
-        # Any rank's signal stops all (SIGTERM over SIGINT); rank 0's clock alone decides a
-        # timed checkpoint.
-        agreed = self.backend.control([stop, int(due and self.is_main)])
-        return agreed[0], bool(agreed[1])
+            return Decision(stop, due, bad, stalled)
+        # Any rank's signal stops all (SIGTERM over SIGINT), and any rank's bad step counts;
+        # rank 0's clock alone decides a timed checkpoint, and its loss a stall.
+        flags = [stop, int(due and self.is_main), int(bad), int(stalled and self.is_main)]
+        agreed = self.backend.control(flags)
+        return Decision(agreed[0], bool(agreed[1]), bool(agreed[2]), bool(agreed[3]))

@@ -9,9 +9,11 @@ function of the step, so a resumed run retraces the uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from dist_sqz.data import (
 from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.errors import CommFailure, RunFailure, Stopped, UsageError
 from dist_sqz.evaluate import evaluate
+from dist_sqz.health import Diverged, NonFiniteGuard, StallWatch
 from dist_sqz.metrics import (
     Sink,
     build_summary,
@@ -170,6 +173,18 @@ class Trainer:
         self.control = StepControl(
             self.backend, env.is_main, env.world_size, cfg.checkpoint_every_min
         )
+        self.guard = NonFiniteGuard(cfg.skip_nonfinite_steps, env.is_main, env.world_size, cfg.lr)
+        self.stall = StallWatch(
+            cfg.stall_window,
+            max(cfg.warmup_steps, cfg.lr_warmup_steps),
+            None if train_set is None else len(train_set.classes),
+            num_classes,
+            cfg.model,
+            cfg.lr,
+            cfg.data,
+        )
+        self.saved_step = self.start_step if resume is not None else None
+        self.stall_warned = self.stopped_stalled = False
 
     def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:
         name, out = checkpoint.default_out(cfg, self.env.world_size)
@@ -185,17 +200,37 @@ class Trainer:
         (self.out / "config.yaml").write_text(self.cfg.dump_yaml())
         checkpoint.mark_launch(self.out)
         keep = self.start_step if self.resume is not None or self.restarted else None
+        if keep is not None:  # the run is not finished until it writes its summary again
+            (self.out / "summary.json").unlink(missing_ok=True)
         self.sinks = open_sinks(self.cfg, self.out, keep)
+
+    def _kept(self) -> str:
+        """Where the last good state is, for a line that ends the run."""
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        path = checkpoint.checkpoint_path(self.out)
+        earlier = [p.name for _, p in checkpoint.kept(self.out)]
+        also = f" (earlier: {', '.join(earlier)} beside it)" if earlier else ""
+        return f"{path} (step {self.saved_step}) is the last good state{also}"
 
     def _save(self, step: int) -> None:
         """Every rank's state for `step`. A write that fails (a full disk) stops every rank
-        here, the one that failed saying why, and the previous checkpoint stays."""
+        here, the one that failed saying why, and the previous checkpoint stays. Parameters
+        that are not finite are never saved (replicas are equal: every rank finds it)."""
         self.control.saved()
+        if not checkpoint.params_finite(self.model):
+            self._fail_together(
+                f"the parameters after step {step} are not finite; stopped every rank "
+                f"without saving them: {self._kept()}; lower --lr (now {self.cfg.lr:g})",
+                Diverged,
+            )
         failure: RunFailure | None = None
         try:
             state = self.compressor.state_dict()
             if state:  # per-rank state (residuals) goes beside last.pt, one file per rank
-                checkpoint.save_rank_state(self.out, self.env.rank, step, state)
+                checkpoint.save_rank_state(
+                    self.out, self.env.rank, step, state, self.cfg.keep_checkpoints
+                )
             if self.env.is_main:
                 checkpoint.save_atomic(
                     {
@@ -207,6 +242,7 @@ class Trainer:
                         **({"scaler": self.scaler.state_dict()} if self.scaler else {}),
                     },
                     checkpoint.checkpoint_path(self.out),
+                    keep=self.cfg.keep_checkpoints,
                 )
         except RunFailure as e:
             failure = e
@@ -215,6 +251,7 @@ class Trainer:
             raise RunFailure(f"{rank}checkpoint of step {step}: {failure}" if failure else "")
         if failure:
             raise RunFailure(f"checkpoint of step {step}: {failure}")
+        self.saved_step = step
 
     # -- one step ------------------------------------------------------------------------
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -333,18 +370,29 @@ class Trainer:
                 loss_value = loss.item()
                 t2 = time.perf_counter()
                 comm = self.backend.ledger.take_step()
+                done = self.last_step = step + 1
+                bad = self.guard.local_bad(loss_value, grad_norm, self.scaler is not None)
+                if env.is_main:
+                    self.stall.loss(done, loss_value)
                 # The agreement collective also drains this step's sends (TCP delivers them
                 # before it), so wire_bytes counts the whole step; it adds a few packets.
-                signum, due = control.decide()
+                decision = control.decide(bad, self.stall.stalled)
                 wire = self.tx() - tx0 if self.tx else None
-                done = self.last_step = step + 1
                 record = self._record(done, loss_value, lr, t2 - t0, t2 - t1, comm, wire)
                 record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)  # before clipping
+                if decision.nonfinite:
+                    self._nonfinite(record, loss_value, grad_norm)
+                else:
+                    self.guard.good(done, loss_value)
                 reached = self._maybe_evaluate(record)
+                self._watch_stall(record)
                 for sink in self.sinks:
                     sink.write(record)
+                if decision.stalled and cfg.stop_when_stalled:
+                    self.stopped_stalled = True
+                    break
                 if reached:
                     if env.is_main:
                         print(
@@ -355,11 +403,17 @@ class Trainer:
                     break
                 if done == cfg.steps:
                     break
-                if signum:
-                    self._stop(done, signum)
-                if due or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+                if decision.signum:
+                    self._stop(done, decision.signum)
+                every = cfg.checkpoint_every
+                if decision.checkpoint_due or (every and done % every == 0):
                     self._save(done)
             summary = self._finish()
+            if self.stopped_stalled:
+                self._fail_together(
+                    f"stopped at step {self.last_step} of {cfg.steps}: the run stalled "
+                    f"(--stop-when-stalled); summary and checkpoint in {self.out}"
+                )
         except RuntimeError as e:
             failed = isinstance(e, self.backend.comm_errors) or self.backend.ledger.failure
             if env.world_size == 1 or not failed:
@@ -378,6 +432,43 @@ class Trainer:
                 sink.close()
             self.backend.close()
         return summary
+
+    def _nonfinite(self, record: dict[str, Any], loss: float, grad_norm: Any) -> None:
+        """A step some rank found not finite (no update was applied where the gradients
+        were not): skip it, one line, or end the run, its record written first."""
+        what = self.guard.what(loss, grad_norm)
+        record["nonfinite"] = True
+        for key in ("loss", "grad_norm"):  # metrics.jsonl stays valid JSON: null, not NaN
+            if record.get(key) is not None and not math.isfinite(record[key]):
+                record[key] = None
+        try:
+            line = self.guard.bad(record["step"], self.cfg.steps, what, self._kept())
+        except Diverged as e:
+            for sink in self.sinks:
+                sink.write(record)
+            self._fail_together(str(e), Diverged)
+        if self.env.is_main:
+            print(line, flush=True)
+
+    def _fail_together(self, message: str, kind: type[RunFailure] = RunFailure) -> None:
+        """End the run on every rank with rank 0's one line, printed before any rank
+        leaves: a launcher kills the other workers as soon as one exits non-zero."""
+        if self.env.is_main:
+            print(f"dist-sqz: error: {message}", file=sys.stderr, flush=True)
+        if self.env.world_size > 1:
+            self.backend.control([0])
+        raise kind("")
+
+    def _watch_stall(self, record: dict[str, Any]) -> None:
+        """Rank 0: feed an evaluation to the stall watch; warn once when it finds a stall."""
+        if not self.env.is_main:
+            return
+        if record.get("accuracy") is not None:
+            self.stall.accuracy(record["step"], record["accuracy"])
+        if self.stall.stalled and not self.stall_warned:
+            self.stall_warned = True
+            record["stalled"] = True
+            print(self.stall.warning(), flush=True)
 
     def _stop(self, step: int, signum: int) -> None:
         """Save this step's state on every rank, then end the run (no summary: it did not
@@ -416,10 +507,14 @@ class Trainer:
         )
         summary["param_checksum"] = checksum
         summary["replicas_consistent"] = len(set(checksums)) == 1
+        summary["stalled"] = self.stall.stalled
+        summary["stalled_at_step"] = self.stall.stalled_at
+        summary["nonfinite_steps"] = self.guard.skipped
         summary["config"] = self.cfg.to_dict()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         for sink in self.sinks:
             if hasattr(sink, "summary"):
                 sink.summary(summary)
-        print(done_line(summary, self.out / "summary.json"), flush=True)
+        if not self.stopped_stalled:
+            print(done_line(summary, self.out / "summary.json"), flush=True)
         return summary

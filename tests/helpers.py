@@ -3,12 +3,16 @@ reading run directories, killing process trees, and the quick-run flags."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from dist_sqz.cluster.launch import descendants, kill_tree  # noqa: F401 (re-exported)
 
@@ -55,6 +59,45 @@ def run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None,
 
 def dist_sqz(*args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd=None):
     return run([sys.executable, "-m", "dist_sqz", *args], timeout=timeout, env=env, cwd=cwd)
+
+
+def need_launcher(module: str, exe: str) -> None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a submodule's parent (horovod of horovod.torch) is absent
+        found = False
+    if found and shutil.which(exe):
+        return
+    why = f"{module} / {exe} not installed (run launch/install_horovod.sh)"
+    if os.environ.get("DIST_SQZ_REQUIRE_LAUNCHERS") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def mpirun(n: int, out, *args: str, backend: str = "mpi", expect: int | None = 0):
+    """`dist-sqz train` under mpirun; asserts its exit status unless `expect` is None."""
+    need_launcher("mpi4py", "mpirun")
+    env = base_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.pop("OMP_NUM_THREADS")  # the trainer must share the cores out itself
+    cmd = ["mpirun", "-np", str(n), "--oversubscribe", "-x", f"MASTER_PORT={free_port()}"]
+    cmd += [sys.executable, "-m", "dist_sqz", "train", "--backend", backend]
+    proc = run([*cmd, "--out", str(out), *args], env=env, timeout=300)
+    if expect is not None:
+        assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def horovodrun(n: int, out, *args: str, expect: int | None = 0):
+    """`dist-sqz train` under horovodrun; asserts its exit status unless `expect` is None."""
+    need_launcher("horovod.torch", "horovodrun")
+    env = base_env()
+    env.pop("OMP_NUM_THREADS")
+    cmd = ["horovodrun", "-np", str(n), "--gloo", "--gloo-timeout-seconds", "120"]
+    cmd += [sys.executable, "-m", "dist_sqz", "train", "--backend", "horovod"]
+    proc = run([*cmd, "--out", str(out), *args], env=env, timeout=300)
+    if expect is not None:
+        assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
 
 
 def train_torchrun(nproc: int, out: Path, *args: str, timeout: float = 300):
@@ -126,3 +169,34 @@ def checkpoint_step(out: Path) -> int:
         return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
     except (FileNotFoundError, RuntimeError, EOFError):
         return 0
+
+
+def write_cifar(
+    folder: Path, n_train: int = 500, n_test: int = 200, learnable: bool = True, seed: int = 0
+) -> Path:
+    """CIFAR-10's python layout in `folder` itself: pickled dicts of uint8 rows (3072 =
+    3 x 32 x 32, channel-major) and labels, `data_batch_1..5` (n_train in all) and
+    `test_batch`. Learnable: each class is its own coarse 4 x 4 colour pattern, upsampled,
+    under heavy pixel noise, so a network that learns beats chance on the test batch;
+    otherwise pixels and labels are independent noise."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    patterns = rng.uniform(40, 215, (10, 3, 4, 4)).repeat(8, axis=2).repeat(8, axis=3)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]
+    for name, n in parts:
+        labels = rng.integers(0, 10, n)
+        if learnable:
+            noise = rng.normal(0, 50, (n, 3, 32, 32))
+            images = np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
+        else:
+            images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        batch = {b"data": images.reshape(n, 3072), b"labels": [int(x) for x in labels]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    return folder

@@ -231,9 +231,9 @@ def test_sigterm_to_the_mpirun_script_checkpoints_and_resume_matches(tmp_path):
     """mpirun kills its ranks right after forwarding SIGTERM; launch/mpirun.sh hands it
     SIGUSR1 instead, which every rank stops on after its step. PowerSGD's per-rank error
     feedback and warm-started factors must come back exactly."""
-    from tests.test_backends import _need
+    from tests.helpers import need_launcher
 
-    _need("mpi4py", "mpirun")
+    need_launcher("mpi4py", "mpirun")
     script = ["bash", str(Path(__file__).resolve().parents[1] / "launch" / "mpirun.sh")]
     args = [*RUN, "--compression", "powersgd", "--powersgd-start-step", "3"]
     code, _, stderr = _stopped_then_resumed(script, args, tmp_path)
@@ -244,9 +244,9 @@ def test_sigterm_to_the_mpirun_script_checkpoints_and_resume_matches(tmp_path):
 
 def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
     """horovodrun forwards SIGTERM (gloo controller); int8 compression on Horovod."""
-    from tests.test_backends import _need
+    from tests.helpers import need_launcher
 
-    _need("horovod.torch", "horovodrun")
+    need_launcher("horovod.torch", "horovodrun")
     hvd = ["horovodrun", "-np", "2", "--gloo", "--gloo-timeout-seconds", "120"]
     hvd += [sys.executable, "-m", "dist_sqz", "train"]
     args = [*RUN, "--backend", "horovod", "--compression", "int8"]

@@ -23,9 +23,25 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--model squeezenet1_1 --steps 20",
     )
     p.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from checkpoints/last.pt, or from an earlier "
+        "checkpoint kept beside it (RUN_DIR/checkpoints/step<S>.pt; --keep-checkpoints)",
     )
     add_config_flags(p, TrainConfig)
+
+
+def resume_line(where: str, step: int) -> str:
+    """Which checkpoint a resumed run continues from, and the others kept beside it."""
+    from pathlib import Path
+
+    from dist_sqz import checkpoint
+
+    run_dir = checkpoint.run_dir_of(where)
+    path = Path(where) if Path(where).suffix == ".pt" else checkpoint.checkpoint_path(run_dir)
+    others = [(s, p) for s, p in checkpoint.kept(run_dir) if p.name != path.name]
+    also = "; also kept: " + ", ".join(f"{p.name} (step {s})" for s, p in others) if others else ""
+    return f"dist-sqz: resuming from {path} (step {step}){also}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     under = [ckpt["config"]] if ckpt else []
     cfg = config_from_args(TrainConfig, args, *under)
     if args.resume:
-        cfg = TrainConfig.build(cfg.to_dict(), {"out": args.resume})
+        run_dir = str(checkpoint.run_dir_of(args.resume))
+        cfg = TrainConfig.build(cfg.to_dict(), {"out": run_dir})
+        if is_main_process():
+            print(resume_line(args.resume, ckpt["step"]), flush=True)
     restarted = False
     if ckpt is None and cfg.out and checkpoint.same_launch(cfg.out):
         # torchrun restarted this job's workers (--max-restarts; also on the nodes whose own

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dist_sqz.comm.backends import clip_gradients
+from dist_sqz.comm.backends import clip_gradients, finite
 from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.comm.compression import Bucket, Compressor
 
@@ -110,8 +110,9 @@ class BucketedExchange:
 
 
 class SyncOptimizer:
-    """An optimizer whose `step()` first completes the gradient exchange, then clips;
-    `grad_norm` is the last step's norm before clipping (None when not clipping)."""
+    """An optimizer whose `step()` first completes the gradient exchange, then clips, and
+    applies the update only to finite gradients; `grad_norm` is the last step's norm before
+    clipping."""
 
     def __init__(
         self,
@@ -127,7 +128,9 @@ class SyncOptimizer:
     def step(self, closure=None):
         self.exchange.synchronize()
         self.grad_norm = clip_gradients(self.optimizer, self.clip_norm)
-        return self.optimizer.step(closure)
+        if finite(self.grad_norm):
+            return self.optimizer.step(closure)
+        return None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

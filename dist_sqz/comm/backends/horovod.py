@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dist_sqz.comm.accounting import Ledger
-from dist_sqz.comm.backends import BACKENDS, Backend, clip_gradients
+from dist_sqz.comm.backends import BACKENDS, Backend, clip_gradients, finite
 from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
 from dist_sqz.comm.collectives import PolledCollectives, nbytes
 from dist_sqz.comm.compression import Compressor
@@ -190,15 +190,15 @@ class HorovodBackend(Backend):
 
     def step(self, optimizer, scaler=None) -> torch.Tensor | None:  # no fp16 scaler (config)
         if self.hvd_opt is None:
-            optimizer.step()  # SyncOptimizer: exchange, clip, step
+            optimizer.step()  # SyncOptimizer: exchange, check and clip, step
             return optimizer.grad_norm
-        if not self.cfg.grad_clip_norm:
-            optimizer.step()  # Horovod's: synchronize, step
-            return None
         optimizer.synchronize()
         norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
-        with optimizer.skip_synchronize():
-            optimizer.step()
+        if finite(norm):
+            with optimizer.skip_synchronize():
+                optimizer.step()
+        else:
+            optimizer._synchronized = False  # what its step() resets; no update applied
         return norm
 
     def all_gather_object(self, obj: Any) -> list[Any]:

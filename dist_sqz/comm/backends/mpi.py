@@ -122,7 +122,7 @@ class MPIBackend(Backend):
             self.exchange.reset()
 
     def step(self, optimizer, scaler=None) -> torch.Tensor | None:  # no fp16 scaler (config)
-        optimizer.step()  # SyncOptimizer: exchange, clip, step
+        optimizer.step()  # SyncOptimizer: exchange, check and clip, step
         return optimizer.grad_norm
 
     def all_gather_object(self, obj: Any) -> list[Any]:
