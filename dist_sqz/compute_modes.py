@@ -1,5 +1,5 @@
 """How `compare` obtains each step's compute time: local (N copies of this machine), real, or
-a named profile (DESIGN.md, "Compute modes").
+a named profile (docs/design.md, "Compute modes").
 
 - **local** (the default): before any run, each model's forward, backward and optimizer times
   are measured here with one thread at the run's batch and image size (`profiler`); every run

@@ -149,7 +149,7 @@ def step_record(
     emulated_batch: int | None = None,
     late_s: float | None = None,
 ) -> dict[str, Any]:
-    """One metrics.jsonl line (DESIGN.md's names). Emulated compute: times are divided by
+    """One metrics.jsonl line (docs/design.md's names). Emulated compute: times are divided by
     the dilation D and throughput counts the emulated batch."""
     d = dilation
     batch = emulated_batch or cfg.batch_size
@@ -200,13 +200,13 @@ def medians(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def scaling_efficiency(images_per_s: float, world_size: int, images_per_s_1: float) -> float:
-    """images_per_s(N) / (N x images_per_s(1)), same per-worker batch (DESIGN.md)."""
+    """images_per_s(N) / (N x images_per_s(1)), same per-worker batch (docs/design.md)."""
     return images_per_s / (world_size * images_per_s_1)
 
 
 def build_summary(records: list[dict[str, Any]], **facts: Any) -> dict[str, Any]:
     """summary.json: the run's facts, medians of its measured steps, compression_ratio and
-    final_loss (DESIGN.md). `facts` must hold `params`; what it holds comes first."""
+    final_loss (docs/design.md). `facts` must hold `params`; what it holds comes first."""
     summary: dict[str, Any] = {
         **facts,
         "uncompressed_payload_bytes": 4 * facts["params"],
@@ -224,7 +224,7 @@ def build_summary(records: list[dict[str, Any]], **facts: Any) -> dict[str, Any]
 
 def accuracy_fields(records: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
     """accuracy (the last evaluation's), eval_time_s, and the time-to-accuracy fields of
-    DESIGN.md: the first evaluation step with accuracy >= target; images = steps x world
+    docs/design.md: the first evaluation step with accuracy >= target; images = steps x world
     size x batch size; time = the sum of step_time_s up to it (training only)."""
     evals = [r for r in records if r.get("accuracy") is not None]
     out: dict[str, Any] = {

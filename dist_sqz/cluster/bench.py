@@ -6,7 +6,7 @@ Worker (one per rank, under torchrun or `dist-sqz cluster bench`)::
 
 times `reps` all-reduces of each size (after one untimed warm-up, each started together
 behind a barrier) and rank 0 prints one JSON line, `BENCH {...}`, with the fastest time per
-size. bus bandwidth = 2(N-1)/N x size / time, as DESIGN.md defines busbw.
+size. bus bandwidth = 2(N-1)/N x size / time, as docs/design.md defines busbw.
 
 `fit_ring` fits the ring model t = 2(N-1) a + 2(N-1)/N S / B (the one `dist-sqz simulate`
 uses) to such points by least squares: a per-hop latency a and an achieved bandwidth B.

@@ -2,7 +2,7 @@
 
 Every collective a backend issues goes through a `Ledger`: it records the payload handed to
 the collective, the bytes this rank transmits under the collective's algorithm (the
-nccl-tests "bus bytes" convention, DESIGN.md), and when it was issued and completed. On every
+nccl-tests "bus bytes" convention, docs/design.md), and when it was issued and completed. On every
 backend comm_time_s sums issue-to-completion over a step's collectives and comm_busy_s is the
 time at least one was in flight. Compression composes for free: whatever a
 compressor hands to a collective is what gets counted.
