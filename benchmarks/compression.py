@@ -37,14 +37,12 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from dist_sqz import metrics
+from dist_sqz import metrics, runs
 from dist_sqz.plotting import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,16 +94,14 @@ def run_dir(work: Path, model: str, variant: str, seed: int, density: float) -> 
 def run_command(model: str, variant: str, seed: int, density: float, out: Path) -> list[str]:
     """torchrun's command for one run: fresh, or from `out`'s last checkpoint when a run
     there was stopped part-way (a directory with no checkpoint yet is started over)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    cmd += ["-m", "dist_sqz", "train"]
-    if (out / "checkpoints" / "last.pt").exists():
-        return [*cmd, "--resume", str(out)]
-    if out.exists():
-        shutil.rmtree(out)
     config = ROOT / "configs" / f"digits_{model}.yaml"
     recipe = yaml.safe_load(config.read_text())
-    cmd += ["--config", str(config), "--seed", str(seed)]
-    return [*cmd, *variant_flags(variant, recipe, density), "--out", str(out)]
+    start = ["--config", str(config), "--seed", str(seed)]
+    start += [*variant_flags(variant, recipe, density), "--out", str(out)]
+    args = runs.resume_or_start(out, *start)
+    if args == start and out.exists():
+        shutil.rmtree(out)
+    return runs.train_command(*args, nproc=2)
 
 
 def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> dict:
@@ -116,21 +112,10 @@ def one_run(model: str, variant: str, seed: int, density: float, work: Path) -> 
     resumed = "--resume" in cmd
     if resumed:
         print(f"    {out.name}: resuming from its last checkpoint", flush=True)
-    # The run's output goes to a file, not a pipe: were this process stopped, workers writing
-    # to a closed pipe would die at their next line instead of checkpointing on SIGTERM.
-    log = work / f"{out.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    before = log.stat().st_size if log.exists() else 0  # earlier attempts' lines stay above
     t0 = time.perf_counter()
-    with log.open("a") as sink:
-        proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    code, error = runs.run_logged(cmd, work / f"{out.name}.log")
     wall_s = time.perf_counter() - t0
-    if proc.returncode != 0:
-        with log.open() as f:
-            f.seek(before)
-            lines = [x for x in f.read().splitlines() if x.strip()] or ["failed"]
-        error = next((x for x in reversed(lines) if x.startswith("dist-sqz: error")), lines[-1])
-        error = f"{error[:300]} (log: {log})"
+    if code != 0:
         return {"model": model, "variant": variant, "seed": seed, "wall_s": wall_s, "error": error}
     row = finished_row(model, variant, seed, wall_s, out)
     if resumed:

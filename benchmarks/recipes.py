@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from dist_sqz import runs
 from dist_sqz.metrics import eta_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,15 +27,13 @@ MODELS = ["squeezenet1_1", "squeezenet1_0", "alexnet"]
 
 def one_run(model: str, n: int, seed: int, target: float, work: Path) -> dict:
     out = work / f"{model}-n{n}-s{seed}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc-per-node={n}", "-m", "dist_sqz", "train"]
-    cmd += ["--config", str(ROOT / "configs" / f"digits_{model}.yaml"), "--seed", str(seed)]
-    cmd += ["--target-accuracy", str(target), "--out", str(out)]
+    args = ["--config", str(ROOT / "configs" / f"digits_{model}.yaml"), "--seed", str(seed)]
+    args += ["--target-accuracy", str(target), "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    code, why = runs.run_captured(runs.train_command(*args, nproc=n))
     row = {"model": model, "world_size": n, "seed": seed, "wall_s": time.perf_counter() - t0}
-    if proc.returncode != 0:
-        row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
+    if code != 0:
+        row["error"] = why
         return row
     s = json.loads((out / "summary.json").read_text())
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -224,3 +224,43 @@ def load_rank_state(
             f"compressor state {path} cannot be read ({type(e).__name__})", rank=rank
         ) from None
     return saved["state"]
+
+
+class Checkpointer:
+    """Every rank's state of one run at a step: last.pt (rank 0 writes it), each rank's
+    compressor state beside it, earlier checkpoints kept. A write that fails on any rank (a
+    full disk) stops every rank, the one that failed saying why, and the previous
+    checkpoint stays."""
+
+    def __init__(
+        self, out: Path, rank: int, world_size: int, keep: int, control: Any, saved: int | None
+    ) -> None:
+        self.out, self.rank, self.world_size, self.keep = out, rank, world_size, keep
+        self.control = control  # elementwise max over ranks: Backend.control
+        self.saved_step = saved  # the step of the newest checkpoint, None before the first
+
+    def where(self) -> str:
+        """Where the last good state is, for a line that ends the run."""
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        earlier = [p.name for _, p in kept(self.out)]
+        also = f" (earlier: {', '.join(earlier)} beside it)" if earlier else ""
+        return f"{checkpoint_path(self.out)} (step {self.saved_step}) is the last good state{also}"
+
+    def save(self, step: int, state: dict[str, Any] | None, rank_state: dict[str, Any]) -> None:
+        """Write `state` (rank 0's: model, optimizer, step, config...; None elsewhere) and
+        this rank's `rank_state` (empty: none) for `step`."""
+        failure: RunFailure | None = None
+        try:
+            if rank_state:  # per-rank state (residuals) goes beside last.pt, one file per rank
+                save_rank_state(self.out, self.rank, step, rank_state, self.keep)
+            if state is not None:
+                save_atomic(state, checkpoint_path(self.out), keep=self.keep)
+        except RunFailure as e:
+            failure = e
+        if self.world_size > 1 and self.control([int(failure is not None)])[0]:
+            who = "" if self.rank == 0 else f"rank {self.rank}: "
+            raise RunFailure(f"{who}checkpoint of step {step}: {failure}" if failure else "")
+        if failure:
+            raise RunFailure(f"checkpoint of step {step}: {failure}")
+        self.saved_step = step

@@ -15,8 +15,6 @@ worker, 64 px, a real `dist-sqz train`) and reports held-out accuracy.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,8 +24,10 @@ from typing import Any
 import torch
 import yaml
 
+from dist_sqz import runs
 from dist_sqz.comm.accounting import sent_bytes
 from dist_sqz.errors import RunFailure
+from dist_sqz.metrics import eta_text
 from dist_sqz.models import build_model, count_params
 from dist_sqz.models.stats import gflops
 from dist_sqz.plotting import pyplot
@@ -72,7 +72,7 @@ def sweep(
     ref_macs, ref_params = gflops(ref), count_params(ref)
     rows = []
     todo = points(cfg)
-    t_start = time.monotonic()
+    took: list[tuple[str, float]] = []  # (sweep, wall seconds) of each point trained
     for i, (kind, value, name) in enumerate(todo):
         model = build_model(name)
         params = count_params(model)
@@ -102,10 +102,11 @@ def sweep(
         }
         if cfg.train_steps:
             row.update(train_point(name, cfg.train_steps))
-            eta = (time.monotonic() - t_start) / (i + 1) * (len(todo) - i - 1)
+            took.append((kind, row["train_wall_s"]))
+            eta = eta_text(took, [k for k, _, _ in todo[i + 1 :]])
             progress(
                 f"design-space: {i + 1}/{len(todo)} {kind} {value}: accuracy "
-                f"{row['accuracy']:.4f} after {cfg.train_steps} steps; ETA {eta / 60:.0f} min"
+                f"{row['accuracy']:.4f} after {cfg.train_steps} steps{eta}"
             )
         rows.append(row)
     return rows
@@ -123,12 +124,10 @@ def train_point(name: str, steps: int) -> dict[str, Any]:
         keys["out"] = str(out)
         config = Path(tmp) / "point.yaml"
         config.write_text(yaml.safe_dump(keys))
-        cmd = [sys.executable, "-m", "dist_sqz", "train", "--config", str(config)]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RunFailure(f"design-space: training {name} failed: {last}")
+        code, why = runs.run_captured(runs.train_command("--config", str(config)))
+        if code != 0:
+            raise RunFailure(f"design-space: training {name} failed: {why}")
         summary = json.loads((out / "summary.json").read_text())
     return {
         "train_steps": steps,

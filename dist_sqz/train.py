@@ -10,187 +10,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dist_sqz import checkpoint
 from dist_sqz.comm.accounting import StepComm
-from dist_sqz.comm.backends import BACKENDS, Backend
-from dist_sqz.comm.compression import build_compressor
-from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
-from dist_sqz.config import TrainConfig
-from dist_sqz.data import (
-    datasets_for,
-    default_workers,
-    held_out_batches,
-    num_classes_of,
-    train_batches,
-)
-from dist_sqz.emulate import EmulatedCompute
-from dist_sqz.errors import CommFailure, RunFailure, Stopped, UsageError
+from dist_sqz.errors import CommFailure, RunFailure, Stopped
 from dist_sqz.evaluate import evaluate
-from dist_sqz.health import Diverged, NonFiniteGuard, StallWatch
+from dist_sqz.health import Diverged
 from dist_sqz.metrics import (
-    Sink,
     build_summary,
     done_line,
     open_sinks,
     read_jsonl,
     step_record,
-    tx_counter,
 )
-from dist_sqz.models import build_model, check_input_size, count_params
-from dist_sqz.optim import lr_at, set_lr, sgd
-from dist_sqz.profiles import compute_times, load_profile
-from dist_sqz.stopping import StepControl
-from dist_sqz.wandb_sink import import_wandb
+from dist_sqz.optim import lr_at, set_lr
+from dist_sqz.step import StepResult, step_seed
+from dist_sqz.train_setup import TrainerSetup
 
 
-def _workers(n: int) -> str:
-    return f"{n} worker" + ("s" if n != 1 else "")
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return ((seed * 1_000_003 + step) * 10_007 + rank) % (2**63)
-
-
-class Trainer:
-    """Composes backend, model, data, compressor and sinks for one run."""
-
-    def __init__(
-        self, cfg: TrainConfig, resume: dict[str, Any] | None = None, restarted: bool = False
-    ) -> None:
-        env = launch_env()
-        share_cpu_threads(env)
-        self.env: LaunchEnv = env
-        self.resume = resume
-        self.restarted = restarted
-        train_set, held_set = datasets_for(cfg.data, cfg.image_size)
-        num_classes = cfg.num_classes or num_classes_of(train_set)
-        check_input_size(cfg.model, cfg.image_size, num_classes)
-        self.start_step = 0
-        if resume is not None:
-            if resume.get("world_size", env.world_size) != env.world_size:
-                n = resume["world_size"]
-                raise UsageError(
-                    f"the checkpoint was written by {_workers(n)} but this run has "
-                    f"{_workers(env.world_size)}; relaunch with {_workers(n)}"
-                )
-            self.start_step = int(resume["step"])
-            if self.start_step >= cfg.steps:
-                raise UsageError(
-                    f"the run already finished {self.start_step} steps; pass --steps larger "
-                    f"than {self.start_step} to train further"
-                )
-        if cfg.wandb != "off" and env.is_main:
-            import_wandb()  # fail before anything is written
-        if cfg.compute_profile:  # a missing profile or model entry fails here, not mid-run
-            compute_times(
-                load_profile(cfg.compute_profile),
-                cfg.model,
-                cfg.compute_batch_size or cfg.batch_size,
-                cfg.compute_precision,
-            )
-        # Set by `dist-sqz cluster run`: this host's interface, whose tx bytes are wire_bytes.
-        self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
-        self.backend: Backend = BACKENDS.get(cfg.backend)(cfg, env)
-
-        # Rank 0 alone names the run directory (a timestamp read on every rank could differ).
-        name, out = self.backend.agree(lambda: self._run_dir(cfg) if env.is_main else ("", ""))[0]
-        self.cfg = cfg = TrainConfig.build(
-            cfg.to_dict(), {"name": name, "out": out, "num_classes": num_classes}
-        )
-        self.out = Path(out)
-        self.device = self.backend.device
-        pin = self.device.type == "cuda"
-        workers = cfg.data_workers
-        if workers is None:
-            workers = default_workers(cfg.data, env.local_world_size)
-        self.batches = train_batches(
-            cfg, train_set, num_classes, env.rank, env.world_size, self.start_step, workers, pin
-        )
-        self.held_out = held_out_batches(cfg, held_set, env.rank, env.world_size, workers)
-        if cfg.target_accuracy is not None and self.held_out is None:
-            raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, num_classes).to(self.device)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-        self.model.to(memory_format=self.memory_format)
-        self.params = count_params(self.model)
-        self.compressor = build_compressor(cfg.compression, cfg)
-        self.optimizer = sgd(
-            self.model.parameters(),
-            lr=cfg.lr,
-            # DGC corrects momentum before sparsifying; the optimizer must not apply it again.
-            momentum=0.0 if self.compressor.owns_momentum else cfg.momentum,
-            nesterov=cfg.nesterov and not self.compressor.owns_momentum,
-            weight_decay=cfg.weight_decay,
-            fused=cfg.precision != "fp16",
-        )
-        if resume is not None:
-            self.model.load_state_dict(resume["model"])
-            self.optimizer.load_state_dict(resume["optimizer"])
-            # Every rank needs its own state; one that lacks it stops all, and says so.
-            needed = self.compressor.has_state
-            state = self.backend.agree(
-                lambda: checkpoint.load_rank_state(self.out, env.rank, self.start_step, needed)
-            )[env.rank]
-            self.compressor.load_state_dict(state)
-        # fp16 scales the loss so small gradients survive; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
-        if self.scaler and resume is not None and "scaler" in resume:
-            self.scaler.load_state_dict(resume["scaler"])
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        self.train_model, self.optimizer = self.backend.wrap(
-            self.model, self.optimizer, self.compressor
-        )
-        if cfg.compile:  # of the wrapped model: DDP's optimizer splits graphs at its buckets
-            self.train_model = torch.compile(self.train_model)
-        self.emu = (
-            EmulatedCompute(
-                self.model,
-                cfg.compute_profile,
-                cfg.model,
-                cfg.compute_batch_size or cfg.batch_size,
-                cfg.compute_precision,
-                cfg.dilation,
-                num_classes,
-            )
-            if cfg.compute_profile
-            else None
-        )
-        self.dilation = self.emu.dilation if self.emu else 1.0
-        self.sinks: list[Sink] = []
-        self.compute_s: float | None = None
-        self.control = StepControl(
-            self.backend, env.is_main, env.world_size, cfg.checkpoint_every_min
-        )
-        self.guard = NonFiniteGuard(cfg.skip_nonfinite_steps, env.is_main, env.world_size, cfg.lr)
-        self.stall = StallWatch(
-            cfg.stall_window,
-            max(cfg.warmup_steps, cfg.lr_warmup_steps),
-            None if train_set is None else len(train_set.classes),
-            num_classes,
-            cfg.model,
-            cfg.lr,
-            cfg.data,
-        )
-        self.saved_step = self.start_step if resume is not None else None
-        self.stall_warned = self.stopped_stalled = False
-
-    def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:
-        name, out = checkpoint.default_out(cfg, self.env.world_size)
-        if self.resume is None and not self.restarted:  # a restart before any checkpoint
-            checkpoint.check_new_run_dir(Path(out))  # starts over in its own directory
-        return name, out
+class Trainer(TrainerSetup):
+    """Runs one training run: the loop, checkpoints, health, and the summary at the end."""
 
     # -- run directory -------------------------------------------------------------------
     def _open_sinks(self) -> None:
@@ -204,111 +49,41 @@ class Trainer:
             (self.out / "summary.json").unlink(missing_ok=True)
         self.sinks = open_sinks(self.cfg, self.out, keep)
 
-    def _kept(self) -> str:
-        """Where the last good state is, for a line that ends the run."""
-        if self.saved_step is None:
-            return "no checkpoint was written yet"
-        path = checkpoint.checkpoint_path(self.out)
-        earlier = [p.name for _, p in checkpoint.kept(self.out)]
-        also = f" (earlier: {', '.join(earlier)} beside it)" if earlier else ""
-        return f"{path} (step {self.saved_step}) is the last good state{also}"
-
     def _save(self, step: int) -> None:
-        """Every rank's state for `step`. A write that fails (a full disk) stops every rank
-        here, the one that failed saying why, and the previous checkpoint stays. Parameters
-        that are not finite are never saved (replicas are equal: every rank finds it)."""
+        """Every rank's state for `step` (`checkpoint.Checkpointer`). Parameters that are
+        not finite are never saved (replicas are equal: every rank finds it)."""
         self.control.saved()
         if not checkpoint.params_finite(self.model):
             self._fail_together(
                 f"the parameters after step {step} are not finite; stopped every rank "
-                f"without saving them: {self._kept()}; lower --lr (now {self.cfg.lr:g})",
+                f"without saving them: {self.ckpt.where()}; lower --lr (now {self.cfg.lr:g})",
                 Diverged,
             )
-        failure: RunFailure | None = None
-        try:
-            state = self.compressor.state_dict()
-            if state:  # per-rank state (residuals) goes beside last.pt, one file per rank
-                checkpoint.save_rank_state(
-                    self.out, self.env.rank, step, state, self.cfg.keep_checkpoints
-                )
-            if self.env.is_main:
-                checkpoint.save_atomic(
-                    {
-                        "model": self.model.state_dict(),
-                        "optimizer": self.optimizer.state_dict(),
-                        "step": step,
-                        "config": self.cfg.to_dict(),
-                        "world_size": self.env.world_size,
-                        **({"scaler": self.scaler.state_dict()} if self.scaler else {}),
-                    },
-                    checkpoint.checkpoint_path(self.out),
-                    keep=self.cfg.keep_checkpoints,
-                )
-        except RunFailure as e:
-            failure = e
-        if self.env.world_size > 1 and self.backend.control([int(failure is not None)])[0]:
-            rank = "" if self.env.is_main else f"rank {self.env.rank}: "
-            raise RunFailure(f"{rank}checkpoint of step {step}: {failure}" if failure else "")
-        if failure:
-            raise RunFailure(f"checkpoint of step {step}: {failure}")
-        self.saved_step = step
-
-    # -- one step ------------------------------------------------------------------------
-    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.backend.zero_grad(self.optimizer)
-        if self.emu:
-            self.emu.start_step()
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        ):
-            logits = self.train_model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        if self.emu:
-            self.emu.end_forward()
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return loss
-
-    def _optimizer_step(self) -> torch.Tensor | None:
-        """The step; the gradients' norm before clipping when `grad_clip_norm` is set."""
-        if self.emu:
-            self.emu.start_optimizer()
-        norm = self.backend.step(self.optimizer, self.scaler)
-        if self.emu:
-            self.emu.end_optimizer()
-        return norm
-
-    def _probe_compute(self, x: torch.Tensor, y: torch.Tensor, step: int, steps: int) -> float:
-        """Median forward+backward time with communication off (a no-op comm hook)."""
-        times = []
-        with self.backend.compute_only():
-            for _ in range(steps):
-                torch.manual_seed(step_seed(self.cfg.seed, step, self.env.rank))
-                t0 = time.perf_counter()
-                loss = self._forward_backward(x, y)
-                loss.item()
-                times.append(time.perf_counter() - t0)
-        self.backend.zero_grad(self.optimizer)
-        self.backend.ledger.take_step()  # nothing should be there; keep the ledger clean
-        return statistics.median(times)
+        state = None
+        if self.env.is_main:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": step,
+                "config": self.cfg.to_dict(),
+                "world_size": self.env.world_size,
+                **({"scaler": self.scaler.state_dict()} if self.scaler else {}),
+            }
+        self.ckpt.save(step, state, self.compressor.state_dict())
 
     def _record(
-        self,
-        step: int,
-        loss: float,
-        lr: float,
-        step_s: float,
-        optim_s: float,
-        comm: StepComm,
-        wire: int | None,
+        self, step: int, lr: float, result: StepResult, comm: StepComm, wire: int | None
     ) -> dict[str, Any]:
-        exposed = None if self.compute_s is None else step_s - (self.compute_s + optim_s)
-        return step_record(
+        compute = self.compute_s
+        optim_s = result.optimizer_s
+        exposed = None if compute is None else result.step_s - (compute + optim_s)
+        record = step_record(
             self.cfg,
             self.env.world_size,
             step,
-            loss,
+            result.loss,
             lr,
-            step_s,
+            result.step_s,
             exposed,
             comm,
             wire,
@@ -316,6 +91,9 @@ class Trainer:
             self.emu.batch_size if self.emu else None,
             self.emu.late_s if self.emu else None,
         )
+        if result.grad_norm is not None:
+            record["grad_norm"] = float(result.grad_norm)  # before clipping
+        return record
 
     def _maybe_evaluate(self, record: dict[str, Any]) -> bool:
         """Evaluate at every `eval_every` steps and at the last step, into `record`; True when
@@ -349,47 +127,48 @@ class Trainer:
         control.install()
         try:
             for step in range(self.start_step, cfg.steps):
+                # -- data: this step's batch, on the device (the wait is data_time_s)
                 t_data = time.perf_counter()
                 x, y = next(self.batches)
                 x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
                 y = y.to(self.device, non_blocking=True)
                 data_s = time.perf_counter() - t_data
+                # -- probes, outside the timed step
+                seed = step_seed(cfg.seed, step, env.rank)
                 if step == self.start_step > 0 and self.backend.rebuilds_buckets:
-                    self._probe_compute(x, y, step, 1)  # DDP forms its buckets as before
+                    self.train_step.probe_compute(x, y, seed, 1)  # DDP's buckets as before
                 if step == first_measured and cfg.compute_probe_steps:
-                    self.compute_s = self._probe_compute(x, y, step, cfg.compute_probe_steps)
-                torch.manual_seed(step_seed(cfg.seed, step, env.rank))
+                    steps = cfg.compute_probe_steps
+                    self.compute_s = self.train_step.probe_compute(x, y, seed, steps)
+                # -- the step: its arithmetic, bytes and time
+                torch.manual_seed(seed)
                 self.compressor.set_step(step)
                 lr = lr_at(cfg, step, env.world_size)
                 set_lr(self.optimizer, lr)
                 tx0 = self.tx() if self.tx else None
-                t0 = time.perf_counter()
-                loss = self._forward_backward(x, y)
-                t1 = time.perf_counter()
-                grad_norm = self._optimizer_step()
-                loss_value = loss.item()
-                t2 = time.perf_counter()
+                result = self.train_step(x, y)
                 comm = self.backend.ledger.take_step()
                 done = self.last_step = step + 1
-                bad = self.guard.local_bad(loss_value, grad_norm, self.scaler is not None)
+                # -- health, and the decision every rank takes alike
+                bad = self.guard.local_bad(result.loss, result.grad_norm, self.scaler is not None)
                 if env.is_main:
-                    self.stall.loss(done, loss_value)
+                    self.stall.loss(done, result.loss)
                 # The agreement collective also drains this step's sends (TCP delivers them
                 # before it), so wire_bytes counts the whole step; it adds a few packets.
                 decision = control.decide(bad, self.stall.stalled)
                 wire = self.tx() - tx0 if self.tx else None
-                record = self._record(done, loss_value, lr, t2 - t0, t2 - t1, comm, wire)
+                # -- the record: metrics, evaluation, sinks
+                record = self._record(done, lr, result, comm, wire)
                 record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)  # before clipping
                 if decision.nonfinite:
-                    self._nonfinite(record, loss_value, grad_norm)
+                    self._nonfinite(record, result)
                 else:
-                    self.guard.good(done, loss_value)
+                    self.guard.good(done, result.loss)
                 reached = self._maybe_evaluate(record)
                 self._watch_stall(record)
                 for sink in self.sinks:
                     sink.write(record)
+                # -- run control: stop, signal, checkpoint
                 if decision.stalled and cfg.stop_when_stalled:
                     self.stopped_stalled = True
                     break
@@ -433,16 +212,16 @@ class Trainer:
             self.backend.close()
         return summary
 
-    def _nonfinite(self, record: dict[str, Any], loss: float, grad_norm: Any) -> None:
+    def _nonfinite(self, record: dict[str, Any], result: StepResult) -> None:
         """A step some rank found not finite (no update was applied where the gradients
         were not): skip it, one line, or end the run, its record written first."""
-        what = self.guard.what(loss, grad_norm)
+        what = self.guard.what(result.loss, result.grad_norm)
         record["nonfinite"] = True
         for key in ("loss", "grad_norm"):  # metrics.jsonl stays valid JSON: null, not NaN
             if record.get(key) is not None and not math.isfinite(record[key]):
                 record[key] = None
         try:
-            line = self.guard.bad(record["step"], self.cfg.steps, what, self._kept())
+            line = self.guard.bad(record["step"], self.cfg.steps, what, self.ckpt.where())
         except Diverged as e:
             for sink in self.sinks:
                 sink.write(record)

@@ -1,10 +1,43 @@
-"""Fixtures shared by the tests; plain helpers live in tests/helpers.py."""
+"""Fixtures shared by the tests; plain helpers live in tests/helpers.py.
+
+Two layers: unit tests run in this process alone; tests that start processes (torchrun,
+mpirun, horovodrun, network namespaces, `torch.multiprocessing`) carry the `integration`
+marker, and `gpu` marks those that need a CUDA GPU. `pytest -m "not integration"` runs the
+unit layer. A unit test that starts a process fails, saying to mark it, so the layers stay
+apart.
+"""
 
 from __future__ import annotations
+
+import multiprocessing.process
+import subprocess
 
 import pytest
 
 from tests.helpers import TINY
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: starts processes or namespaces (deselect: -m 'not integration')"
+    )
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skips without one)")
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch):
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
+
+    def refuse(*_args, **_kw):
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process: mark it @pytest.mark.integration"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    yield
 
 
 @pytest.fixture

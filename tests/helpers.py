@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dist_sqz.cluster.launch import descendants, kill_tree  # noqa: F401 (re-exported)
+from dist_sqz.runs import train_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,17 +33,7 @@ def free_port() -> int:
 
 
 def torchrun_cmd(nproc: int, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "dist_sqz",
-        "train",
-        *args,
-    ]
+    return train_command(*args, nproc=nproc)
 
 
 def run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None, **kw):
@@ -80,7 +71,7 @@ def mpirun(n: int, out, *args: str, backend: str = "mpi", expect: int | None = 0
     env = base_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     env.pop("OMP_NUM_THREADS")  # the trainer must share the cores out itself
     cmd = ["mpirun", "-np", str(n), "--oversubscribe", "-x", f"MASTER_PORT={free_port()}"]
-    cmd += [sys.executable, "-m", "dist_sqz", "train", "--backend", backend]
+    cmd += train_command("--backend", backend)
     proc = run([*cmd, "--out", str(out), *args], env=env, timeout=300)
     if expect is not None:
         assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -93,7 +84,7 @@ def horovodrun(n: int, out, *args: str, expect: int | None = 0):
     env = base_env()
     env.pop("OMP_NUM_THREADS")
     cmd = ["horovodrun", "-np", str(n), "--gloo", "--gloo-timeout-seconds", "120"]
-    cmd += [sys.executable, "-m", "dist_sqz", "train", "--backend", "horovod"]
+    cmd += train_command("--backend", "horovod")
     proc = run([*cmd, "--out", str(out), *args], env=env, timeout=300)
     if expect is not None:
         assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]

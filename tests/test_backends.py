@@ -20,6 +20,8 @@ from tests.helpers import (
     train_torchrun,
 )
 
+pytestmark = pytest.mark.integration  # every test here starts processes
+
 
 def _params(out) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -109,6 +109,7 @@ def test_bad_yaml(tmp_path, cli, text, words):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
+@pytest.mark.integration
 def test_unreachable_rendezvous(tmp_path):
     env = base_env(
         RANK="1",
@@ -133,6 +134,7 @@ def dist_sqz_cmd():
     return [sys.executable, "-m", "dist_sqz"]
 
 
+@pytest.mark.integration
 def test_rank_outside_world(tmp_path):
     env = base_env(RANK="2", WORLD_SIZE="2")
     proc = run([*dist_sqz_cmd(), "train"], env=env, cwd=tmp_path)
@@ -143,6 +145,7 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.integration
 def test_resume_with_other_world_size_and_existing_dir(tmp_path, tiny):
     out = tmp_path / "run"
     train_torchrun(1, out, *tiny)
@@ -164,6 +167,7 @@ def test_resume_with_other_world_size_and_existing_dir(tmp_path, tiny):
     assert after == before
 
 
+@pytest.mark.integration
 def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
     out = tmp_path / "run" / "checkpoints"
     out.mkdir(parents=True)
@@ -230,6 +234,7 @@ def test_bad_input_to_other_commands(tmp_path, cli, args, words):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_usage_error_of_rank_1_reaches_the_terminal(tmp_path, tiny):
     """Only rank 1 lacks its compressor state: rank 1 says so, once, and every rank exits 2
     (rank 0 does not hang waiting for it)."""
@@ -248,6 +253,7 @@ def test_usage_error_of_rank_1_reaches_the_terminal(tmp_path, tiny):
     assert _sha(out / "checkpoints" / "last.pt") == before
 
 
+@pytest.mark.integration
 def test_resume_without_any_state_of_a_rank_fails(tmp_path, tiny):
     """All of rank 1's error-feedback state gone: the resume would not retrace the run, so it
     stops with one line instead of finishing quietly with fresh residuals on rank 1."""
@@ -263,6 +269,7 @@ def test_resume_without_any_state_of_a_rank_fails(tmp_path, tiny):
     assert [m["step"] for m in metrics] == [1, 2]  # nothing was trained on
 
 
+@pytest.mark.integration
 def test_image_folder_with_train_but_no_val(tmp_path):
     """Also through the console entry point: one line, no traceback."""
     (tmp_path / "imgs" / "train" / "a").mkdir(parents=True)

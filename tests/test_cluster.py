@@ -11,8 +11,11 @@ import time
 import pytest
 
 from dist_sqz.cluster import Cluster, namespaces_permitted
+from dist_sqz.cluster.launch import run_on_hosts
 from dist_sqz.cluster.netns import GSO_BURST
 from tests.helpers import base_env, dist_sqz, read_run
+
+pytestmark = pytest.mark.integration  # every test here starts processes
 
 
 @pytest.fixture(autouse=True)
@@ -186,7 +189,8 @@ def test_cut_link_fails_within_timeout_and_keeps_checkpoint(tmp_path):
         cut_at: list[float] = []
         watcher = threading.Thread(target=cut_when_checkpointed)
         watcher.start()
-        codes = cluster.run(
+        codes = run_on_hosts(
+            cluster,
             [
                 "-m",
                 "dist_sqz",

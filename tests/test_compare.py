@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import base_env, dist_sqz
@@ -32,6 +33,7 @@ def _worker_pids(config_file: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.integration
 def test_failed_row_is_recorded_others_go_on_and_resume_finishes_it(tmp_path):
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "dist_sqz", "compare", "--models", "squeezenet1_1"]
@@ -74,6 +76,7 @@ def test_failed_row_is_recorded_others_go_on_and_resume_finishes_it(tmp_path):
     assert all(r["scaling_efficiency"] is not None for r in result["rows"])
 
 
+@pytest.mark.integration
 def test_time_to_accuracy_with_recipes(tmp_path):
     """Recipes from a folder (a short schedule, and a target below any classifier's worst
     held-out accuracy on digits, 27/297 for one constant class, so the first evaluation
@@ -176,6 +179,7 @@ def test_claim_lines_at_equal_accuracy():
     assert "squeezenet1_0" not in text  # its only row failed
 
 
+@pytest.mark.integration
 def test_estimate_prints_each_run_and_writes_nothing(tmp_path):
     """--estimate: the cost model on this machine's measured compute x D x each run's steps
     (D = 1.5 x max(1, N / cores)), per run and in all; no output folder."""

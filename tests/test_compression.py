@@ -84,6 +84,7 @@ def _mean(step: int = 0, low_rank: bool = False) -> torch.Tensor:
 NUMEL = sum(math.prod(s) for s in SHAPES)
 
 
+@pytest.mark.integration
 def test_fp16_and_bf16_average_and_halve_payload():
     for name, tol in (("fp16", 2e-3), ("bf16", 2e-2)):
         got = _exchange(name)
@@ -94,6 +95,7 @@ def test_fp16_and_bf16_average_and_halve_payload():
         assert torch.equal(got[0][0][0], got[1][0][0])
 
 
+@pytest.mark.integration
 def test_int8_payload_and_error():
     got = _exchange("int8")
     chunks = math.ceil(NUMEL / 1024)
@@ -120,6 +122,7 @@ def test_int8_decodes_payloads_at_odd_offsets():
     assert (out - sum(grads)).abs().max() <= bound + 1e-6
 
 
+@pytest.mark.integration
 def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest():
     got = _exchange("topk", compression_density=1.0)
     torch.testing.assert_close(got[0][0][0], _mean())
@@ -228,6 +231,7 @@ def test_dgc_at_full_density_is_the_optimizers_momentum_unless_masked(nesterov):
         torch.testing.assert_close(sent[True][step], (1 + m) * g if nesterov else g)
 
 
+@pytest.mark.integration
 def test_dgc_replicas_agree_and_momentum_masks():
     got = _exchange("dgc", steps=3, compression_density=0.05, dgc_clip_norm=1.0)
     for a, b in zip(got[0][0], got[1][0], strict=True):
@@ -235,6 +239,7 @@ def test_dgc_replicas_agree_and_momentum_masks():
         assert int((a != 0).sum()) <= 2 * math.ceil(0.05 * NUMEL)
 
 
+@pytest.mark.integration
 def test_powersgd_recovers_low_rank_gradients_and_shrinks_payload():
     got = _exchange("powersgd", steps=2, low_rank=True, powersgd_rank=2)
     for step in (0, 1):
@@ -255,6 +260,7 @@ QUICK = ["--steps", "3", "--warmup-steps", "1", "--compute-probe-steps", "0"]
 ALEX_PAYLOAD = 244_403_360
 
 
+@pytest.mark.integration
 def test_alexnet_topk_fp16_powersgd_payloads(tmp_path):
     train_torchrun(
         2,
@@ -280,6 +286,7 @@ def test_alexnet_topk_fp16_powersgd_payloads(tmp_path):
     assert s["replicas_consistent"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["int8", "dgc", "bf16"])
 def test_replicas_consistent_under_compression(tmp_path, tiny, name):
     train_torchrun(3, tmp_path / name, *tiny, "--compression", name)
@@ -287,6 +294,7 @@ def test_replicas_consistent_under_compression(tmp_path, tiny, name):
     assert s["replicas_consistent"] and s["compression_ratio"] > 1.5
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["topk", "powersgd"])
 def test_resume_restores_per_rank_compressor_state(tmp_path, tiny, name):
     args = [*tiny, "--compression", name, "--compression-density", "0.05"]

@@ -63,6 +63,7 @@ def test_kmeans_centroids_are_cluster_means():
     assert torch.equal(centroids[idx], values)  # three distinct values, each its own centroid
 
 
+@pytest.mark.integration
 def test_deep_compress_round_trip_on_a_trained_run(tmp_path):
     run = tmp_path / "run"
     args = ["--data", "digits", "--image-size", "64", "--batch-size", "16", "--num-classes", "10"]
@@ -100,6 +101,7 @@ def test_deep_compress_round_trip_on_a_trained_run(tmp_path):
     assert abs((w != 0).float().mean().item() - 0.33) < 0.01
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args,words",
     [

@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers import base_env, read_run, torchrun_cmd, train_torchrun
 
+pytestmark = pytest.mark.integration  # every test here starts processes
+
 # Long enough to be stopped mid-way (lr schedule and all), short enough for CI.
 RUN = (
     "--model",

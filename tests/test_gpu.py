@@ -11,7 +11,11 @@ import torch
 
 from tests.helpers import read_run, run, train_torchrun
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [
+    pytest.mark.integration,  # every test here starts processes
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 
 ARGS = ("--backend", "nccl", "--model", "squeezenet1_1", "--image-size", "64")
 ARGS += ("--batch-size", "8", "--steps", "6", "--warmup-steps", "2")

@@ -53,6 +53,7 @@ def _check_kept(out, step: int) -> dict[str, torch.Tensor]:
     return ckpt["model"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
 def test_divergence_stops_every_rank_on_mpi_and_horovod(tmp_path, launcher):
     out = tmp_path / "run"
@@ -63,6 +64,7 @@ def test_divergence_stops_every_rank_on_mpi_and_horovod(tmp_path, launcher):
     _check_kept(out, step)
 
 
+@pytest.mark.integration
 def test_divergence_keeps_the_last_good_checkpoint_and_the_run_resumes(tmp_path):
     """DDP: 4 sane steps, then the run resumed at lr 50 diverges; it stops at the first
     non-finite step with one line, last.pt is the step before (finite, loadable), and the
@@ -90,6 +92,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_the_run_resumes(tmp_path)
     assert summary["param_checksum"] == read_run(tmp_path / "ref")[1]["param_checksum"]
 
 
+@pytest.mark.integration
 def test_a_bounded_number_of_bad_steps_is_skipped(tmp_path):
     """Skipped steps apply no update (the checkpoints after them hold the last good step's
     weights), each is one line, and the run stops at the first bad step past the bound."""
@@ -165,6 +168,7 @@ ISSUE_CIFAR += ["--steps", "300", "--lr", "0.003", "--nesterov", "--lr-schedule"
 ISSUE_CIFAR += ["--lr-warmup-steps", "30", "--label-smoothing", "0.1", "--eval-every", "100"]
 
 
+@pytest.mark.integration
 def test_dead_network_on_cifar_warns_and_stops_when_asked(tmp_path):
     """The issue's run: SqueezeNet 1.1 with a 10-way head on a CIFAR-format folder dies
     (loss ln 10) and is reported within 100 steps of the lr warm-up; --stop-when-stalled
@@ -189,6 +193,7 @@ def test_dead_network_on_cifar_warns_and_stops_when_asked(tmp_path):
     assert torch.load(stop / "checkpoints" / "last.pt", weights_only=True)["step"] == at
 
 
+@pytest.mark.integration
 def test_cifar_recipe_trains_squeezenet_past_chance_in_either_layout(tmp_path):
     """The batches directly in PATH (as the docstring promises) or in
     PATH/cifar-10-batches-py; the shipped recipe (1000-way head) learns the generated
@@ -225,6 +230,7 @@ def test_cifar_recipe_trains_squeezenet_past_chance_in_either_layout(tmp_path):
     assert read_run(nested)[1]["accuracy"] is not None
 
 
+@pytest.mark.integration
 def test_cifar_folder_errors_name_the_missing_batches(tmp_path):
     folder = write_cifar(tmp_path / "c", 40, 20)
     (folder / "data_batch_3").unlink()
@@ -241,6 +247,7 @@ def _root():
     return ROOT
 
 
+@pytest.mark.integration
 def test_compare_picks_up_the_cifar_recipes(tmp_path):
     data = write_cifar(tmp_path / "c", 40, 20)
     proc = dist_sqz(

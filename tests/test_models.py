@@ -52,6 +52,7 @@ def test_gflops_match_torchvision_metadata():
     assert gflops(build_model("squeezenet1_1")) == pytest.approx(0.349, abs=0.005)
 
 
+@pytest.mark.integration
 def test_models_command_json():
     proc = dist_sqz(
         "models",
@@ -85,6 +86,7 @@ PAPER_TABLE1 = {
 }
 
 
+@pytest.mark.integration
 def test_layers_table_is_the_papers_table_1():
     proc = dist_sqz("models", "--layers", "squeezenet1_0", "--format", "json")
     assert proc.returncode == 0, proc.stderr
@@ -102,6 +104,7 @@ def test_layers_table_is_the_papers_table_1():
     assert "111x111x96" in proc.stdout and proc.stdout.rstrip().endswith("1,248,424     4,993,696")
 
 
+@pytest.mark.integration
 def test_layers_table_of_any_model():
     proc = dist_sqz("models", "--layers", "alexnet", "--format", "json")
     table = json.loads(proc.stdout)
@@ -116,6 +119,7 @@ def test_family_member_by_name():
     assert count_params(named) == 4_841_704  # the paper's "19 MB" point (18.5 MiB)
 
 
+@pytest.mark.integration
 def test_design_space_bytes_grow_with_sr_and_pct3x3():
     proc = dist_sqz(
         "design-space",
@@ -141,6 +145,7 @@ def test_design_space_bytes_grow_with_sr_and_pct3x3():
     assert rows[0]["params"] == 1_248_424  # SR 0.125, pct3x3 0.5 is squeezenet1_0
 
 
+@pytest.mark.integration
 def test_design_space_trains_points_and_writes_plots(tmp_path):
     out = tmp_path / "ds"
     proc = dist_sqz(

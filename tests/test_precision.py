@@ -2,10 +2,13 @@
 replicas agree, and the gradient exchange is unchanged (gradients stay fp32, the comm hook
 fires under compile)."""
 
+import pytest
 from torchvision.models import squeezenet1_1
 
 from dist_sqz.models import count_params
 from tests.helpers import TINY, read_run, train_torchrun
+
+pytestmark = pytest.mark.integration  # every test here starts processes
 
 # Every gradient is exchanged as fp32: 4 bytes per parameter, as in an fp32 run.
 FP32_PAYLOAD = 4 * count_params(squeezenet1_1(num_classes=1000))

@@ -4,6 +4,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from tests.helpers import (
     RESUME_ARGS as ARGS,
 )
@@ -16,6 +18,8 @@ from tests.helpers import (
     torchrun_cmd,
     train_torchrun,
 )
+
+pytestmark = pytest.mark.integration  # every test here starts processes
 
 
 def test_killed_then_resumed_matches_uninterrupted(tmp_path):

@@ -20,6 +20,7 @@ def _sim(*args: str) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.integration
 def test_done_criterion_h100_8_workers():
     rows = _sim(
         "--models",
@@ -93,6 +94,7 @@ def test_topologies_against_closed_forms():
     assert allreduce_time(s, 64, hier) < allreduce_time(s, 64, Network(b, a, "ring"))
 
 
+@pytest.mark.integration
 def test_sweep_efficiency_falls_and_squeezenet_scales_better():
     rows = _sim("--models", "alexnet,squeezenet1_1", "--link", "10gbit")
     for model in ("alexnet", "squeezenet1_1"):
@@ -107,6 +109,7 @@ def test_sweep_efficiency_falls_and_squeezenet_scales_better():
         )
 
 
+@pytest.mark.integration
 def test_bad_simulate_input():
     for args in (
         ["--profile", "nope"],
@@ -120,6 +123,7 @@ def test_bad_simulate_input():
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_profile_then_simulate_with_it(tmp_path):
     out = tmp_path / "cpu.json"
     proc = dist_sqz(
@@ -159,6 +163,7 @@ def test_profile_then_simulate_with_it(tmp_path):
     )
 
 
+@pytest.mark.integration
 def test_report_from_runs(tmp_path, tiny):
     train_torchrun(2, tmp_path / "a", *tiny)
     train_torchrun(2, tmp_path / "b", *tiny, "--compression", "fp16")

@@ -9,6 +9,8 @@ import yaml
 from dist_sqz.models import build_model, count_params
 from tests.helpers import read_run, train_torchrun, write_images
 
+pytestmark = pytest.mark.integration  # every test here starts processes
+
 
 @pytest.mark.parametrize(
     "nproc,model,size",

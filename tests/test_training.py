@@ -104,6 +104,7 @@ def _evaluate_on(world: int) -> list[dict]:
     return [got[r] for r in range(world)]
 
 
+@pytest.mark.integration
 def test_eval_is_the_same_at_1_and_2_workers():
     one = _evaluate_on(1)[0]
     two = _evaluate_on(2)
@@ -112,6 +113,7 @@ def test_eval_is_the_same_at_1_and_2_workers():
     assert two[0]["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
 
 
+@pytest.mark.integration
 def test_target_accuracy_stops_and_fills_the_fields(tmp_path):
     """Chance on digits is 0.1: a target of 0.05 is met at the first evaluation."""
     out = tmp_path / "t"
@@ -138,6 +140,7 @@ def test_target_accuracy_stops_and_fills_the_fields(tmp_path):
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
 
 
+@pytest.mark.integration
 def test_interrupted_mid_schedule_resumes_exactly(tmp_path):
     """Cosine schedule with warm-up, digits with augmentation through 1 loader worker per
     rank: SIGKILL mid-run, resume, and end with the uninterrupted run's parameters."""
@@ -205,6 +208,7 @@ def _write_cifar(root, n_train=40, n_test=20):
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
 
 
+@pytest.mark.integration
 def test_cifar10_and_imagefolder_train_val(tmp_path):
     _write_cifar(tmp_path / "cifar")
     write_images(tmp_path / "imgs" / "train")

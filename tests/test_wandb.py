@@ -10,6 +10,8 @@ pytest.importorskip("wandb")
 
 from dist_sqz.wandb_sink import read_offline_run  # noqa: E402
 
+pytestmark = pytest.mark.integration  # every test here starts processes
+
 SECRET = "dsqz-not-a-real-key-0123456789abcdef0123"
 
 

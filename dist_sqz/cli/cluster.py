@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from dist_sqz.cluster import Cluster
+    from dist_sqz.cluster.launch import run_on_hosts
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         before = [cluster.tx_bytes(i) for i in range(args.hosts)]
         logs = Path(args.logs) if args.logs else None
         try:
-            codes = cluster.run(cmd, timeout_s=args.timeout, log_dir=logs)
+            codes = run_on_hosts(cluster, cmd, timeout_s=args.timeout, log_dir=logs)
         except Stopped as e:  # forwarded to every host; the cluster comes down on the way out
             msg = f"{e}; every host got it; cluster {cluster.prefix} torn down"
             raise Stopped(msg, e.status) from None

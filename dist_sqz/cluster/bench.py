@@ -103,6 +103,7 @@ def bench_cluster(
     import tempfile
     from pathlib import Path
 
+    from dist_sqz.cluster.launch import run_on_hosts
     from dist_sqz.cluster.netns import Cluster
 
     argv = ["-m", "dist_sqz.cluster.bench", "--sizes", ",".join(f"{s}B" for s in sizes)]
@@ -112,7 +113,7 @@ def bench_cluster(
         if n < 2:
             raise ValueError("an all-reduce benchmark needs at least 2 hosts")
         with tempfile.TemporaryDirectory(prefix="dsqz-bench-") as logs, Cluster(n, link) as c:
-            codes = c.run(argv, timeout_s=timeout_s, log_dir=Path(logs))
+            codes = run_on_hosts(c, argv, timeout_s=timeout_s, log_dir=Path(logs))
             text = (Path(logs) / "host0.log").read_text()
         if any(codes):
             tail = " | ".join(text.strip().splitlines()[-3:])[:300]

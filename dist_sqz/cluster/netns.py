@@ -233,9 +233,3 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
-
-    def run(self, args, **kw) -> list[int]:
-        """`torchrun ... args` on every host as one job; see `launch.run_on_hosts`."""
-        from dist_sqz.cluster.launch import run_on_hosts
-
-        return run_on_hosts(self, args, **kw)

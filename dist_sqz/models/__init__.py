@@ -11,12 +11,8 @@ import yaml
 from torch import nn
 
 from dist_sqz.errors import UsageError
-from dist_sqz.registry import Registry
-
-MODELS = Registry("model")
-
-# Importing the modules fills MODELS.
-from dist_sqz.models import squeezenet_family, torchvision_zoo  # noqa: E402, F401
+from dist_sqz.models import squeezenet_family, torchvision_zoo  # noqa: F401 (they fill MODELS)
+from dist_sqz.models.registry import MODELS
 
 
 def model_spec(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dist_sqz.errors import UsageError
-from dist_sqz.models import MODELS
+from dist_sqz.models.registry import MODELS
 
 BYPASS = ("none", "simple", "complex")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models as tvm
 
-from dist_sqz.models import MODELS
+from dist_sqz.models.registry import MODELS
 
 
 @MODELS.register("alexnet")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dist_sqz.comm.backends import clip_gradients, finite
+from dist_sqz.comm.backends.base import clip_gradients, finite
 from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.comm.compression import Bucket, Compressor
 

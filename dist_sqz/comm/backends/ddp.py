@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.backends.base import BACKENDS, Backend
 from dist_sqz.comm.buckets import DEFAULT_BUCKET_CAP_MB
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, Compressor

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dist_sqz.comm.accounting import Ledger
-from dist_sqz.comm.backends import BACKENDS, Backend, clip_gradients, finite
+from dist_sqz.comm.backends.base import BACKENDS, Backend, clip_gradients, finite
 from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
 from dist_sqz.comm.collectives import PolledCollectives, nbytes
 from dist_sqz.comm.compression import Compressor

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.backends.base import BACKENDS, Backend
 from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
 from dist_sqz.comm.collectives import PolledCollectives
 from dist_sqz.comm.compression import Compressor

@@ -2,21 +2,26 @@
 
 A compressor's `exchange(bucket, comm)` returns a future of the bucket's averaged gradient. The
 collectives it calls (`comm.all_reduce`, `comm.all_gather`) are accounted, so whatever it
-hands them is exactly what `payload_bytes` counts. Adding one: a module here that subclasses
-`Compressor` and registers itself, plus its import line below.
+hands them is exactly what `payload_bytes` counts. Each declares its own `Options` next to
+its class and the train-config key of each (`KEYS`), and receives only those. Adding one: a
+module here that subclasses `Compressor` (or `AllReduceCompressor` / `GatherCompressor`) and
+registers itself with `@COMPRESSORS.register("name")`, plus its name in the import line
+below.
 """
 
 from __future__ import annotations
 
-from dist_sqz.registry import Registry
+from collections.abc import Mapping
+from typing import Any
 
-COMPRESSORS = Registry("compression")
-
-from dist_sqz.comm.compression import casts, powersgd, quant, sparse  # noqa: E402, F401
-from dist_sqz.comm.compression.base import Bucket, Compressor  # noqa: E402
+from dist_sqz.comm.compression import casts, powersgd, quant, sparse  # noqa: F401 (registers)
+from dist_sqz.comm.compression.base import COMPRESSORS, Bucket, Compressor
 
 __all__ = ["COMPRESSORS", "Bucket", "Compressor", "build_compressor"]
 
 
-def build_compressor(name: str, cfg: object) -> Compressor:
-    return COMPRESSORS.get(name)(cfg)
+def build_compressor(name: str, settings: Mapping[str, Any] | Any = None) -> Compressor:
+    """The compressor `name`, built from its own options read from `settings` (train
+    settings as a mapping or a config object; None: its defaults)."""
+    cls = COMPRESSORS.get(name)
+    return cls(cls.options_from(settings) if settings is not None else None)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol
 
 import torch
+
+from dist_sqz.registry import Registry
+
+COMPRESSORS = Registry("compression")
 
 
 class Collectives(Protocol):
@@ -101,9 +105,33 @@ class Compressor:
     name = "base"
     owns_momentum = False  # True: the compressor applies momentum itself (the optimizer must not)
 
-    def __init__(self, cfg: Any = None) -> None:
-        self.cfg = cfg
+    @dataclass
+    class Options:
+        """A compressor's own settings (none here); subclasses declare theirs."""
+
+    # Each option's train-config key: the flag and YAML key users set it by
+    # (`compression_density` -> `density`). A compressor sees its options alone.
+    KEYS: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
         self.step = 0
+
+    @classmethod
+    def options_from(cls, settings: Mapping[str, Any] | Any) -> Any:
+        """This compressor's `Options` read from train settings (a mapping or a config
+        object); settings it does not name keep their defaults."""
+        values = settings if isinstance(settings, Mapping) else vars(settings)
+        known = {f.name for f in fields(cls.Options)}
+        return cls.Options(
+            **{opt: values[key] for opt, key in cls.KEYS.items() if key in values and opt in known}
+        )
+
+    @classmethod
+    def adjust_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Train settings this compressor changes before a run starts (say, moving a
+        setting to its own option); what changed, recorded in config.yaml. None here."""
+        return {}
 
     def set_step(self, step: int) -> None:
         """Called before each training step (0-based) so schedules can follow it."""

@@ -6,8 +6,7 @@ from typing import Any
 
 import torch
 
-from dist_sqz.comm.compression import COMPRESSORS
-from dist_sqz.comm.compression.base import AllReduceCompressor
+from dist_sqz.comm.compression.base import COMPRESSORS, AllReduceCompressor
 
 
 @COMPRESSORS.register("none")

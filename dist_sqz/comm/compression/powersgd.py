@@ -15,21 +15,19 @@ the second from a callback, which breaks on gloo with several buckets).
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from dist_sqz.comm.compression import COMPRESSORS
 from dist_sqz.comm.compression.base import (
+    COMPRESSORS,
     Bucket,
     Collectives,
     Compressor,
     ParamState,
     done_future,
 )
-
-if TYPE_CHECKING:
-    from dist_sqz.config import TrainConfig
 
 
 def orthonormalize(p: torch.Tensor) -> torch.Tensor:
@@ -43,10 +41,17 @@ class PowerSGD(Compressor):
 
     name = "powersgd"
 
-    def __init__(self, cfg: TrainConfig) -> None:
-        super().__init__(cfg)
-        self.rank = cfg.powersgd_rank
-        self.start = cfg.powersgd_start_step
+    @dataclass
+    class Options:
+        rank: int = 2  # rank of the gradient approximation
+        start_step: int = 0  # plain all-reduce before this step (0-based)
+
+    KEYS: ClassVar[dict[str, str]] = {"rank": "powersgd_rank", "start_step": "powersgd_start_step"}
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.rank = self.options.rank
+        self.start = self.options.start_step
         self.error = ParamState()
         self.q: dict[str, torch.Tensor] = {}
 

@@ -11,8 +11,7 @@ import math
 
 import torch
 
-from dist_sqz.comm.compression import COMPRESSORS
-from dist_sqz.comm.compression.base import Bucket, GatherCompressor
+from dist_sqz.comm.compression.base import COMPRESSORS, Bucket, GatherCompressor
 
 CHUNK = 1024
 

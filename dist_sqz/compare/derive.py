@@ -1,0 +1,63 @@
+"""What a comparison derives from its rows: scaling efficiency against each model's 1-worker
+row, the cost model's prediction beside it, the analytic bound, and the H100 projection of
+time to accuracy."""
+
+from __future__ import annotations
+
+from dist_sqz.compute_modes import ComputeMode
+from dist_sqz.config import CompareConfig
+from dist_sqz.errors import UsageError
+from dist_sqz.metrics import scaling_efficiency
+from dist_sqz.units import parse_rate
+
+
+def analytic_efficiency(compute_s: float, sent_bytes: float, link_bps: float) -> float:
+    """compute / (compute + sent / link): ring all-reduce with no overlap, bandwidth-bound."""
+    return compute_s / (compute_s + sent_bytes * 8 / link_bps)
+
+
+def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: bool) -> None:
+    """Efficiency against the same model's 1-worker row; the cost model fed the same profile
+    and link; with a target, the projection of time to accuracy onto an H100 cluster."""
+    from dist_sqz.profiles import load_profile
+    from dist_sqz.simulate import Network, simulate
+
+    link_bps = parse_rate(cfg.link)
+    net = Network(bandwidth_Bps=link_bps / 8)
+    prof = load_profile(mode.profile) if mode.kind != "real" else None
+    h100 = load_profile("h100") if any(r.get("steps_to_accuracy") for r in rows) else None
+    for row in rows:
+        if row.get("error"):
+            continue
+        base = next(
+            (
+                r
+                for r in rows
+                if r["model"] == row["model"] and r["world_size"] == 1 and not r.get("error")
+            ),
+            None,
+        )
+        row["scaling_efficiency"] = (
+            scaling_efficiency(row["images_per_s"], row["world_size"], base["images_per_s"])
+            if base
+            else None
+        )
+        row["analytic_efficiency"] = (
+            analytic_efficiency(base["step_time_s"], row["sent_bytes"], link_bps)
+            if base and emulate
+            else None
+        )
+        batch = cfg.profile_batch_size if mode.kind == "profile" else None
+        row["simulated_efficiency"] = None
+        if prof is not None:
+            b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))
+            sim = simulate([row["model"]], [row["world_size"]], net, prof, b, mode.precision)
+            row["simulated_efficiency"] = sim[0]["scaling_efficiency"]
+        if row.get("steps_to_accuracy") and h100 is not None:
+            try:
+                step_s = simulate(
+                    [row["model"]], [row["world_size"]], net, h100, row["batch_size"], "bf16_cl"
+                )[0]["step_time_s"]
+            except UsageError:  # a model the h100 profile does not hold: no projection
+                continue
+            row["h100_projected_time_to_accuracy_s"] = row["steps_to_accuracy"] * step_s

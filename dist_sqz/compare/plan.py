@@ -1,0 +1,123 @@
+"""A comparison's plan: its compute mode, each run's validated train config, and each run's
+expected wall time here (the cost model x D x its step budget)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dist_sqz.compute_modes import PROFILE_DILATION, ComputeMode
+from dist_sqz.config import CompareConfig, TrainConfig
+from dist_sqz.errors import UsageError
+from dist_sqz.units import format_rate, parse_rate
+
+CONFIG_FILE = "compare.yaml"
+
+
+def shaped_link(link: str, dilation: float) -> str:
+    """The link that is actually shaped under time dilation D: D times slower (tc units)."""
+    return format_rate(parse_rate(link) / dilation)
+
+
+def compute_mode(cfg: CompareConfig, profile_path: Path) -> ComputeMode:
+    if cfg.compute_profile:
+        return ComputeMode(
+            "profile",
+            cfg.compute_profile,
+            cfg.compute_precision,
+            cfg.profile_batch_size,
+            cfg.dilation or PROFILE_DILATION,
+        )
+    if cfg.compute == "real":
+        return ComputeMode("real")
+    return ComputeMode("local", str(profile_path), "fp32", 0, cfg.dilation)
+
+
+def run_config(cfg: CompareConfig, model: str, n: int, mode: ComputeMode, out: Path) -> TrainConfig:
+    """The training config of one compare run (validated: a model that cannot take the
+    image size fails here, before anything starts)."""
+    if cfg.target_accuracy is not None:
+        from dist_sqz.recipes import recipe
+
+        base = {**recipe(cfg.data, model, cfg.recipes), "target_accuracy": cfg.target_accuracy}
+    else:
+        base = {
+            "model": model,
+            "steps": cfg.steps,
+            "warmup_steps": cfg.warmup_steps,
+            "image_size": cfg.image_size,
+            "batch_size": cfg.batch_size,
+            "log_every": cfg.steps,
+        }
+    return TrainConfig.build(
+        base,
+        {
+            "out": str(out),
+            "wandb": cfg.wandb,
+            "wandb_project": cfg.wandb_project,
+            "wandb_group": cfg.wandb_group,
+            **mode.train_settings(n),
+        },
+    )
+
+
+def estimate(
+    mode: ComputeMode,
+    configs: dict[tuple[str, int], TrainConfig],
+    link: str,
+    todo: list[tuple[str, int]],
+    profile: str,
+) -> list[dict[str, Any]]:
+    """Each run's expected wall time here: the cost model's step time on `profile` (the
+    comparison's measured or named compute) and link, times D, times its step budget (an
+    upper bound with a target, which stops a run early; evaluations come on top)."""
+    from dist_sqz.profiles import load_profile
+    from dist_sqz.simulate import Network, simulate
+
+    if mode.kind == "real":
+        return []
+    prof = load_profile(profile)
+    net = Network(bandwidth_Bps=parse_rate(link) / 8)
+    rows = []
+    for model, n in todo:
+        cfg = configs[model, n]
+        batch = mode.batch_size or cfg.batch_size
+        step_s = simulate([model], [n], net, prof, batch, mode.precision)[0]["step_time_s"]
+        d = mode.dilation_for(n)
+        rows.append(
+            {
+                "model": model,
+                "world_size": n,
+                "dilation": d,
+                "step_s": step_s,
+                "steps": cfg.steps,
+                "wall_s": step_s * d * cfg.steps,
+            }
+        )
+    return rows
+
+
+def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
+    bound = "at most " if target else ""
+    lines = [
+        f"    {r['model']} x {r['world_size']}: {r['step_s']:.3f} s/step emulated x D="
+        f"{r['dilation']:g} x {bound}{r['steps']} steps = {bound}{_hours(r['wall_s'])}"
+        for r in rows
+    ]
+    total = sum(r["wall_s"] for r in rows)
+    lines.append(f"    in all: {bound}{_hours(total)} of wall time here (evaluations extra)")
+    return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def load_for_resume(out: Path) -> CompareConfig:
+    """The config a comparison folder was started with (for `--resume OUT`)."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        raise UsageError(f"{out} holds no comparison to resume (no {CONFIG_FILE})")
+    return CompareConfig.build(yaml.safe_load(path.read_text()))

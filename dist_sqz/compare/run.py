@@ -1,0 +1,294 @@
+"""Running a comparison: each (model, N) row as a torchrun job on emulated hosts, recorded
+in results.json after every row, resumable, then the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dist_sqz import runs
+from dist_sqz.cluster import namespaces_permitted
+from dist_sqz.compare.derive import derive
+from dist_sqz.compare.plan import (
+    CONFIG_FILE,
+    compute_mode,
+    estimate,
+    format_estimate,
+    run_config,
+    shaped_link,
+)
+from dist_sqz.compute_modes import LATE_FRACTION, measure_local
+from dist_sqz.config import CompareConfig, TrainConfig
+from dist_sqz.errors import Stopped, UsageError
+from dist_sqz.metrics import eta_text
+
+RESULT_FIELDS = (
+    "payload_bytes",
+    "sent_bytes",
+    "wire_bytes",
+    "wire_over_sent",
+    "step_time_s",
+    "comm_time_s",
+    "comm_busy_s",
+    "exposed_comm_s",
+    "compute_time_s",
+    "images_per_s",
+    "final_loss",
+    "replicas_consistent",
+    "emulation_late_s",
+    "accuracy",
+    "steps_to_accuracy",
+    "images_to_accuracy",
+    "time_to_accuracy_s",
+    "eval_time_s",
+)
+
+
+class Comparison:
+    """The rows of one comparison folder: planned, run, recorded, resumed."""
+
+    def __init__(self, cfg: CompareConfig, out: Path, resume: bool) -> None:
+        self.cfg, self.out = cfg, out
+        self.mode = compute_mode(cfg, out / "profile.json")
+        self.plan = [(m, n) for m in cfg.models for n in cfg.workers]
+        self.configs = {
+            (m, n): run_config(
+                cfg.model_copy(update={"wandb_group": self.group}),
+                m,
+                n,
+                self.mode,
+                self.run_dir(m, n),
+            )
+            for m, n in self.plan
+        }
+        self.rows: list[dict[str, Any]] = []
+        if resume:
+            old = json.loads((out / "results.json").read_text()) if self.has_results else {}
+            self.rows = [r for r in old.get("rows", []) if not r.get("error")]
+        self.emulate, why = namespaces_permitted()
+        self.note = (
+            ""
+            if self.emulate
+            else f"Emulated hosts unavailable ({why}); ran local processes over loopback, "
+            "links unshaped."
+        )
+
+    @property
+    def group(self) -> str:
+        return self.cfg.wandb_group or f"compare-{self.out.name}"
+
+    @property
+    def has_results(self) -> bool:
+        return (self.out / "results.json").exists()
+
+    def run_dir(self, model: str, n: int) -> Path:
+        return self.out / "runs" / f"{model}-n{n}"
+
+    def done(self, model: str, n: int) -> bool:
+        return any(r["model"] == model and r["world_size"] == n for r in self.rows)
+
+    def prepare(self) -> None:
+        """Write the comparison's own config; measure the local profile (once: a resumed
+        comparison pads to the same times)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        keep = self.cfg.model_dump(exclude_unset=True) | {"out": str(self.out), "resume": ""}
+        (self.out / CONFIG_FILE).write_text(yaml.safe_dump(keep, sort_keys=False))
+        self.measure(self.out / "profile.json")
+
+    def measure(self, path: Path) -> None:
+        """In local mode, profile each model at its runs' shape into `path` (if not there)."""
+        if self.mode.kind == "local" and not path.exists():
+            shapes = {
+                m: (
+                    self.configs[m, self.plan[0][1]].batch_size,
+                    self.configs[m, self.plan[0][1]].image_size,
+                )
+                for m in self.cfg.models
+            }
+            measure_local(shapes, path)
+
+    def run_row(self, model: str, n: int, d: float) -> dict[str, Any]:
+        """Run (or continue) one row at dilation d; its row, or its error."""
+        cfg, run_dir = self.configs[model, n], self.run_dir(model, n)
+        if self.mode.kind != "real":
+            cfg = TrainConfig.build(cfg.to_dict(), {"dilation": d})
+        tag = run_dir.name
+        logs = self.out / "logs" / tag
+        config_file = self.out / "configs" / f"{tag}.yaml"
+        args = runs.resume_or_start(run_dir, "--config", str(config_file))
+        if args[0] != "--resume":
+            shutil.rmtree(run_dir, ignore_errors=True)
+            config_file.parent.mkdir(parents=True, exist_ok=True)
+            config_file.write_text(cfg.dump_yaml())
+        args = runs.train_command(*args, python=False)
+        link = shaped_link(self.cfg.link, d)
+        env = {"OMP_NUM_THREADS": "1"} if self.mode.kind == "local" else None
+        with runs.Watch(run_dir) if self.cfg.target_accuracy is not None else nullcontext():
+            ok = runs.run_job(
+                args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.run_timeout_s, env
+            )
+        row: dict[str, Any] = {"model": model, "world_size": n, "dilation": d}
+        row |= {"shaped_link": link if self.emulate and n > 1 else None}
+        row |= {"batch_size": cfg.batch_size, "image_size": cfg.image_size}
+        if not ok or not (run_dir / "summary.json").exists():
+            row["error"] = runs.logs_failure(logs)
+            return row
+        s = json.loads((run_dir / "summary.json").read_text())
+        row["params"] = s["params"]
+        row.update({k: s.get(k) for k in RESULT_FIELDS})
+        late = row.get("emulation_late_s") or 0.0
+        row["overran_padding"] = (
+            self.mode.kind != "real" and late > LATE_FRACTION * row["step_time_s"]
+        )
+        if self.cfg.target_accuracy is not None:
+            row["accuracy_curve"] = runs.accuracy_curve(run_dir)
+        return row
+
+    def result(self, elapsed_s: float) -> dict[str, Any]:
+        rows = sorted(self.rows, key=lambda r: self.plan.index((r["model"], r["world_size"])))
+        derive(rows, self.cfg, self.mode, self.emulate)
+        return {
+            "models": self.cfg.models,
+            "workers": self.cfg.workers,
+            "steps": self.cfg.steps,
+            "warmup_steps": self.cfg.warmup_steps,
+            "link": self.cfg.link if self.emulate else "loopback",
+            "emulated_hosts": self.emulate,
+            "note": self.note,
+            "image_size": self.cfg.image_size,
+            "batch_size": self.cfg.batch_size,
+            "data": self.cfg.data,
+            "target_accuracy": self.cfg.target_accuracy,
+            "compute": self.mode.to_dict() | {"description": self.mode.describe()},
+            "rows": rows,
+            "failed": [
+                f"{r['model']} x {r['world_size']}: {r['error']}" for r in rows if r.get("error")
+            ],
+            "elapsed_s": elapsed_s,
+        }
+
+    def write(self, elapsed_s: float) -> dict[str, Any]:
+        result = self.result(elapsed_s)
+        tmp = self.out / "results.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(self.out / "results.json")
+        return result
+
+
+def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
+    """Run every (model, N) not yet finished; write results.json after each row, then the
+    report. Returns the result; its `failed` lists rows that did not finish."""
+    if cfg.compute_profile:
+        from dist_sqz.profiles import compute_times, load_profile
+
+        prof = load_profile(cfg.compute_profile)
+        for m in cfg.models:
+            compute_times(prof, m, cfg.profile_batch_size, cfg.compute_precision)
+    if cfg.wandb != "off":
+        from dist_sqz.wandb_sink import import_wandb
+
+        import_wandb()
+    if not resume and not cfg.estimate and out.exists() and any(out.iterdir()):
+        raise UsageError(
+            f"{out} already holds a comparison; choose another --out or --resume {out}"
+        )
+    comp = Comparison(cfg, out, resume)
+    if comp.note:
+        print(f"dist-sqz compare: note: {comp.note}", flush=True)
+    todo = [(m, n) for m, n in comp.plan if not comp.done(m, n)]
+    if cfg.estimate:  # measure into a scratch folder: an estimate writes nothing
+        with tempfile.TemporaryDirectory(prefix="dsqz-estimate-") as scratch:
+            profile = Path(scratch) / "profile.json"
+            comp.measure(profile)
+            prof = str(profile) if comp.mode.kind == "local" else comp.mode.profile
+            plan = estimate(comp.mode, comp.configs, cfg.link, todo, prof)
+    else:
+        comp.prepare()
+        print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
+        try:
+            plan = estimate(comp.mode, comp.configs, cfg.link, todo, comp.mode.profile)
+        except UsageError:  # a model the cost model cannot take: the runs need no estimate
+            plan = []
+    if plan:
+        print("dist-sqz compare: expected wall time per run here (cost model x D x step budget):")
+        print(format_estimate(plan, cfg.target_accuracy is not None), flush=True)
+    if cfg.estimate:
+        return {"estimate": plan}
+    if resume:
+        print(
+            f"dist-sqz compare: resuming {out}: {len(comp.plan) - len(todo)} of "
+            f"{len(comp.plan)} rows done",
+            flush=True,
+        )
+    t_start = time.perf_counter()
+    took: list[tuple[str, float]] = []  # (model, wall seconds) of the rows run here
+    for k, (model, n) in enumerate(todo):
+        where = f"emulated hosts, {cfg.link}" if comp.emulate and n > 1 else "local"
+        d = comp.mode.dilation_for(n)
+        # Each row left at the mean time of its own model's rows so far (an AlexNet row
+        # takes many SqueezeNet rows' time), start-up and retries included.
+        eta = eta_text(took, [m for m, _ in todo[k:]]).replace("; ETA", "; rest ETA")
+        print(
+            f"[{k + 1}/{len(todo)}] {model} on {n} worker(s) ({where}, D={d:g}{eta}) ...",
+            flush=True,
+        )
+        t0 = time.perf_counter()
+        try:
+            row = comp.run_row(model, n, d)
+        except Stopped as e:  # forwarded to the run, which saved a checkpoint if it could
+            comp.rows.append({"model": model, "world_size": n, "dilation": d, "error": str(e)})
+            comp.write(time.perf_counter() - t_start)
+            raise Stopped(
+                f"compare {e} during {model} x {n}; rows so far in {out}/results.json; "
+                f"continue with `dist-sqz compare --resume {out}`",
+                e.status,
+            ) from None
+        if row.get("overran_padding") and comp.mode.adaptive and cfg.target_accuracy is None:
+            # This machine could not keep up at D: the row measured its cores. Once more,
+            # with twice the room.
+            print(f"    {_row_line(row)}; once more at D={2 * d:g}", flush=True)
+            row = comp.run_row(model, n, 2 * d)
+        comp.rows.append(row)
+        comp.write(time.perf_counter() - t_start)
+        took.append((model, time.perf_counter() - t0))
+        print(f"    {_row_line(row)} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    result = comp.write(time.perf_counter() - t_start)
+    from dist_sqz.report_compare import write_compare_report
+
+    write_compare_report(result, out)
+    if cfg.wandb != "off":
+        from dist_sqz.report_compare import PLOTS
+        from dist_sqz.wandb_sink import WandbSink
+
+        meta = {k: v for k, v in result.items() if k != "rows"}
+        sink = WandbSink(cfg.wandb, cfg.wandb_project, comp.group, "compare", meta, out)
+        sink.log_table(
+            "results",
+            [{k: v for k, v in r.items() if k != "accuracy_curve"} for r in result["rows"]],
+        )
+        sink.log_images([out / p for p in PLOTS if (out / p).exists()])
+        sink.close()
+    return result
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return f"failed: {row['error']}"
+    line = f"{row['step_time_s'] * 1e3:.0f} ms/step, {row['images_per_s']:.1f} img/s"
+    if row.get("accuracy") is not None:
+        reached = row.get("steps_to_accuracy")
+        line += f", accuracy {row['accuracy']:.3f}" + (
+            f" (target at step {reached}, {row['time_to_accuracy_s']:.0f}s)"
+            if reached
+            else " (target not reached)"
+        )
+    if row.get("overran_padding"):
+        line += f"; real work overran the padding by {row['emulation_late_s'] * 1e3:.0f} ms"
+    return line

@@ -1,0 +1,190 @@
+"""Configs of the commands that launch or model many runs: compare, simulate, design-space."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from dist_sqz.config.base import Config, WandbMode, check_model, setting
+from dist_sqz.errors import UsageError
+from dist_sqz.units import csv, parse_duration, parse_rate
+
+
+def _split(v: Any) -> Any:
+    return csv(v) if isinstance(v, str) else v
+
+
+def _rate_ok(v: str) -> str:
+    parse_rate(v)
+    return v
+
+
+def _duration_ok(v: str) -> str:
+    if v:  # '' = none (a delay left out)
+        parse_duration(v)
+    return v
+
+
+def _lists_ok(v: list[Any], info: Any) -> list[Any]:
+    """models: registered names; workers: counts >= 1; neither empty."""
+    if not v:
+        raise UsageError(f"{info.field_name} needs at least one value")
+    if info.field_name == "models":
+        return [check_model(m) for m in v]
+    if min(v) < 1:
+        raise UsageError(f"workers takes integers >= 1 like 1,2,4; got {v}")
+    return v
+
+
+class CompareConfig(Config):
+    """`dist-sqz compare`: each model at each worker count on emulated hosts."""
+
+    models: list[str] = setting(
+        ["alexnet", "squeezenet1_0", "squeezenet1_1"], "models, comma-separated"
+    )
+    workers: list[int] = setting([1, 2, 4], "worker counts, comma-separated")
+    steps: int = setting(8, "steps per run (throughput runs; a target uses the recipe's)", gt=0)
+    warmup_steps: int = setting(2, "first steps of each run left out of the medians", ge=0)
+    link: str = setting("1gbit", "each host's link rate (tc units)")
+    delay: str = setting("", "one-way link delay, e.g. 100us (needs netem)")
+    image_size: int = setting(64, "input height and width in pixels (a target: the recipe's)", gt=0)
+    batch_size: int = setting(8, "images per worker per step (a target: the recipe's)", gt=0)
+    data: str = setting("synthetic", "synthetic, or with a target a dataset with recipes (digits)")
+    target_accuracy: float | None = setting(
+        None,
+        "train each model with its recipe (configs/<data>_<model>.yaml) until held-out "
+        "accuracy reaches this; adds time to accuracy",
+        gt=0,
+        le=1,
+    )
+    recipes: str = setting("", "a folder of <data>_<model>.yaml recipes ('' = the shipped ones)")
+    out: str = setting("", "output folder (default runs/compare-<time>)")
+    resume: str = setting("", "continue the comparison in this folder: finished rows are kept")
+    estimate: bool = setting(
+        False,
+        "print each run's estimated wall time here (the cost model on the measured compute "
+        "x D x its step budget) and stop; writes nothing",
+    )
+    compute: Literal["local", "real"] = setting(
+        "local",
+        "local: pad each worker's compute to one core's measured times, time-dilated, so "
+        "efficiency measures the network; real: workers share this machine's cores",
+    )
+    compute_profile: str = setting("", "emulate GPU compute from this profile instead (e.g. h100)")
+    compute_precision: str = setting("bf16_cl", "the profile's precision")
+    profile_batch_size: int = setting(256, "emulated per-GPU batch size", gt=0)
+    dilation: float | None = setting(
+        None,
+        "time dilation D (compute and links D times slower); default: 100 with a profile, "
+        "else 1.5 x max(1, N / cores) per N",
+        gt=0,
+    )
+    timeout_s: float | None = setting(
+        None, "seconds before one run is killed (default 900; with a target 86400)", gt=0
+    )
+    wandb: WandbMode = setting("off", "Weights & Biases logging")
+    wandb_project: str = setting("dist_sqz", "W&B project")
+    wandb_group: str = setting("", "W&B group (default compare-<out folder name>)")
+
+    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+
+    _lists_ok = field_validator("models", "workers")(_lists_ok)
+
+    _rates = field_validator("link")(_rate_ok)
+    _durations = field_validator("delay")(_duration_ok)
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.warmup_steps >= self.steps:
+            raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
+        if self.compute_profile and "compute" in self.model_fields_set and self.compute == "real":
+            raise UsageError("--compute real and --compute-profile exclude each other")
+        if self.estimate and self.compute == "real" and not self.compute_profile:
+            raise UsageError(
+                "--estimate needs emulated compute; with --compute real nothing is modelled"
+            )
+        if self.target_accuracy is None:
+            if self.data != "synthetic":
+                raise UsageError(
+                    "compare trains on synthetic data unless --target-accuracy is given; "
+                    "drop --data or add --target-accuracy"
+                )
+            return
+        fixed = sorted({"batch_size", "image_size", "steps"} & self.model_fields_set)
+        if fixed:
+            raise UsageError(
+                f"with --target-accuracy the recipes set {', '.join(fixed)}; drop "
+                f"--{fixed[0].replace('_', '-')} (or edit configs/{self.data}_<model>.yaml)"
+            )
+        from dist_sqz.recipes import recipe
+
+        for m in self.models:
+            recipe(self.data, m, self.recipes)  # UsageError naming the recipes there are
+
+    @property
+    def run_timeout_s(self) -> float:
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return 86400.0 if self.target_accuracy is not None else 900.0
+
+
+class SimulateConfig(Config):
+    """`dist-sqz simulate`: the cost model over worker counts."""
+
+    models: list[str] = setting(["alexnet", "squeezenet1_1"], "models, comma-separated")
+    workers: list[int] = setting([2**i for i in range(11)], "worker counts, comma-separated")
+    profile: str = setting("h100", "a shipped profile name or a profile .json file")
+    precision: str = setting("bf16_cl", "profile precision (fp32, bf16_cl)")
+    batch_size: int = setting(256, "images per worker per step", gt=0)
+    link: str = setting("100gbit", "per-worker link bandwidth")
+    latency: str = setting("5us", "per-message latency")
+    topology: Literal["ring", "tree", "ps", "hierarchical"] = setting(
+        "ring", "all-reduce algorithm"
+    )
+    gpus_per_node: int = setting(8, "hierarchical: GPUs per node", gt=0)
+    intra_link: str = setting("3600gbit", "hierarchical: node-local link")
+    bucket_cap_mb: float = setting(25.0, "DDP gradient bucket size in MiB", gt=0)
+
+    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+    _lists_ok = field_validator("models", "workers")(_lists_ok)
+
+    _rates = field_validator("link", "intra_link")(_rate_ok)
+    _durations = field_validator("latency")(_duration_ok)
+
+
+def _fractions(v: list[float], info: Any) -> list[float]:
+    if not v:
+        raise UsageError(f"{info.field_name} needs at least one value")
+    hi_open = info.field_name == "pct3x3"  # a fire module needs some 1x1 expand filters
+    for x in v:
+        if not (0 < x < 1 if hi_open else 0 < x <= 1):
+            interval = "(0, 1)" if hi_open else "(0, 1]"
+            raise UsageError(f"{info.field_name} values must be in {interval}; got {x}")
+    return v
+
+
+class DesignSpaceConfig(Config):
+    """`dist-sqz design-space`: the paper's SR and pct3x3 sweeps, in bytes and efficiency."""
+
+    squeeze_ratios: list[float] = setting(
+        [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
+        "SR sweep (at pct3x3 0.5, as the paper's Fig. 3a)",
+    )
+    pct3x3: list[float] = setting(
+        [0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99],
+        "pct3x3 sweep (at SR 0.5, as the paper's Fig. 3b)",
+    )
+    workers: int = setting(8, "world size N of the simulated cluster", gt=0)
+    link: str = setting("10gbit", "per-worker link bandwidth")
+    latency: str = setting("5us", "per-message latency")
+    profile: str = setting("h100", "compute profile (its squeezenet1_0 entry, scaled per point)")
+    precision: str = setting("bf16_cl", "profile precision")
+    batch_size: int = setting(256, "images per worker per step (a batch size in the profile)", gt=0)
+    train_steps: int = setting(
+        0, "train each point this many steps of the digits squeezenet1_0 recipe (0 = off)", ge=0
+    )
+
+    _csv_lists = field_validator("squeeze_ratios", "pct3x3", mode="before")(_split)
+    _fractions_ok = field_validator("squeeze_ratios", "pct3x3")(_fractions)
+    _rates = field_validator("link")(_rate_ok)
+    _durations = field_validator("latency")(_duration_ok)

@@ -1,0 +1,144 @@
+"""Running `dist-sqz train` from another program: the one place that builds a run's command
+line, launches it (alone, under torchrun, on emulated hosts), watches a long run's held-out
+accuracy, and says in one line why a run failed. `compare`, `design-space`, the benchmarks
+and the tests' helpers all go through here, so a run is launched and read the same way
+everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+ERROR_PREFIX = "dist-sqz: error:"
+
+
+def train_command(*args: str, nproc: int | None = None, python: bool = True) -> list[str]:
+    """`dist-sqz train ARGS` as a command: alone (`nproc` None) or under `torchrun
+    --standalone --nproc-per-node N`; `python=False` leaves out the interpreter, for a
+    launcher that adds its own (a `cluster run`, mpirun)."""
+    head = [sys.executable] if python else []
+    if nproc is not None:
+        head += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return [*head, "-m", "dist_sqz", "train", *args]
+
+
+def resume_or_start(out: Path, *start_args: str) -> list[str]:
+    """The train arguments that continue the run in `out` from its last checkpoint when one
+    was left (a run stopped part-way), else `start_args` (the caller clears `out` first)."""
+    if (out / "checkpoints" / "last.pt").exists() and not (out / "summary.json").exists():
+        return ["--resume", str(out)]
+    return list(start_args)
+
+
+def failure_line(text: str) -> str:
+    """One line saying why a run failed, from its output: the run's own error line, else
+    the exit code or signal torchrun reports for a worker, else the last exception line."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    ours = [x for x in lines if x.startswith(ERROR_PREFIX)]
+    if ours:
+        return ours[-1][:300]
+    died = [x.split(":", 1)[1].strip() for x in lines if x.startswith(("exitcode", "traceback"))]
+    if died:
+        return "a worker died: " + "; ".join(dict.fromkeys(died))[:280]
+    raised = [x for x in lines if re.match(r"^[A-Za-z_.]+(Error|Exception): ", x)]
+    return (raised or lines or ["no output"])[-1][:300]
+
+
+def logs_failure(logs: Path) -> str:
+    """`failure_line` over every host's log in a job's log folder."""
+    text = "\n".join(log.read_text(errors="replace") for log in sorted(logs.glob("host*.log")))
+    return failure_line(text) if text.strip() else "no log"
+
+
+def run_logged(cmd: Sequence[str], log: Path) -> tuple[int, str]:
+    """Run `cmd` with its output appended to `log` (a file, not a pipe: were this process
+    stopped, workers writing to a closed pipe would die at their next line instead of
+    checkpointing on SIGTERM); (exit status, its failure line or '')."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    before = log.stat().st_size if log.exists() else 0  # earlier attempts' lines stay above
+    with log.open("a") as sink:
+        code = subprocess.run(list(cmd), stdout=sink, stderr=subprocess.STDOUT).returncode
+    if code == 0:
+        return 0, ""
+    with log.open() as f:
+        f.seek(before)
+        return code, f"{failure_line(f.read())} (log: {log})"
+
+
+def run_captured(cmd: Sequence[str]) -> tuple[int, str]:
+    """Run `cmd`, its output captured; (exit status, its failure line or '')."""
+    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+    why = "" if proc.returncode == 0 else failure_line(proc.stdout + "\n" + proc.stderr)
+    return proc.returncode, why
+
+
+def run_job(
+    args: list[str],
+    n: int,
+    emulate: bool,
+    link: str,
+    delay: str,
+    logs: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> bool:
+    """One torchrun job of n workers running `python ARGS`: on n emulated hosts, or as local
+    processes; True when every host's torchrun exited 0."""
+    from dist_sqz.cluster import Cluster
+    from dist_sqz.cluster.launch import run_local, run_on_hosts
+
+    logs.mkdir(parents=True, exist_ok=True)
+    if emulate and n > 1:
+        with Cluster(n, link, delay) as cluster:
+            codes = run_on_hosts(cluster, args, timeout_s=timeout_s, log_dir=logs, env=env)
+        return all(c == 0 for c in codes)
+    return run_local(args, n, logs / "host0.log", timeout_s, env) == 0
+
+
+def accuracy_curve(run_dir: Path) -> list[list[float]]:
+    """[step, time_s, accuracy] at each evaluation of a run; time_s sums step_time_s up to
+    the step, as time_to_accuracy_s does."""
+    curve, t = [], 0.0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        t += r["step_time_s"]
+        if r.get("accuracy") is not None:
+            curve.append([r["step"], t, r["accuracy"]])
+    return curve
+
+
+class Watch(threading.Thread):
+    """Prints a run's newest evaluation every `every_s` while it trains (long runs); use as
+    a context manager around the run."""
+
+    def __init__(self, run_dir: Path, every_s: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.run_dir, self.every_s, self.stop = run_dir, every_s, threading.Event()
+
+    def __enter__(self) -> Watch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+
+    def run(self) -> None:
+        shown = None
+        while not self.stop.wait(self.every_s):
+            try:
+                curve = accuracy_curve(self.run_dir)
+            except (OSError, ValueError, KeyError):
+                continue
+            if curve and curve[-1] != shown:
+                shown = curve[-1]
+                print(
+                    f"    step {shown[0]}: held-out accuracy {shown[2]:.3f} "
+                    f"({shown[1]:.0f}s of training)",
+                    flush=True,
+                )
