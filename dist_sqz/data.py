@@ -18,6 +18,7 @@ neither the number of loader workers nor a restart changes what a step sees.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +291,20 @@ def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoade
     )
 
 
+@dataclass
+class Batching:
+    """What the loaders read of a run's settings (train config keys of the same names)."""
+
+    batch_size: int = 8
+    image_size: int = 224
+    steps: int = 20
+    seed: int = 0
+    augment: str = "none"
+    eval_batch_size: int = 256
+
+
 def train_batches(
-    cfg: Any,
+    cfg: Batching | Any,
     ds: Dataset | None,
     num_classes: int,
     rank: int,
@@ -331,7 +344,7 @@ class _Shard(Sampler):
 
 
 def held_out_batches(
-    cfg: Any, held: Dataset | None, rank: int, world_size: int, workers: int
+    cfg: Batching | Any, held: Dataset | None, rank: int, world_size: int, workers: int
 ) -> DataLoader | None:
     """This rank's shard of the held-out split, or None when the data has none."""
     if held is None:

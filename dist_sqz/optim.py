@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from dist_sqz.config import TrainConfig
 
 
 def sgd(params: Iterable[torch.nn.Parameter], fused: bool = True, **kw) -> torch.optim.SGD:
@@ -27,7 +25,19 @@ def sgd(params: Iterable[torch.nn.Parameter], fused: bool = True, **kw) -> torch
         return torch.optim.SGD(params, **kw)
 
 
-def lr_at(cfg: TrainConfig, step: int, world_size: int) -> float:
+@dataclass
+class Schedule:
+    """The learning rate's settings (train config keys of the same names)."""
+
+    lr: float = 0.01
+    lr_scaling: str = "none"  # none | linear | sqrt, with the worker count
+    lr_max: float | None = None
+    lr_schedule: str = "constant"  # constant | cosine | step
+    lr_warmup_steps: int = 0
+    steps: int = 20
+
+
+def lr_at(cfg: Schedule | Any, step: int, world_size: int) -> float:
     """The learning rate of 0-based `step`: the base lr (scaled with the world size as
     `lr_scaling` says, at most `lr_max`), `lr_warmup_steps` of linear warm-up from
     lr/warmup, then the schedule over the remaining steps. A pure function of the step, so

@@ -143,7 +143,7 @@ class Trainer(TrainerSetup):
                 # -- the step: its arithmetic, bytes and time
                 torch.manual_seed(seed)
                 self.compressor.set_step(step)
-                lr = lr_at(cfg, step, env.world_size)
+                lr = lr_at(self.schedule, step, env.world_size)
                 set_lr(self.optimizer, lr)
                 tx0 = self.tx() if self.tx else None
                 result = self.train_step(x, y)

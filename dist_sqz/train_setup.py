@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from dist_sqz import checkpoint
-from dist_sqz.comm.backends import BACKENDS, Backend
+from dist_sqz.comm.backends import BACKENDS, Backend, BackendOptions
 from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
 from dist_sqz.config import TrainConfig
 from dist_sqz.data import (
+    Batching,
     datasets_for,
     default_workers,
     held_out_batches,
@@ -27,7 +28,8 @@ from dist_sqz.errors import UsageError
 from dist_sqz.health import NonFiniteGuard, StallWatch
 from dist_sqz.metrics import Sink, tx_counter
 from dist_sqz.models import build_model, check_input_size, count_params
-from dist_sqz.optim import sgd
+from dist_sqz.optim import Schedule, sgd
+from dist_sqz.options import pick
 from dist_sqz.profiles import compute_times, load_profile
 from dist_sqz.step import TrainStep
 from dist_sqz.stopping import StepControl
@@ -52,7 +54,7 @@ class TrainerSetup:
         # the run directory is agreed before data and model; the model before the backend
         # wraps it.
         train_set, held_set, num_classes = self._setup_checks(cfg)
-        self.backend: Backend = BACKENDS.get(cfg.backend)(cfg, env)
+        self.backend: Backend = BACKENDS.get(cfg.backend)(pick(BackendOptions, cfg), env)
         # Rank 0 alone names the run directory (a timestamp read on every rank could differ).
         name, out = self.backend.agree(lambda: self._run_dir(cfg) if env.is_main else ("", ""))[0]
         self.cfg = TrainConfig.build(
@@ -105,10 +107,18 @@ class TrainerSetup:
         workers = cfg.data_workers
         if workers is None:
             workers = default_workers(cfg.data, env.local_world_size)
+        batching = pick(Batching, cfg)
         self.batches = train_batches(
-            cfg, train_set, num_classes, env.rank, env.world_size, self.start_step, workers, pin
+            batching,
+            train_set,
+            num_classes,
+            env.rank,
+            env.world_size,
+            self.start_step,
+            workers,
+            pin,
         )
-        self.held_out = held_out_batches(cfg, held_set, env.rank, env.world_size, workers)
+        self.held_out = held_out_batches(batching, held_set, env.rank, env.world_size, workers)
         if cfg.target_accuracy is not None and self.held_out is None:
             raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
 
@@ -178,6 +188,7 @@ class TrainerSetup:
     def _setup_control(self, train_set: Any, num_classes: int) -> None:
         """Sinks, the per-step agreement, and the health watches."""
         cfg, env = self.cfg, self.env
+        self.schedule = pick(Schedule, cfg)
         self.sinks: list[Sink] = []
         self.compute_s: float | None = None
         self.control = StepControl(

@@ -4,6 +4,7 @@ evaluates on."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import datasets_for, held_out_batches, num_classes_of, train_batches
+from dist_sqz.data import Batching, datasets_for, held_out_batches, num_classes_of, train_batches
 from dist_sqz.errors import UsageError
 from dist_sqz.evaluate import evaluate
 from dist_sqz.models import build_model
+from dist_sqz.options import pick
 
 
 def held_out_accuracy(model: nn.Module, cfg: TrainConfig, held: Any) -> float:
@@ -46,11 +48,8 @@ class RunData:
         return held_out_accuracy(model, self.cfg, self.held_set)
 
     def batches(self, steps: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        cfg = TrainConfig.build(
-            self.cfg.to_dict(),
-            {"steps": steps, "seed": seed, "warmup_steps": 0, "lr_warmup_steps": 0},
-        )
-        return train_batches(cfg, self.train_set, self.num_classes, 0, 1, 0, 0)
+        batching = replace(pick(Batching, self.cfg), steps=steps, seed=seed)
+        return train_batches(batching, self.train_set, self.num_classes, 0, 1, 0, 0)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)

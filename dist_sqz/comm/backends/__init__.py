@@ -7,6 +7,12 @@ steps that give `exposed_comm_s`.
 """
 
 from dist_sqz.comm.backends import ddp, horovod, mpi  # noqa: F401 (they fill BACKENDS)
-from dist_sqz.comm.backends.base import BACKENDS, Backend, clip_gradients, finite
+from dist_sqz.comm.backends.base import (
+    BACKENDS,
+    Backend,
+    BackendOptions,
+    clip_gradients,
+    finite,
+)
 
-__all__ = ["BACKENDS", "Backend", "clip_gradients", "finite"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "clip_gradients", "finite"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -43,6 +44,15 @@ def finite(norm: torch.Tensor | None) -> bool:
     return norm is None or bool(torch.isfinite(norm))
 
 
+@dataclass
+class BackendOptions:
+    """What a backend reads of a run's settings (train config keys of the same names)."""
+
+    timeout_s: float = 300.0  # for the rendezvous and for any collective
+    grad_clip_norm: float | None = None  # clip the averaged gradients' global norm
+    bucket_cap_mb: float = 25.0  # gradient bucket size
+
+
 class Backend:
     """Base class; see the module docstring."""
 
@@ -55,8 +65,8 @@ class Backend:
     # buckets than the uninterrupted run did.
     rebuilds_buckets = False
 
-    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
-        self.cfg = cfg
+    def __init__(self, options: BackendOptions, env: LaunchEnv) -> None:
+        self.options = options
         self.env = env
         self.rank = env.rank
         self.world_size = env.world_size
@@ -91,12 +101,12 @@ class Backend:
         are unscaled first and a step whose gradients overflowed is skipped by the scaler, as
         fp16 training expects: they are averaged, so every rank skips the same steps."""
         if scaler is None:
-            norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
+            norm = clip_gradients(optimizer, self.options.grad_clip_norm)
             if finite(norm):
                 optimizer.step()
             return norm
         scaler.unscale_(optimizer)
-        norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
+        norm = clip_gradients(optimizer, self.options.grad_clip_norm)
         scaler.step(optimizer)
         scaler.update()
         return norm

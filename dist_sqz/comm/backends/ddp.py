@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dist_sqz.comm.backends.base import BACKENDS, Backend
+from dist_sqz.comm.backends.base import BACKENDS, Backend, BackendOptions
 from dist_sqz.comm.buckets import DEFAULT_BUCKET_CAP_MB
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, Compressor
@@ -115,15 +115,15 @@ class DDPBackend(Backend):
     pg_backend = "gloo"
     rebuilds_buckets = True
 
-    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
-        super().__init__(cfg, env)
+    def __init__(self, options: BackendOptions, env: LaunchEnv) -> None:
+        super().__init__(options, env)
         self.name = self.pg_backend
         if self.pg_backend == "nccl":
             if not torch.cuda.is_available():
                 raise UsageError("backend nccl needs a CUDA GPU; on CPU use --backend gloo")
             self.device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(self.device)
-        init_process_group(self.pg_backend, env, cfg.timeout_s)
+        init_process_group(self.pg_backend, env, options.timeout_s)
         self.collectives = TorchCollectives(self.ledger, env.world_size)
         self.compressor: Compressor | None = None
 
@@ -138,7 +138,9 @@ class DDPBackend(Backend):
             # No cap for the default: only then does torch keep the 1 MiB first bucket that
             # overlaps the last layers' exchange with backward (see comm/buckets.py).
             bucket_cap_mb=(
-                None if self.cfg.bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else self.cfg.bucket_cap_mb
+                None
+                if self.options.bucket_cap_mb == DEFAULT_BUCKET_CAP_MB
+                else self.options.bucket_cap_mb
             ),
             # Gradients live in DDP's buckets: no copy into the bucket before the exchange,
             # none back out after it, and one fewer model-sized buffer.

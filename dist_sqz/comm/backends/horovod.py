@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dist_sqz.comm.accounting import Ledger
-from dist_sqz.comm.backends.base import BACKENDS, Backend, clip_gradients, finite
+from dist_sqz.comm.backends.base import BACKENDS, Backend, BackendOptions, clip_gradients, finite
 from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
 from dist_sqz.comm.collectives import PolledCollectives, nbytes
 from dist_sqz.comm.compression import Compressor
@@ -123,8 +123,8 @@ class HorovodCollectives(PolledCollectives):
 class HorovodBackend(Backend):
     name = "horovod"
 
-    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
-        super().__init__(cfg, env)
+    def __init__(self, options: BackendOptions, env: LaunchEnv) -> None:
+        super().__init__(options, env)
         self.hvd = hvd = import_horovod()
         hvd.init()
         if (hvd.size(), hvd.rank()) != (env.world_size, env.rank):
@@ -158,9 +158,9 @@ class HorovodBackend(Backend):
             return model, self.hvd_opt
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
         self.exchange = BucketedExchange(
-            model, compressor, self.collectives, self.cfg.bucket_cap_mb
+            model, compressor, self.collectives, self.options.bucket_cap_mb
         )
-        return model, SyncOptimizer(optimizer, self.exchange, self.cfg.grad_clip_norm)
+        return model, SyncOptimizer(optimizer, self.exchange, self.options.grad_clip_norm)
 
     @contextlib.contextmanager
     def compute_only(self) -> Iterator[None]:
@@ -193,7 +193,7 @@ class HorovodBackend(Backend):
             optimizer.step()  # SyncOptimizer: exchange, check and clip, step
             return optimizer.grad_norm
         optimizer.synchronize()
-        norm = clip_gradients(optimizer, self.cfg.grad_clip_norm)
+        norm = clip_gradients(optimizer, self.options.grad_clip_norm)
         if finite(norm):
             with optimizer.skip_synchronize():
                 optimizer.step()

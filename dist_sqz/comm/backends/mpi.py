@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dist_sqz.comm.backends.base import BACKENDS, Backend
+from dist_sqz.comm.backends.base import BACKENDS, Backend, BackendOptions
 from dist_sqz.comm.backends.bucketed import BucketedExchange, SyncOptimizer
 from dist_sqz.comm.collectives import PolledCollectives
 from dist_sqz.comm.compression import Compressor
@@ -86,8 +86,8 @@ class MPIBackend(Backend):
 
     name = "mpi"
 
-    def __init__(self, cfg: Any, env: LaunchEnv) -> None:
-        super().__init__(cfg, env)
+    def __init__(self, options: BackendOptions, env: LaunchEnv) -> None:
+        super().__init__(options, env)
         MPI = import_mpi()
         self.comm = MPI.COMM_WORLD
         size, rank = self.comm.Get_size(), self.comm.Get_rank()
@@ -107,9 +107,9 @@ class MPIBackend(Backend):
         for t in model.state_dict().values():
             self.comm.Bcast(t.numpy() if t.dtype != torch.bfloat16 else t.view(torch.int16))
         self.exchange = BucketedExchange(
-            model, compressor, self.collectives, self.cfg.bucket_cap_mb
+            model, compressor, self.collectives, self.options.bucket_cap_mb
         )
-        return model, SyncOptimizer(optimizer, self.exchange, self.cfg.grad_clip_norm)
+        return model, SyncOptimizer(optimizer, self.exchange, self.options.grad_clip_norm)
 
     @contextlib.contextmanager
     def compute_only(self) -> Iterator[None]:
