@@ -89,7 +89,7 @@ def measure(model: str, n: int, link: str, d: float, args, work: Path) -> dict:
         batch_size=2,
         compute_profile=args.profile,
         compute_precision=args.precision,
-        profile_batch_size=args.batch_size,
+        compute_batch_size=args.batch_size,
         dilation=d,
     )
     result = compare(cfg, work / f"{model}-{link}-n{n}")

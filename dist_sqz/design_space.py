@@ -66,7 +66,7 @@ def _scaled(base: dict[str, float], macs_ratio: float, params_ratio: float) -> d
 def sweep(
     cfg: Any, profile: dict[str, Any], net: Network, progress: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    base = compute_times(profile, REFERENCE, cfg.batch_size, cfg.precision)
+    base = compute_times(profile, REFERENCE, cfg.batch_size, cfg.compute_precision)
     size = profile_image_size(profile, REFERENCE)  # the size `base` was measured at
     ref = build_model(REFERENCE)
     ref_macs, ref_params = gflops(ref), count_params(ref)
@@ -140,8 +140,9 @@ def header(cfg: Any) -> str:
     return (
         f"SqueezeNet design space (base_e 128, incr_e 128, freq 2) at N={cfg.workers} on "
         f"{cfg.link} links ({cfg.latency} latency, ring), batch {cfg.batch_size}/worker; "
-        f"compute = profile {cfg.profile} {cfg.precision} {REFERENCE} scaled by each point's "
-        "multiply-adds (forward, backward) and parameters (optimizer): a proxy, not measured"
+        f"compute = profile {cfg.profile} {cfg.compute_precision} {REFERENCE} scaled by each "
+        "point's multiply-adds (forward, backward) and parameters (optimizer): a proxy, not "
+        "measured"
     )
 
 

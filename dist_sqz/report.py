@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.markdown import ms, num
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.plotting import pyplot
-from dist_sqz.report_compare import _ms, _num, claim_lines, write_compare_report
+from dist_sqz.report_compare import claim_lines, write_compare_report
 
 
 def _load_runs(dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, dict]]]:
@@ -55,9 +56,9 @@ def write_runs_report(dirs: list[Path], out: Path) -> Path:
                 f"| {r['dir'].name} | {s['model']} | {s['backend']} | {s['compression']} "
                 f"| {s['world_size']} | {s.get('payload_bytes', 0):,.0f} "
                 f"| {s.get('sent_bytes', 0):,.0f} | {s['step_time_s'] * 1e3:.1f} "
-                f"| {_num(_ms(s.get('comm_time_s')), '.1f')} | {s['images_per_s']:.1f} "
-                f"| {_num(s.get('compression_ratio'), '.1f')} | {_num(s.get('final_loss'), '.3f')} "
-                f"| {_num(s.get('accuracy'), '.3f')} | {s.get('replicas_consistent')} |"
+                f"| {num(ms(s.get('comm_time_s')), '.1f')} | {s['images_per_s']:.1f} "
+                f"| {num(s.get('compression_ratio'), '.1f')} | {num(s.get('final_loss'), '.3f')} "
+                f"| {num(s.get('accuracy'), '.3f')} | {s.get('replicas_consistent')} |"
             )
         md += ["", *_compression_section(runs), *_scaling_section(runs, out)]
         _step_plots(runs, out)
@@ -114,9 +115,9 @@ def _compression_section(runs: list[dict[str, Any]]) -> list[str]:
         )
         lines.append(
             f"| {s['model']} | {s['world_size']} | {s['compression']} "
-            f"| {_num(s.get('compression_ratio'), '.1f')} | {s.get('payload_bytes', 0):,.0f} "
-            f"| {s['step_time_s'] * 1e3:.1f} | {_num(s.get('final_loss'), '.3f')} "
-            f"| {_num(delta, '+.3f')} |"
+            f"| {num(s.get('compression_ratio'), '.1f')} | {s.get('payload_bytes', 0):,.0f} "
+            f"| {s['step_time_s'] * 1e3:.1f} | {num(s.get('final_loss'), '.3f')} "
+            f"| {num(delta, '+.3f')} |"
         )
     return [*lines, ""]
 

@@ -5,22 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.markdown import mb, ms, num, table
 from dist_sqz.plotting import pyplot
 
 PLOTS = ("bytes_per_step.png", "scaling_efficiency.png", "throughput.png")
 ACCURACY_PLOT = "accuracy_vs_time.png"
-
-
-def _mb(x: float | None) -> str:
-    return "–" if x is None else f"{x / 1e6:,.2f}"
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else x * 1e3
-
-
-def _num(x: float | None, fmt: str) -> str:
-    return "–" if x is None else format(x, fmt)
 
 
 def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,8 +38,8 @@ def claim_lines(rows: list[dict[str, Any]], result: dict[str, Any] | None = None
             if n == 1 or s is None:
                 continue
             lines.append(
-                f"- **N = {n}:** scaling efficiency AlexNet {_num(a['scaling_efficiency'], '.3f')}"
-                f" vs {sq} {_num(s['scaling_efficiency'], '.3f')}; cluster throughput "
+                f"- **N = {n}:** scaling efficiency AlexNet {num(a['scaling_efficiency'], '.3f')}"
+                f" vs {sq} {num(s['scaling_efficiency'], '.3f')}; cluster throughput "
                 f"{sq} / AlexNet = {s['images_per_s'] / a['images_per_s']:.2f}x "
                 f"({s['images_per_s']:.1f} vs {a['images_per_s']:.1f} img/s)."
             )
@@ -126,23 +115,34 @@ def _setup(result: dict[str, Any]) -> str:
 def write_compare_report(result: dict[str, Any], out: Path) -> None:
     rows = result["rows"]
     ok = _ok(rows)
-    head = (
-        "| model | N | D | payload MB | sent MB | wire MB | wire/sent | step ms | comm ms | "
-        "comm busy ms | exposed ms | late ms | img/s | efficiency | cost model | analytic |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    header = ["model", "N", "D", "payload MB", "sent MB", "wire MB", "wire/sent", "step ms"]
+    header += ["comm ms", "comm busy ms", "exposed ms", "late ms", "img/s", "efficiency"]
+    header += ["cost model", "analytic"]
+    main = table(
+        header,
+        [
+            [
+                r["model"],
+                r["world_size"],
+                num(r.get("dilation"), "g"),
+                mb(r["payload_bytes"]),
+                mb(r["sent_bytes"]),
+                mb(r["wire_bytes"]),
+                num(r["wire_over_sent"], ".4f"),
+                f"{r['step_time_s'] * 1e3:.1f}",
+                num(ms(r["comm_time_s"]), ".1f"),
+                num(ms(r.get("comm_busy_s")), ".1f"),
+                num(ms(r.get("exposed_comm_s")), ".1f"),
+                num(ms(r.get("emulation_late_s")), ".1f")
+                + (" (!)" if r.get("overran_padding") else ""),
+                f"{r['images_per_s']:.1f}",
+                num(r.get("scaling_efficiency"), ".3f"),
+                num(r.get("simulated_efficiency"), ".3f"),
+                num(r.get("analytic_efficiency"), ".3f"),
+            ]
+            for r in ok
+        ],
     )
-    table = [head] + [
-        f"| {r['model']} | {r['world_size']} | {_num(r.get('dilation'), 'g')} | "
-        f"{_mb(r['payload_bytes'])} | {_mb(r['sent_bytes'])} | {_mb(r['wire_bytes'])} | "
-        f"{_num(r['wire_over_sent'], '.4f')} | {r['step_time_s'] * 1e3:.1f} | "
-        f"{_num(_ms(r['comm_time_s']), '.1f')} | {_num(_ms(r.get('comm_busy_s')), '.1f')} | "
-        f"{_num(_ms(r.get('exposed_comm_s')), '.1f')} | "
-        f"{_num(_ms(r.get('emulation_late_s')), '.1f')}{' (!)' if r.get('overran_padding') else ''}"
-        f" | {r['images_per_s']:.1f} | {_num(r.get('scaling_efficiency'), '.3f')} | "
-        f"{_num(r.get('simulated_efficiency'), '.3f')} | "
-        f"{_num(r.get('analytic_efficiency'), '.3f')} |"
-        for r in ok
-    ]
     md = [
         "# dist_sqz compare",
         "",
@@ -157,24 +157,29 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         "communication; `late ms` how much real work overran the emulated compute, (!) where "
         "more than 5% of the step: that row measured this machine's cores, not the network.",
         "",
-        *table,
+        *main,
         "",
     ]
     if result.get("target_accuracy") is not None:
         md += [
             f"## Time to accuracy {result['target_accuracy']}",
             "",
-            "| model | N | accuracy | steps_to_accuracy | images_to_accuracy | "
-            "time_to_accuracy_s | H100 projection s |",
-            "|---|---|---|---|---|---|---|",
-            *[
-                f"| {r['model']} | {r['world_size']} | {_num(r.get('accuracy'), '.3f')} | "
-                f"{_num(r.get('steps_to_accuracy'), 'd')} | "
-                f"{_num(r.get('images_to_accuracy'), ',d')} | "
-                f"{_num(r.get('time_to_accuracy_s'), '.1f')} | "
-                f"{_num(r.get('h100_projected_time_to_accuracy_s'), '.2f')} |"
-                for r in ok
-            ],
+            *table(
+                ["model", "N", "accuracy", "steps_to_accuracy", "images_to_accuracy"]
+                + ["time_to_accuracy_s", "H100 projection s"],
+                [
+                    [
+                        r["model"],
+                        r["world_size"],
+                        num(r.get("accuracy"), ".3f"),
+                        num(r.get("steps_to_accuracy"), "d"),
+                        num(r.get("images_to_accuracy"), ",d"),
+                        num(r.get("time_to_accuracy_s"), ".1f"),
+                        num(r.get("h100_projected_time_to_accuracy_s"), ".2f"),
+                    ]
+                    for r in ok
+                ],
+            ),
             "",
             "time_to_accuracy_s sums the training steps' times up to the first evaluation at or "
             "above the target (evaluation excluded). The H100 column is a projection: "

@@ -135,3 +135,25 @@ def test_a_new_compressor_is_one_class_and_one_registry_line():
             dist.destroy_process_group()
     finally:
         COMPRESSORS._items.pop("test_scaled_fp16")
+
+
+def test_renamed_keys_still_work():
+    """One word, one meaning: `precision` is train's autocast dtype, so simulate and
+    design-space call the profile's `compute_precision` (as compare and train do); compare's
+    whole-run kill is `run_timeout_s` (train's `timeout_s` is per collective); the emulated
+    per-GPU batch is `compute_batch_size` in compare as in train. The old keys and flags
+    still work."""
+    from dist_sqz.config import CompareConfig, DesignSpaceConfig, SimulateConfig
+
+    old = CompareConfig.build({"profile_batch_size": 64, "timeout_s": 5})
+    assert (old.compute_batch_size, old.run_timeout_s, old.kill_after_s) == (64, 5, 5)
+    assert SimulateConfig.build({"precision": "fp32"}).compute_precision == "fp32"
+    assert DesignSpaceConfig.build({"precision": "fp32"}).compute_precision == "fp32"
+    parser = build_parser()
+    for argv, cls, key, value in [
+        (["simulate", "--precision", "fp32"], SimulateConfig, "compute_precision", "fp32"),
+        (["simulate", "--compute-precision", "fp32"], SimulateConfig, "compute_precision", "fp32"),
+        (["compare", "--profile-batch-size", "64"], CompareConfig, "compute_batch_size", 64),
+        (["compare", "--timeout-s", "7"], CompareConfig, "run_timeout_s", 7),
+    ]:
+        assert getattr(config_from_args(cls, parser.parse_args(argv)), key) == value

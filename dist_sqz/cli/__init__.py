@@ -64,7 +64,11 @@ def add_config_flags(p: argparse.ArgumentParser, cls: Any) -> None:
         default = field.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else repr(default)
         text = f"{field.description} (default: {shown})".replace("%", "%%")  # argparse formats
-        p.add_argument("--" + name.replace("_", "-"), help=text, **kw)
+        old_names = [old for old, new in getattr(cls, "ALIASES", {}).items() if new == name]
+        flags = ["--" + n.replace("_", "-") for n in [name, *old_names]]
+        if old_names:
+            text += f" (formerly {', '.join(flags[1:])})".replace("%", "%%")
+        p.add_argument(*flags, help=text, **kw)
 
 
 def config_from_args(cls: Any, args: argparse.Namespace, *under: dict[str, Any]) -> Any:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         net,
         load_profile(cfg.profile),
         cfg.batch_size,
-        cfg.precision,
+        cfg.compute_precision,
         cfg.bucket_cap_mb,
     )
     if args.plot:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     header = (
-        f"profile {cfg.profile} ({cfg.precision}, batch {cfg.batch_size}/worker), "
+        f"profile {cfg.profile} ({cfg.compute_precision}, batch {cfg.batch_size}/worker), "
         f"{cfg.link} links, {cfg.latency} latency, {cfg.topology}"
     )
     print(format_table(rows, header))

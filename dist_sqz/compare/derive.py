@@ -47,7 +47,7 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
             if base and emulate
             else None
         )
-        batch = cfg.profile_batch_size if mode.kind == "profile" else None
+        batch = cfg.compute_batch_size if mode.kind == "profile" else None
         row["simulated_efficiency"] = None
         if prof is not None:
             b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))

@@ -27,7 +27,7 @@ def compute_mode(cfg: CompareConfig, profile_path: Path) -> ComputeMode:
             "profile",
             cfg.compute_profile,
             cfg.compute_precision,
-            cfg.profile_batch_size,
+            cfg.compute_batch_size,
             cfg.dilation or PROFILE_DILATION,
         )
     if cfg.compute == "real":

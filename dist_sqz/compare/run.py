@@ -132,7 +132,7 @@ class Comparison:
         env = {"OMP_NUM_THREADS": "1"} if self.mode.kind == "local" else None
         with runs.Watch(run_dir) if self.cfg.target_accuracy is not None else nullcontext():
             ok = runs.run_job(
-                args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.run_timeout_s, env
+                args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.kill_after_s, env
             )
         row: dict[str, Any] = {"model": model, "world_size": n, "dilation": d}
         row |= {"shaped_link": link if self.emulate and n > 1 else None}
@@ -190,7 +190,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
 
         prof = load_profile(cfg.compute_profile)
         for m in cfg.models:
-            compute_times(prof, m, cfg.profile_batch_size, cfg.compute_precision)
+            compute_times(prof, m, cfg.compute_batch_size, cfg.compute_precision)
     if cfg.wandb != "off":
         from dist_sqz.wandb_sink import import_wandb
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dist_sqz.errors import UsageError
 
@@ -43,6 +43,17 @@ class Config(BaseModel):
     """Base: unknown keys are errors, values keep their declared types."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    # Keys renamed so that one word means one thing in every command: {old: new}. The old
+    # key is still read from YAML, --set and dicts, and the old flag still works.
+    ALIASES: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.ALIASES:
+            return {cls.ALIASES.get(k, k): v for k, v in data.items()}
+        return data
 
     @classmethod
     def build(cls: type[C], *layers: dict[str, Any]) -> C:

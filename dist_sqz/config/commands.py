@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
@@ -40,6 +40,11 @@ def _lists_ok(v: list[Any], info: Any) -> list[Any]:
 class CompareConfig(Config):
     """`dist-sqz compare`: each model at each worker count on emulated hosts."""
 
+    ALIASES: ClassVar[dict[str, str]] = {
+        "profile_batch_size": "compute_batch_size",
+        "timeout_s": "run_timeout_s",
+    }
+
     models: list[str] = setting(
         ["alexnet", "squeezenet1_0", "squeezenet1_1"], "models, comma-separated"
     )
@@ -73,14 +78,16 @@ class CompareConfig(Config):
     )
     compute_profile: str = setting("", "emulate GPU compute from this profile instead (e.g. h100)")
     compute_precision: str = setting("bf16_cl", "the profile's precision")
-    profile_batch_size: int = setting(256, "emulated per-GPU batch size", gt=0)
+    compute_batch_size: int = setting(
+        256, "emulated compute: the profile's per-GPU batch size", gt=0
+    )
     dilation: float | None = setting(
         None,
         "time dilation D (compute and links D times slower); default: 100 with a profile, "
         "else 1.5 x max(1, N / cores) per N",
         gt=0,
     )
-    timeout_s: float | None = setting(
+    run_timeout_s: float | None = setting(
         None, "seconds before one run is killed (default 900; with a target 86400)", gt=0
     )
     wandb: WandbMode = setting("off", "Weights & Biases logging")
@@ -122,19 +129,22 @@ class CompareConfig(Config):
             recipe(self.data, m, self.recipes)  # UsageError naming the recipes there are
 
     @property
-    def run_timeout_s(self) -> float:
-        if self.timeout_s is not None:
-            return self.timeout_s
+    def kill_after_s(self) -> float:
+        """`run_timeout_s`, or its default."""
+        if self.run_timeout_s is not None:
+            return self.run_timeout_s
         return 86400.0 if self.target_accuracy is not None else 900.0
 
 
 class SimulateConfig(Config):
     """`dist-sqz simulate`: the cost model over worker counts."""
 
+    ALIASES: ClassVar[dict[str, str]] = {"precision": "compute_precision"}
+
     models: list[str] = setting(["alexnet", "squeezenet1_1"], "models, comma-separated")
     workers: list[int] = setting([2**i for i in range(11)], "worker counts, comma-separated")
     profile: str = setting("h100", "a shipped profile name or a profile .json file")
-    precision: str = setting("bf16_cl", "profile precision (fp32, bf16_cl)")
+    compute_precision: str = setting("bf16_cl", "the profile's precision (fp32, bf16_cl)")
     batch_size: int = setting(256, "images per worker per step", gt=0)
     link: str = setting("100gbit", "per-worker link bandwidth")
     latency: str = setting("5us", "per-message latency")
@@ -166,6 +176,8 @@ def _fractions(v: list[float], info: Any) -> list[float]:
 class DesignSpaceConfig(Config):
     """`dist-sqz design-space`: the paper's SR and pct3x3 sweeps, in bytes and efficiency."""
 
+    ALIASES: ClassVar[dict[str, str]] = {"precision": "compute_precision"}
+
     squeeze_ratios: list[float] = setting(
         [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
         "SR sweep (at pct3x3 0.5, as the paper's Fig. 3a)",
@@ -178,7 +190,7 @@ class DesignSpaceConfig(Config):
     link: str = setting("10gbit", "per-worker link bandwidth")
     latency: str = setting("5us", "per-message latency")
     profile: str = setting("h100", "compute profile (its squeezenet1_0 entry, scaled per point)")
-    precision: str = setting("bf16_cl", "profile precision")
+    compute_precision: str = setting("bf16_cl", "the profile's precision")
     batch_size: int = setting(256, "images per worker per step (a batch size in the profile)", gt=0)
     train_steps: int = setting(
         0, "train each point this many steps of the digits squeezenet1_0 recipe (0 = off)", ge=0
