@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -268,17 +269,31 @@ def tx_counter(iface: str) -> Callable[[], int] | None:
     return lambda: int(path.read_text())
 
 
-def open_sinks(cfg: Any, out: Path, keep_below_step: int | None) -> list[Sink]:
+@dataclass
+class Logging:
+    """What the sinks read of a run's settings (train config keys of the same names)."""
+
+    steps: int = 20
+    log_every: int = 1
+    wandb: str = "off"
+    wandb_project: str = "dist_sqz"
+    wandb_group: str = ""
+    name: str = ""
+
+
+def open_sinks(
+    log: Logging, out: Path, keep_below_step: int | None, config: dict[str, Any]
+) -> list[Sink]:
     """Rank 0's sinks of one run: metrics.jsonl (keeping the steps up to `keep_below_step`
-    on a resume), the progress line, and W&B when asked for."""
+    on a resume), the progress line, and W&B when asked for (with the run's `config`)."""
     sinks: list[Sink] = [
         JsonlSink(out / "metrics.jsonl", keep_below_step=keep_below_step),
-        ProgressSink(cfg.steps, cfg.log_every),
+        ProgressSink(log.steps, log.log_every),
     ]
-    if cfg.wandb != "off":
+    if log.wandb != "off":
         from dist_sqz.wandb_sink import WandbSink
 
         sinks.append(
-            WandbSink(cfg.wandb, cfg.wandb_project, cfg.wandb_group, cfg.name, cfg.to_dict(), out)
+            WandbSink(log.wandb, log.wandb_project, log.wandb_group, log.name, config, out)
         )
     return sinks

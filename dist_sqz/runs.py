@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def train_command(*args: str, nproc: int | None = None, python: bool = True) -> 
     if nproc is not None:
         head += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     return [*head, "-m", "dist_sqz", "train", *args]
+
+
+def measure_startup() -> float:
+    """Seconds from launching a 1-worker torchrun job of `dist-sqz train` to its exit when
+    it only parses its arguments: the launcher's and a worker's interpreter and imports, paid
+    again by every run (an estimate of a run's wall time that leaves it out is short by
+    this much per run)."""
+    t0 = time.perf_counter()
+    subprocess.run(train_command("--help", nproc=1), capture_output=True)
+    return time.perf_counter() - t0
 
 
 def resume_or_start(out: Path, *start_args: str) -> list[str]:

@@ -23,6 +23,7 @@ from dist_sqz.errors import CommFailure, RunFailure, Stopped
 from dist_sqz.evaluate import evaluate
 from dist_sqz.health import Diverged
 from dist_sqz.metrics import (
+    Logging,
     build_summary,
     done_line,
     open_sinks,
@@ -30,6 +31,7 @@ from dist_sqz.metrics import (
     step_record,
 )
 from dist_sqz.optim import lr_at, set_lr
+from dist_sqz.options import pick
 from dist_sqz.step import StepResult, step_seed
 from dist_sqz.train_setup import TrainerSetup
 
@@ -47,7 +49,7 @@ class Trainer(TrainerSetup):
         keep = self.start_step if self.resume is not None or self.restarted else None
         if keep is not None:  # the run is not finished until it writes its summary again
             (self.out / "summary.json").unlink(missing_ok=True)
-        self.sinks = open_sinks(self.cfg, self.out, keep)
+        self.sinks = open_sinks(pick(Logging, self.cfg), self.out, keep, self.cfg.to_dict())
 
     def _save(self, step: int) -> None:
         """Every rank's state for `step` (`checkpoint.Checkpointer`). Parameters that are

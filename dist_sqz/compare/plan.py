@@ -69,10 +69,12 @@ def estimate(
     link: str,
     todo: list[tuple[str, int]],
     profile: str,
+    startup_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Each run's expected wall time here: the cost model's step time on `profile` (the
     comparison's measured or named compute) and link, times D, times its step budget (an
-    upper bound with a target, which stops a run early; evaluations come on top)."""
+    upper bound with a target, which stops a run early; evaluations come on top), plus
+    `startup_s` (`runs.measure_startup`)."""
     from dist_sqz.profiles import load_profile
     from dist_sqz.simulate import Network, simulate
 
@@ -93,7 +95,8 @@ def estimate(
                 "dilation": d,
                 "step_s": step_s,
                 "steps": cfg.steps,
-                "wall_s": step_s * d * cfg.steps,
+                "startup_s": startup_s,
+                "wall_s": step_s * d * cfg.steps + startup_s,
             }
         )
     return rows
@@ -103,11 +106,17 @@ def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
     bound = "at most " if target else ""
     lines = [
         f"    {r['model']} x {r['world_size']}: {r['step_s']:.3f} s/step emulated x D="
-        f"{r['dilation']:g} x {bound}{r['steps']} steps = {bound}{_hours(r['wall_s'])}"
+        f"{r['dilation']:g} x {bound}{r['steps']} steps + {r.get('startup_s', 0.0):.0f} s "
+        f"start-up = {bound}{_hours(r['wall_s'])}"
         for r in rows
     ]
     total = sum(r["wall_s"] for r in rows)
-    lines.append(f"    in all: {bound}{_hours(total)} of wall time here (evaluations extra)")
+    startup = rows[0].get("startup_s", 0.0) if rows else 0.0
+    lines.append(
+        f"    in all: {bound}{_hours(total)} of wall time here (start-up measured: "
+        f"{startup:.0f} s a run); evaluations, and a row that overruns its padding and runs "
+        "again at 2 x D, extra"
+    )
     return "\n".join(lines)
 
 

@@ -182,6 +182,11 @@ class Comparison:
         return result
 
 
+def startup_s(kind: str) -> float:
+    """A run's start-up here, measured (nothing is estimated for real compute)."""
+    return 0.0 if kind == "real" else runs.measure_startup()
+
+
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Run every (model, N) not yet finished; write results.json after each row, then the
     report. Returns the result; its `failed` lists rows that did not finish."""
@@ -208,12 +213,14 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             profile = Path(scratch) / "profile.json"
             comp.measure(profile)
             prof = str(profile) if comp.mode.kind == "local" else comp.mode.profile
-            plan = estimate(comp.mode, comp.configs, cfg.link, todo, prof)
+            plan = estimate(
+                comp.mode, comp.configs, cfg.link, todo, prof, startup_s(comp.mode.kind)
+            )
     else:
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
         try:
-            plan = estimate(comp.mode, comp.configs, cfg.link, todo, comp.mode.profile)
+            plan = estimate(comp.mode, comp.configs, cfg.link, todo, comp.mode.profile, startup_s())
         except UsageError:  # a model the cost model cannot take: the runs need no estimate
             plan = []
     if plan:
