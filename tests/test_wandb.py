@@ -38,6 +38,7 @@ def test_offline_run_holds_every_step(tmp_path, tiny):
     assert logged["config"]["model"] == "squeezenet1_1"
     assert logged["config"]["wandb_group"] == "g1"
     assert logged["summary"]["summary/replicas_consistent"] is True
+    assert logged["summary"]["summary/stalled"] is False  # the health watch's verdict
     assert logged["summary"]["summary/param_checksum"] == summary["param_checksum"]
     # The key never lands in the run directory, nor on the console.
     for f in out.rglob("*"):
