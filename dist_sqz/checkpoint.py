@@ -59,7 +59,10 @@ def kept(run_dir: str | os.PathLike[str], by_write: bool = False) -> list[tuple[
 def _keep_previous(path: Path, new_step: int | None, keep: int) -> None:
     """Keep the `last.pt` about to be replaced as step<S>.pt; leave the newest keep-1."""
     if keep > 1 and path.exists() and new_step is not None:
-        old = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"]
+        try:  # reads the small pickled part only; the tensors stay on disk
+            old = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"]
+        except Exception:  # an unreadable last.pt is not worth keeping
+            old = new_step
         twin = path.parent / f"step{old}.pt"
         if old != new_step and not twin.exists():
             try:
