@@ -220,7 +220,14 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
         try:
-            plan = estimate(comp.mode, comp.configs, cfg.link, todo, comp.mode.profile, startup_s())
+            plan = estimate(
+                comp.mode,
+                comp.configs,
+                cfg.link,
+                todo,
+                comp.mode.profile,
+                startup_s(comp.mode.kind),
+            )
         except UsageError:  # a model the cost model cannot take: the runs need no estimate
             plan = []
     if plan:
