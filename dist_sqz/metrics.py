@@ -74,19 +74,24 @@ def _fmt_duration(s: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
 
 
-def eta_text(done: Iterable[tuple[Hashable, float]], todo: Iterable[Hashable]) -> str:
-    """A long job's "; ETA N min": each run of kind `todo` (e.g. its model) at the mean
-    seconds of the finished runs of that kind in `done` ((kind, seconds) pairs), or of all of
-    them where its kind has none; "" with nothing to do or nothing finished yet."""
+def eta_seconds(done: Iterable[tuple[Hashable, float]], todo: Iterable[Hashable]) -> float | None:
+    """A long job's time left: each run of kind `todo` (e.g. its model) at the mean seconds
+    of the finished runs of that kind in `done` ((kind, seconds) pairs), or of all of them
+    where its kind has none; None with nothing to do or nothing finished yet."""
     times: dict[Hashable, list[float]] = {}
     for kind, seconds in done:
         times.setdefault(kind, []).append(seconds)
     every = [t for ts in times.values() for t in ts]
     todo = list(todo)
     if not todo or not every:
-        return ""
-    left = sum(statistics.mean(times.get(kind, every)) for kind in todo)
-    return f"; ETA {left / 60:.0f} min"
+        return None
+    return sum(statistics.mean(times.get(kind, every)) for kind in todo)
+
+
+def eta_text(done: Iterable[tuple[Hashable, float]], todo: Iterable[Hashable]) -> str:
+    """`eta_seconds` as "; ETA N min", or "" when there is none."""
+    left = eta_seconds(done, todo)
+    return "" if left is None else f"; ETA {left / 60:.0f} min"
 
 
 def _fmt_loss(loss: float | None) -> str:

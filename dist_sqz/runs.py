@@ -11,10 +11,14 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ERROR_PREFIX = "dist-sqz: error:"
 
@@ -29,14 +33,28 @@ def train_command(*args: str, nproc: int | None = None, python: bool = True) -> 
     return [*head, "-m", "dist_sqz", "train", *args]
 
 
-def measure_startup() -> float:
-    """Seconds from launching a 1-worker torchrun job of `dist-sqz train` to its exit when
-    it only parses its arguments: the launcher's and a worker's interpreter and imports, paid
-    again by every run (an estimate of a run's wall time that leaves it out is short by
-    this much per run)."""
-    t0 = time.perf_counter()
-    subprocess.run(train_command("--help", nproc=1), capture_output=True)
-    return time.perf_counter() - t0
+def measure_overhead(settings: dict[str, Any]) -> float:
+    """Seconds a run of these train settings costs here beyond its steps: a 2-step run on one
+    worker under torchrun (real compute), its wall time minus its steps' times. That is the
+    launcher's and the worker's start-up and imports, building the model, the
+    no-communication probe steps, the first batches, and the final checkpoint (AlexNet's is
+    ~460 MB, written and fsynced), paid again by every run; an estimate from step times
+    alone is short by this much per run. 0 if the trial run fails (the run itself will then
+    say why)."""
+    with tempfile.TemporaryDirectory(prefix="dsqz-overhead-") as tmp:
+        out = Path(tmp) / "run"
+        keys = {**settings, "steps": 2, "warmup_steps": 1, "lr_warmup_steps": 0}
+        keys |= {"compute_profile": "", "dilation": 1.0, "target_accuracy": None}
+        keys |= {"eval_every": 0, "checkpoint_every": 0, "wandb": "off", "out": str(out)}
+        config = Path(tmp) / "trial.yaml"
+        config.write_text(yaml.safe_dump(keys))
+        t0 = time.perf_counter()
+        code, _ = run_captured(train_command("--config", str(config), nproc=1))
+        wall = time.perf_counter() - t0
+        if code != 0:
+            return 0.0
+        steps = [json.loads(x)["step_time_s"] for x in (out / "metrics.jsonl").open()]
+        return max(0.0, wall - sum(steps))
 
 
 def resume_or_start(out: Path, *start_args: str) -> list[str]:

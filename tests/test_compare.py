@@ -195,3 +195,17 @@ def test_estimate_prints_each_run_and_writes_nothing(tmp_path):
     assert len(runs) == 2 and all("x 5 steps" in x for x in runs), proc.stdout
     assert "in all:" in proc.stdout
     assert not out.exists()
+
+
+def test_rest_eta_scales_the_estimates_by_the_rows_run_so_far():
+    """The rows left at their up-front estimates times how the finished rows compared with
+    theirs (here 1.5x: start-up, retries); an AlexNet row is not priced as a SqueezeNet one."""
+    from dist_sqz.compare.run import rest_eta
+
+    expected = {("alexnet", 1): 10.0, ("alexnet", 2): 30.0, ("squeezenet1_1", 1): 2.0}
+    took = [("alexnet", 15.0)]
+    left = [("alexnet", 2), ("squeezenet1_1", 1)]
+    assert rest_eta(took, [("alexnet", 1)], left, expected) == pytest.approx(1.5 * 32.0)
+    assert rest_eta([], [], left, expected) is None
+    # without estimates (real compute): each row at its own model's mean so far
+    assert rest_eta(took, [("alexnet", 1)], left, {}) == pytest.approx(15.0 + 15.0)

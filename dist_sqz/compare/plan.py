@@ -69,12 +69,12 @@ def estimate(
     link: str,
     todo: list[tuple[str, int]],
     profile: str,
-    startup_s: float = 0.0,
+    overhead_s: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Each run's expected wall time here: the cost model's step time on `profile` (the
     comparison's measured or named compute) and link, times D, times its step budget (an
-    upper bound with a target, which stops a run early; evaluations come on top), plus
-    `startup_s` (`runs.measure_startup`)."""
+    upper bound with a target, which stops a run early; evaluations come on top), plus the
+    model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)."""
     from dist_sqz.profiles import load_profile
     from dist_sqz.simulate import Network, simulate
 
@@ -95,8 +95,8 @@ def estimate(
                 "dilation": d,
                 "step_s": step_s,
                 "steps": cfg.steps,
-                "startup_s": startup_s,
-                "wall_s": step_s * d * cfg.steps + startup_s,
+                "overhead_s": (overhead_s or {}).get(model, 0.0),
+                "wall_s": step_s * d * cfg.steps + (overhead_s or {}).get(model, 0.0),
             }
         )
     return rows
@@ -106,21 +106,22 @@ def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
     bound = "at most " if target else ""
     lines = [
         f"    {r['model']} x {r['world_size']}: {r['step_s']:.3f} s/step emulated x D="
-        f"{r['dilation']:g} x {bound}{r['steps']} steps + {r.get('startup_s', 0.0):.0f} s "
-        f"start-up = {bound}{_hours(r['wall_s'])}"
+        f"{r['dilation']:g} x {bound}{r['steps']} steps + {r.get('overhead_s', 0.0):.0f} s "
+        f"outside the steps = {bound}{_hours(r['wall_s'])}"
         for r in rows
     ]
     total = sum(r["wall_s"] for r in rows)
-    startup = rows[0].get("startup_s", 0.0) if rows else 0.0
     lines.append(
-        f"    in all: {bound}{_hours(total)} of wall time here (start-up measured: "
-        f"{startup:.0f} s a run); evaluations, and a row that overruns its padding and runs "
-        "again at 2 x D, extra"
+        f"    in all: {bound}{_hours(total)} of wall time here (outside the steps: start-up, "
+        "model, probes, final checkpoint, measured per model by a 2-step run); a row that "
+        "overruns its padding runs again at 2 x D, extra"
     )
     return "\n".join(lines)
 
 
 def _hours(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 

@@ -27,7 +27,7 @@ from dist_sqz.compare.plan import (
 from dist_sqz.compute_modes import LATE_FRACTION, measure_local
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import Stopped, UsageError
-from dist_sqz.metrics import eta_text
+from dist_sqz.metrics import eta_seconds
 
 RESULT_FIELDS = (
     "payload_bytes",
@@ -182,9 +182,31 @@ class Comparison:
         return result
 
 
-def startup_s(kind: str) -> float:
-    """A run's start-up here, measured (nothing is estimated for real compute)."""
-    return 0.0 if kind == "real" else runs.measure_startup()
+def rest_eta(
+    took: list[tuple[str, float]],
+    done: list[tuple[str, int]],
+    left: list[tuple[str, int]],
+    expected: dict[tuple[str, int], float],
+) -> float | None:
+    """Seconds the rows `left` will take: their up-front estimates scaled by how the rows
+    run so far compared with theirs (start-up, evaluations and retries at 2 x D included);
+    without estimates, each row at its model's mean so far (`metrics.eta_seconds`)."""
+    if not took:
+        return None
+    if expected and all(row in expected for row in done + left):
+        planned = sum(expected[row] for row in done)
+        scale = sum(t for _, t in took) / planned if planned > 0 else 1.0
+        return scale * sum(expected[row] for row in left)
+    return eta_seconds(took, [m for m, _ in left])
+
+
+def overheads(comp: Comparison, todo: list[tuple[str, int]]) -> dict[str, float]:
+    """Each model's per-run cost beyond its steps, measured here (`runs.measure_overhead`)
+    once per model left to run; nothing for real compute, which is not estimated."""
+    if comp.mode.kind == "real":
+        return {}
+    first = {m: n for m, n in reversed(todo)}
+    return {m: runs.measure_overhead(comp.configs[m, n].to_dict()) for m, n in first.items()}
 
 
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
@@ -213,9 +235,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             profile = Path(scratch) / "profile.json"
             comp.measure(profile)
             prof = str(profile) if comp.mode.kind == "local" else comp.mode.profile
-            plan = estimate(
-                comp.mode, comp.configs, cfg.link, todo, prof, startup_s(comp.mode.kind)
-            )
+            plan = estimate(comp.mode, comp.configs, cfg.link, todo, prof, overheads(comp, todo))
     else:
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
@@ -226,7 +246,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
                 cfg.link,
                 todo,
                 comp.mode.profile,
-                startup_s(comp.mode.kind),
+                overheads(comp, todo),
             )
         except UsageError:  # a model the cost model cannot take: the runs need no estimate
             plan = []
@@ -243,12 +263,12 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         )
     t_start = time.perf_counter()
     took: list[tuple[str, float]] = []  # (model, wall seconds) of the rows run here
+    expected = {(r["model"], r["world_size"]): r["wall_s"] for r in plan}
     for k, (model, n) in enumerate(todo):
         where = f"emulated hosts, {cfg.link}" if comp.emulate and n > 1 else "local"
         d = comp.mode.dilation_for(n)
-        # Each row left at the mean time of its own model's rows so far (an AlexNet row
-        # takes many SqueezeNet rows' time), start-up and retries included.
-        eta = eta_text(took, [m for m, _ in todo[k:]]).replace("; ETA", "; rest ETA")
+        eta = rest_eta(took, todo[:k], todo[k:], expected)
+        eta = f"; rest ETA {eta / 60:.0f} min" if eta is not None else ""
         print(
             f"[{k + 1}/{len(todo)}] {model} on {n} worker(s) ({where}, D={d:g}{eta}) ...",
             flush=True,
