@@ -123,10 +123,16 @@ def run_dir_of(where: str | os.PathLike[str]) -> Path:
     return p.parent.parent if p.suffix == ".pt" else p
 
 
+def resume_file(where: str | os.PathLike[str]) -> Path:
+    """The checkpoint `--resume WHERE` continues from: WHERE itself when it is a checkpoint
+    file, else WHERE/checkpoints/last.pt."""
+    return Path(where) if Path(where).suffix == ".pt" else checkpoint_path(where)
+
+
 def load(where: str | os.PathLike[str]) -> dict[str, Any]:
     """Load `RUN_DIR/checkpoints/last.pt`, or a checkpoint file of a run (an earlier one kept
     beside it); UsageError if it is missing or unreadable."""
-    path = Path(where) if Path(where).suffix == ".pt" else checkpoint_path(where)
+    path = resume_file(where)
     if not path.is_file():
         raise UsageError(
             f"no checkpoint at {path}; --resume takes a run directory of an earlier run, or "

@@ -17,8 +17,12 @@ def settings_of(settings: Mapping[str, Any] | Any) -> Mapping[str, Any]:
     return settings if isinstance(settings, Mapping) else vars(settings)
 
 
-def pick(options: type[T], settings: Mapping[str, Any] | Any) -> T:
-    """`options` (a dataclass) filled from the train settings it names; the rest keep their
-    defaults."""
-    values = settings_of(settings)
-    return options(**{f.name: values[f.name] for f in fields(options) if f.name in values})
+def pick(
+    options: type[T], settings: Mapping[str, Any] | Any, keys: Mapping[str, str] | None = None
+) -> T:
+    """`options` (a dataclass) filled from the train settings it names, each field read from
+    the key of its own name or, for a field in `keys`, from `keys[field]`; the rest keep
+    their defaults."""
+    values, keys = settings_of(settings), keys or {}
+    names = {f.name: keys.get(f.name, f.name) for f in fields(options)}
+    return options(**{f: values[k] for f, k in names.items() if k in values})

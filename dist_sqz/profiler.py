@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dist_sqz.comm.backends.base import clip_gradients, finite
 from dist_sqz.errors import UsageError
 from dist_sqz.models import build_model
 
@@ -74,9 +75,7 @@ def profile_model(
         t1 = clock.mark()
         loss.backward()
         t2 = clock.mark()
-        # as the trainer's step: the gradients' norm, checked finite, then the update
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+        if finite(clip_gradients(opt, None)):  # as the trainer's step: norm, check, update
             opt.step()
         t3 = clock.mark()
         if i >= warmup:

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from dist_sqz.metrics import read_jsonl
+
 ERROR_PREFIX = "dist-sqz: error:"
 
 
@@ -53,7 +55,7 @@ def measure_overhead(settings: dict[str, Any]) -> float:
         wall = time.perf_counter() - t0
         if code != 0:
             return 0.0
-        steps = [json.loads(x)["step_time_s"] for x in (out / "metrics.jsonl").open()]
+        steps = [r["step_time_s"] for r in read_jsonl(out / "metrics.jsonl")]
         return max(0.0, wall - sum(steps))
 
 

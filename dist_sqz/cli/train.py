@@ -33,13 +33,12 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def resume_line(where: str, step: int) -> str:
     """Which checkpoint a resumed run continues from, and the others kept beside it."""
-    from pathlib import Path
-
     from dist_sqz import checkpoint
 
-    run_dir = checkpoint.run_dir_of(where)
-    path = Path(where) if Path(where).suffix == ".pt" else checkpoint.checkpoint_path(run_dir)
-    others = [(s, p) for s, p in checkpoint.kept(run_dir) if p.name != path.name]
+    path = checkpoint.resume_file(where)
+    others = [
+        (s, p) for s, p in checkpoint.kept(checkpoint.run_dir_of(where)) if p.name != path.name
+    ]
     also = "; also kept: " + ", ".join(f"{p.name} (step {s})" for s, p in others) if others else ""
     return f"dist-sqz: resuming from {path} (step {step}){also}"
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
 
+from dist_sqz.options import pick
 from dist_sqz.registry import Registry
 
 COMPRESSORS = Registry("compression")
@@ -121,11 +122,7 @@ class Compressor:
     def options_from(cls, settings: Mapping[str, Any] | Any) -> Any:
         """This compressor's `Options` read from train settings (a mapping or a config
         object); settings it does not name keep their defaults."""
-        values = settings if isinstance(settings, Mapping) else vars(settings)
-        known = {f.name for f in fields(cls.Options)}
-        return cls.Options(
-            **{opt: values[key] for opt, key in cls.KEYS.items() if key in values and opt in known}
-        )
+        return pick(cls.Options, settings, cls.KEYS)
 
     @classmethod
     def adjust_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
