@@ -97,3 +97,60 @@ def compute_times(profile: dict, model: str, batch_size: int, precision: str) ->
     t = (batch_size - lo) / (hi - lo)
     e0, e1 = entries[str(lo)], entries[str(hi)]
     return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) for k in e0}
+
+
+NATIVE_IMAGE_SIZE = {"inception_v3": 299}  # the rest: 224
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """'1:2' or '1:2:0.05' -> shares of forward, backward, optimizer (summing to 1)."""
+    try:
+        parts = [float(x) for x in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 2:
+        parts.append(0.0)
+    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or parts[1] <= 0:
+        raise UsageError(f"--split takes forward:backward[:optimizer], like 1:2; got {text!r}")
+    total = sum(parts)
+    return parts[0] / total, parts[1] / total, parts[2] / total
+
+
+def published_profile(
+    throughputs: dict[str, float],
+    batch_size: int,
+    precision: str,
+    device: str,
+    split: str = "1:2",
+    source: str = "",
+) -> dict[str, Any]:
+    """A profile from published single-GPU images/s: step = batch / images_per_s, shared
+    among forward, backward and optimizer by `split` (default 1:2: backward does the two
+    matrix products per layer that forward does once, one for the input's gradient and one
+    for the weights'; the optimizer's few ms are then inside the published step)."""
+    f, b, o = parse_split(split)
+    models: dict[str, Any] = {}
+    for model, ips in throughputs.items():
+        if ips <= 0:
+            raise UsageError(f"--published {model}={ips}: images/s must be > 0")
+        step = batch_size / ips
+        models[model] = {
+            precision: {
+                str(batch_size): {"forward_s": f * step, "backward_s": b * step,
+                                  "optimizer_s": o * step}
+            }
+        }
+    return {
+        "device": device,
+        "name": device,
+        "derived": {
+            "from": "published single-GPU throughput",
+            "images_per_s": throughputs,
+            "batch_size": batch_size,
+            "precision": precision,
+            "split": split,
+            "source": source,
+        },
+        "image_sizes": {m: NATIVE_IMAGE_SIZE.get(m, 224) for m in throughputs},
+        "models": models,
+    }

@@ -28,6 +28,18 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="also profile each precision under torch.compile (keyed <precision>+compile)",
     )
     p.add_argument("--out", required=True, help="JSON file to write")
+    g = p.add_argument_group(
+        "from published numbers (no measurement)",
+        "dist-sqz profile --published resnet50=367 --batch-size 128 --precision fp32 "
+        "--device V100-SXM2 --out v100.json: step = batch / images_per_s, shared among "
+        "forward, backward, optimizer by --split",
+    )
+    g.add_argument("--published", default="", metavar="MODEL=IMAGES_PER_S,...")
+    g.add_argument("--batch-size", type=int, default=0, help="the published run's batch/GPU")
+    g.add_argument("--precision", default="", help="a name for its precision (fp32, amp, ...)")
+    g.add_argument("--device", default="", help="the GPU it ran on")
+    g.add_argument("--split", default="1:2", help="forward:backward[:optimizer] (default 1:2)")
+    g.add_argument("--source", default="", help="where the figure is published")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from dist_sqz.profiler import PRECISIONS, profile, write
     from dist_sqz.units import csv, parse_counts
 
+    if args.published:
+        return _published(args)
     models = csv(args.models)
     for m in models:
         model_spec(m)
@@ -56,4 +70,34 @@ def run(args: argparse.Namespace) -> int:
     )
     write(result, out)
     print(f"dist-sqz profile: wrote {out}")
+    return 0
+
+
+def _published(args: argparse.Namespace) -> int:
+    import json
+
+    from dist_sqz.models import model_spec
+    from dist_sqz.profiles import published_profile
+    from dist_sqz.units import csv
+
+    if args.batch_size < 1 or not args.precision or not args.device:
+        raise UsageError("--published needs --batch-size (>= 1), --precision and --device")
+    throughputs: dict[str, float] = {}
+    for item in csv(args.published):
+        model, eq, value = item.partition("=")
+        try:
+            throughputs[model.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq:
+            raise UsageError(f"--published takes MODEL=IMAGES_PER_S,...; got {item!r}")
+        model_spec(model.strip())
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"{out} exists; choose another --out")
+    prof = published_profile(
+        throughputs, args.batch_size, args.precision, args.device, args.split, args.source
+    )
+    out.write_text(json.dumps(prof, indent=1) + "\n")
+    print(f"dist-sqz profile: wrote {out} (derived from published throughput, split {args.split})")
     return 0

@@ -1,0 +1,90 @@
+"""Seconds for one all-reduce of S bytes among N workers on a cluster spec.
+
+Each level of the system (inside a node, between nodes) has an achieved all-reduce bus
+bandwidth B(S) (nccl-tests' busBw: the rate at which each rank's link moves the 2(N-1)/N S
+bytes a ring all-reduce sends): a measured curve over message sizes where the spec gives one,
+else line rate x achieved fraction, and over TCP no more than flows x the one-flow cap.
+A node's NICs carry all of its GPUs' inter-node traffic: a ring through g GPUs per node
+crosses each node boundary once per direction, so the node's NICs move 2(N-1)/N S per
+all-reduce whatever g is.
+
+    ring          2(N-1) a + 2(N-1)/N S / min(B_intra(S), B_inter(S))    (a: the slowest hop)
+    hierarchical  2 [(g-1) a_i + (g-1)/g S / B_intra(S)]                  (reduce-scatter and
+                  + 2(M-1) a + 2(M-1)/M S / B_inter(S)                     all-gather in the
+                                                                           node; a ring over
+                                                                           M = N/g nodes)
+    tree          2 ceil(log2 N) (a + S / b)                 (b = the node's B_inter / g)
+    ps            2 (a + N S / b)                            (one server's link)
+
+plus the spec's per-collective overhead o (launch, bookkeeping). A level given by a measured
+curve carries its own latency: its a is not added again.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+from dist_sqz.costmodel.spec import ClusterSpec, Fabric, Network, _has_cap
+from dist_sqz.units import parse_duration, parse_rate, parse_size
+
+
+def _curve_busbw(curve: dict[str, str], size: float) -> float:
+    """Bytes/s at `size`, linear in log(size) between measured points, flat beyond them."""
+    points = sorted((parse_size(s), parse_rate(r) / 8) for s, r in curve.items())
+    sizes = [s for s, _ in points]
+    if size <= sizes[0]:
+        return points[0][1] * size / sizes[0]  # below the smallest point: latency-bound
+    if size >= sizes[-1]:
+        return points[-1][1]
+    i = bisect_left(sizes, size)
+    (s0, b0), (s1, b1) = points[i - 1], points[i]
+    t = (math.log(size) - math.log(s0)) / (math.log(s1) - math.log(s0))
+    return b0 + t * (b1 - b0)
+
+
+def intra_busbw(fabric: Fabric, size: float) -> float:
+    if fabric.busbw_curve:
+        return _curve_busbw(fabric.busbw_curve, size)
+    return parse_rate(fabric.line_rate) / 8 * fabric.achieved
+
+
+def inter_busbw(net: Network, size: float) -> float:
+    """The node's bytes/s out (and in) for all-reduce traffic: all of its NICs."""
+    if net.busbw_curve:
+        return _curve_busbw(net.busbw_curve, size)
+    per_nic = parse_rate(net.nic_rate) / 8 * net.achieved
+    if net.transport == "tcp" and _has_cap(net):
+        per_nic = min(per_nic, net.flows * parse_rate(net.flow_cap) / 8)
+    return net.nics * per_nic
+
+
+def _latency(level: Fabric | Network) -> float:
+    return 0.0 if level.busbw_curve else parse_duration(level.latency)
+
+
+def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
+    """Seconds to all-reduce `size` bytes among n workers (0 for one worker)."""
+    if n <= 1 or size <= 0:
+        return 0.0
+    g = min(spec.gpus_per_node, n)
+    nodes = math.ceil(n / g)
+    b_in = intra_busbw(spec.intra, size)
+    a_in = _latency(spec.intra)
+    overhead = parse_duration(spec.collective.overhead)
+    alg = spec.collective.algorithm
+    if nodes == 1:
+        b, a = b_in, a_in
+    else:
+        b, a = min(b_in, inter_busbw(spec.inter, size)), _latency(spec.inter)
+    if alg == "ring" or (alg == "hierarchical" and nodes == 1):
+        return overhead + 2 * (n - 1) * a + 2 * (n - 1) / n * size / b
+    if alg == "hierarchical":
+        intra = 2 * ((g - 1) * a_in + (g - 1) / g * size / b_in)
+        b_out = inter_busbw(spec.inter, size)
+        inter = 2 * (nodes - 1) * a + 2 * (nodes - 1) / nodes * size / b_out
+        return overhead + intra + inter
+    per_worker = b if nodes == 1 else inter_busbw(spec.inter, size) / g
+    if alg == "tree":
+        return overhead + 2 * math.ceil(math.log2(n)) * (a + size / per_worker)
+    return overhead + 2 * (a + n * size / per_worker)  # ps

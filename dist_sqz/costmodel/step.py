@@ -1,0 +1,136 @@
+"""One data-parallel step on a cluster spec: when each gradient collective starts and ends,
+how much of it hides behind backward, and what it costs the backward it overlaps.
+
+    step(N) = (1 + f) [forward + optimizer] + max((1 + f) backward + k x overlapped, end)
+
+- Gradients become ready in reverse parameter order, each when backward has done the
+  multiply-adds of the layers behind it (`ready_shares`).
+- DDP (`framework.kind: ddp`): buckets as DDP forms them (first 1 MiB, then `bucket_cap_mb`),
+  each launched once ready and the previous one is done.
+- Horovod (`horovod`): a background loop wakes every `cycle_time`; at each wake-up the
+  tensors ready by then are fused into buffers of at most `fusion_mb` (a bigger tensor goes
+  alone) and all-reduced one after another; the next wake-up is a cycle later or when those
+  are done, whichever is later.
+- Each collective takes `collective.allreduce_time` (achieved bandwidth, latency, overhead).
+- Interference k (`interference`): while a collective runs beside backward, backward runs
+  k slower: it ends k x (collective time overlapped with it) later.
+- f (`framework.step_overhead`): the framework's own cost per step at N >= 2 against the
+  1-GPU figures, which run without it (DDP's reducer hooks and bucket copies).
+- end: when the last collective completes; what lies past backward is exposed.
+scaling_efficiency(N) = step(1) / step(N), step(1) = forward + backward + optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from dist_sqz.comm.buckets import ddp_bucket_groups
+from dist_sqz.costmodel.collective import allreduce_time
+from dist_sqz.costmodel.spec import ClusterSpec
+from dist_sqz.units import parse_duration
+
+
+@dataclass(frozen=True)
+class Grad:
+    nbytes: int
+    ready: float  # share of backward done when it is ready
+
+
+@dataclass(frozen=True)
+class Step:
+    step_s: float
+    comm_s: float  # collectives' time summed (overheads included)
+    exposed_s: float  # past the end of backward
+    interference_s: float  # backward's slowdown from overlapped collectives
+    collectives: int
+
+
+def gradients(model: nn.Module, shares: dict[str, float]) -> list[Grad]:
+    """Trainable parameters in registration order, each with its ready share."""
+    return [
+        Grad(p.numel() * p.element_size(), shares[n])
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    ]
+
+
+def ddp_schedule(model: nn.Module, shares: dict[str, float], cap_mb: float) -> list[Grad]:
+    """DDP's buckets in launch order, each ready when its last gradient is."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        Grad(sum(p.numel() * p.element_size() for _, p in g), max(shares[n] for n, _ in g))
+        for g in ddp_bucket_groups(params, cap_mb)
+    ]
+
+
+def _overlap(start: float, end: float, limit: float) -> float:
+    return max(0.0, min(end, limit) - start)
+
+
+def step_time(
+    compute: dict[str, float], grads: list[Grad], n: int, spec: ClusterSpec, bucketed: bool
+) -> Step:
+    """`grads`: DDP buckets (`bucketed`) or single gradients in registration order."""
+    fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
+    if n <= 1:
+        return Step(fwd + bwd + opt, 0.0, 0.0, 0.0, 0)
+    f = spec.framework.step_overhead
+    bwd_n = bwd * (1 + f)
+    spans = (
+        _ddp_spans(grads, n, spec, bwd_n)
+        if bucketed or spec.framework.kind == "ddp"
+        else _horovod_spans(grads, n, spec, bwd_n)
+    )
+    comm = sum(e - s for s, e in spans)
+    slowed = spec.interference * sum(_overlap(s, e, bwd_n) for s, e in spans)
+    backward_done = bwd_n + slowed
+    end = max([backward_done] + [e for _, e in spans])
+    step = (fwd + opt) * (1 + f) + end
+    return Step(step, comm, end - backward_done, slowed, len(spans))
+
+
+def _ddp_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float):
+    spans, free = [], 0.0
+    for b in grads:
+        start = max(free, b.ready * bwd)
+        free = start + allreduce_time(spec, b.nbytes, n)
+        spans.append((start, free))
+    return spans
+
+
+def _horovod_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float):
+    """Horovod's cycle: wake, fuse what is ready (<= fusion buffer), reduce, sleep."""
+    cycle = parse_duration(spec.framework.cycle_time)
+    fusion = spec.framework.fusion_mb * 2**20
+    pending = sorted(reversed(grads), key=lambda g: g.ready)  # backward order
+    spans, t = [], 0.0
+    while pending:
+        ready = [g for g in pending if g.ready * bwd <= t]
+        if not ready:  # sleep through the cycles before the next gradient is ready
+            wait = pending[0].ready * bwd - t
+            t += max(1, math.ceil(wait / cycle)) * cycle if cycle > 0 else wait
+            continue
+        pending = pending[len(ready) :]
+        free = t
+        for size in _fuse([g.nbytes for g in ready], fusion):
+            spans.append((free, free + allreduce_time(spec, size, n)))
+            free = spans[-1][1]
+        t = max(t + cycle, free)
+    return spans
+
+
+def _fuse(sizes: list[int], cap: float) -> list[int]:
+    """Buffers of at most `cap` bytes, in order; a tensor over `cap` goes alone."""
+    out: list[int] = []
+    cur = 0
+    for s in sizes:
+        if cur and cur + s > cap:
+            out.append(cur)
+            cur = 0
+        cur += s
+    if cur:
+        out.append(cur)
+    return out
