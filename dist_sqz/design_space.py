@@ -26,13 +26,15 @@ import yaml
 
 from dist_sqz import runs
 from dist_sqz.comm.accounting import sent_bytes
+from dist_sqz.costmodel import ClusterSpec
+from dist_sqz.costmodel.shares import ready_shares
+from dist_sqz.costmodel.step import ddp_schedule, step_time
 from dist_sqz.errors import RunFailure
 from dist_sqz.metrics import eta_text
 from dist_sqz.models import build_model, count_params
 from dist_sqz.models.stats import gflops
 from dist_sqz.plotting import pyplot
 from dist_sqz.profiles import compute_times, profile_image_size
-from dist_sqz.simulate import Network, ddp_buckets, step_time
 
 REFERENCE = "squeezenet1_0"  # = sqz_family at its defaults, layer for layer
 # What the paper's Fig. 3 labels (ImageNet top-5 accuracy, model size in MB): said beside
@@ -64,7 +66,7 @@ def _scaled(base: dict[str, float], macs_ratio: float, params_ratio: float) -> d
 
 
 def sweep(
-    cfg: Any, profile: dict[str, Any], net: Network, progress: Callable[[str], None] = print
+    cfg: Any, profile: dict[str, Any], net: ClusterSpec, progress: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
     base = compute_times(profile, REFERENCE, cfg.batch_size, cfg.compute_precision)
     size = profile_image_size(profile, REFERENCE)  # the size `base` was measured at
@@ -79,9 +81,11 @@ def sweep(
         macs = gflops(model)
         compute = _scaled(base, macs / ref_macs, params / ref_params)
         with torch.device("meta"):
-            buckets = ddp_buckets(build_model(name), image_size=size)
-        t1, _, _ = step_time(compute, buckets, 1, net)
-        tn, comm, exposed = step_time(compute, buckets, cfg.workers, net)
+            twin = build_model(name)
+            buckets = ddp_schedule(twin, ready_shares(twin, size), net.framework.bucket_cap_mb)
+        t1 = step_time(compute, buckets, 1, net, bucketed=True).step_s
+        step = step_time(compute, buckets, cfg.workers, net, bucketed=True)
+        tn, comm, exposed = step.step_s, step.comm_s, step.exposed_s
         row = {
             "sweep": kind,
             "value": value,

@@ -136,8 +136,11 @@ def published_profile(
         step = batch_size / ips
         models[model] = {
             precision: {
-                str(batch_size): {"forward_s": f * step, "backward_s": b * step,
-                                  "optimizer_s": o * step}
+                str(batch_size): {
+                    "forward_s": f * step,
+                    "backward_s": b * step,
+                    "optimizer_s": o * step,
+                }
             }
         }
     return {

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from dist_sqz.comm.buckets import ddp_bucket_groups
+from dist_sqz.costmodel import ClusterSpec, predict
+from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.errors import UsageError
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.models import build_model
@@ -86,44 +88,6 @@ def ddp_buckets(model: nn.Module, bucket_cap_mb: float = 25.0, image_size: int =
     ]
 
 
-def ready_shares(model: nn.Module, image_size: int) -> dict[str, float]:
-    """Per trainable parameter: the share of backward's multiply-adds done when its gradient
-    is ready (backward reaches the last layers first)."""
-    macs = param_macs(model, image_size)
-    total = sum(macs.values()) or 1
-    out, done = {}, 0
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    for name in reversed(names):
-        done += macs.get(name, 0)
-        out[name] = done / total
-    return out
-
-
-def param_macs(model: nn.Module, image_size: int) -> dict[str, int]:
-    """Multiply-adds of the layer each weight belongs to (a proxy for its backward time)."""
-    owner = {id(m): name for name, m in model.named_modules()}
-    out: dict[str, int] = {}
-
-    def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        elif isinstance(module, nn.Linear):
-            k = module.in_features
-        else:
-            return
-        prefix = owner[id(module)]
-        out[f"{prefix}.weight" if prefix else "weight"] = output.numel() * k
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, 3, image_size, image_size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    return out
-
-
 def step_time(compute: dict[str, float], buckets: list[GradBucket], n: int, net: Network):
     """(step seconds, comm seconds summed over buckets, exposed comm seconds)."""
     fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
@@ -140,12 +104,17 @@ def step_time(compute: dict[str, float], buckets: list[GradBucket], n: int, net:
 def simulate(
     models: list[str],
     workers: list[int],
-    net: Network,
+    net: Network | ClusterSpec,
     profile: dict[str, Any],
     batch_size: int,
     precision: str,
     bucket_cap_mb: float = 25.0,
 ) -> list[dict[str, Any]]:
+    """Rows per (model, N): the cost model on a cluster spec (`dist_sqz.costmodel`), or the
+    first model on a bare Network (nominal rate, ideal overlap, no overheads), which is
+    kept so that benchmarks can show what the spec's terms change."""
+    if isinstance(net, ClusterSpec):
+        return predict(models, workers, net, profile, batch_size, precision)
     rows = []
     for name in models:
         with torch.device("meta"):

@@ -33,17 +33,16 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dist_sqz.config import DesignSpaceConfig
+    from dist_sqz.costmodel import from_flags
     from dist_sqz.design_space import format_table, plot, sweep
     from dist_sqz.errors import UsageError
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import Network
-    from dist_sqz.units import parse_duration, parse_rate
 
     cfg = config_from_args(DesignSpaceConfig, args)
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; choose another --out")
-    net = Network(bandwidth_Bps=parse_rate(cfg.link) / 8, latency_s=parse_duration(cfg.latency))
+    net = from_flags(cfg.link, cfg.latency)
     rows = sweep(cfg, load_profile(cfg.profile), net)
     table = format_table(rows, cfg)
     if out is not None:

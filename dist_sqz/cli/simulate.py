@@ -16,9 +16,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="cost model: step time and scaling efficiency at N workers",
         description="Predicts step time, scaling efficiency and throughput from the model's "
-        "DDP gradient buckets, a compute profile and a network (latency + bandwidth, "
-        "topology), with each bucket's all-reduce overlapping the rest of backward.",
-        epilog="example: dist-sqz simulate --models alexnet --profile h100 --workers 8,64",
+        "gradient buckets, a compute profile and a cluster: a spec (--cluster: fabrics, "
+        "achieved bandwidth, latency, framework, interference; docs/cost-model.md) or a "
+        "network given by flags (a link rate, latency and topology). Each bucket's "
+        "all-reduce overlaps the rest of backward.",
+        epilog="examples: dist-sqz simulate --models alexnet --profile h100 --workers 8,64 | "
+        "dist-sqz simulate --cluster dgx1-v100 --profile v100.json --models resnet50 "
+        "--compute-precision fp32 --batch-size 128 --workers 8,16,32 (v100.json from "
+        "dist-sqz profile --published resnet50=367 ...)",
     )
     add_config_flags(p, SimulateConfig)
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -27,17 +32,23 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dist_sqz.config import SimulateConfig
+    from dist_sqz.costmodel import from_flags, load_spec
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import Network, format_table, plot, simulate
-    from dist_sqz.units import parse_duration, parse_rate
+    from dist_sqz.simulate import format_table, plot, simulate
 
     cfg = config_from_args(SimulateConfig, args)
-    net = Network(
-        bandwidth_Bps=parse_rate(cfg.link) / 8,
-        latency_s=parse_duration(cfg.latency),
-        topology=cfg.topology,
-        gpus_per_node=cfg.gpus_per_node,
-        intra_bandwidth_Bps=parse_rate(cfg.intra_link) / 8,
+    net = (
+        load_spec(cfg.cluster)
+        if cfg.cluster
+        else from_flags(
+            cfg.link,
+            cfg.latency,
+            cfg.topology,
+            cfg.gpus_per_node,
+            cfg.intra_link,
+            cfg.transport,
+            cfg.bucket_cap_mb,
+        )
     )
     rows = simulate(
         cfg.models,
@@ -54,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=1))
         return 0
+    where = (
+        net.summary()
+        if cfg.cluster
+        else f"{cfg.link} links ({cfg.transport}), {cfg.latency} latency, {cfg.topology}"
+    )
     header = (
-        f"profile {cfg.profile} ({cfg.compute_precision}, batch {cfg.batch_size}/worker), "
-        f"{cfg.link} links, {cfg.latency} latency, {cfg.topology}"
+        f"profile {cfg.profile} ({cfg.compute_precision}, batch {cfg.batch_size}/worker), {where}"
     )
     print(format_table(rows, header))
     return 0

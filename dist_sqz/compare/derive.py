@@ -19,11 +19,12 @@ def analytic_efficiency(compute_s: float, sent_bytes: float, link_bps: float) ->
 def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: bool) -> None:
     """Efficiency against the same model's 1-worker row; the cost model fed the same profile
     and link; with a target, the projection of time to accuracy onto an H100 cluster."""
+    from dist_sqz.costmodel import from_flags
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import Network, simulate
+    from dist_sqz.simulate import simulate
 
     link_bps = parse_rate(cfg.link)
-    net = Network(bandwidth_Bps=link_bps / 8)
+    net = from_flags(cfg.link)  # the emulated hosts' links: TCP over the shaped rate
     prof = load_profile(mode.profile) if mode.kind != "real" else None
     h100 = load_profile("h100") if any(r.get("steps_to_accuracy") for r in rows) else None
     for row in rows:

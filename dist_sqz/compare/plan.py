@@ -75,13 +75,14 @@ def estimate(
     comparison's measured or named compute) and link, times D, times its step budget (an
     upper bound with a target, which stops a run early; evaluations come on top), plus the
     model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)."""
+    from dist_sqz.costmodel import from_flags
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import Network, simulate
+    from dist_sqz.simulate import simulate
 
     if mode.kind == "real":
         return []
     prof = load_profile(profile)
-    net = Network(bandwidth_Bps=parse_rate(link) / 8)
+    net = from_flags(link)
     rows = []
     for model, n in todo:
         cfg = configs[model, n]

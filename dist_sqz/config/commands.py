@@ -154,12 +154,29 @@ class SimulateConfig(Config):
     gpus_per_node: int = setting(8, "hierarchical: GPUs per node", gt=0)
     intra_link: str = setting("3600gbit", "hierarchical: node-local link")
     bucket_cap_mb: float = setting(25.0, "DDP gradient bucket size in MiB", gt=0)
+    transport: Literal["tcp", "ideal"] = setting(
+        "tcp", "tcp: the link carries TCP payload (1448 of 1514 bytes a frame); ideal: all of it"
+    )
+    cluster: str = setting(
+        "",
+        "a cluster spec (shipped name or .yaml) instead of --link, --latency, --topology, "
+        "--gpus-per-node, --intra-link, --bucket-cap-mb, --transport",
+    )
 
     _csv_lists = field_validator("models", "workers", mode="before")(_split)
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
     _rates = field_validator("link", "intra_link")(_rate_ok)
     _durations = field_validator("latency")(_duration_ok)
+
+    def model_post_init(self, _context: Any) -> None:
+        network = ("link", "latency", "topology", "gpus_per_node", "intra_link")
+        given = [k for k in (*network, "bucket_cap_mb", "transport") if k in self.model_fields_set]
+        if self.cluster and given:
+            raise UsageError(
+                f"--cluster describes the network; drop --{given[0].replace('_', '-')} (or "
+                "write it into the spec)"
+            )
 
 
 def _fractions(v: list[float], info: Any) -> list[float]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.costmodel.spec import ClusterSpec, from_flags, load_spec, shipped
 from dist_sqz.costmodel.step import ddp_schedule, gradients, step_time
 from dist_sqz.metrics import scaling_efficiency
@@ -25,8 +26,6 @@ def predict(
     precision: str,
 ) -> list[dict[str, Any]]:
     """One row per (model, N): step time, its parts, scaling efficiency, images/s."""
-    from dist_sqz.simulate import ready_shares
-
     rows = []
     for name in models:
         with torch.device("meta"):
