@@ -9,11 +9,29 @@ from dist_sqz.models.stats import gflops
 from tests.helpers import dist_sqz
 
 PAPER = {"alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496}
+# The published scaling tables' models, as torchvision defines them (Inception V3 without its
+# auxiliary head, as tf_cnn_benchmarks' inception3).
+PUBLISHED = {
+    "resnet101": 44_549_160,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "inception_v3": 23_834_568,
+}
 
 
 @pytest.mark.parametrize("name,params", sorted(PAPER.items()))
 def test_torchvision_counts(name, params):
     assert count_params(build_model(name)) == params
+
+
+@pytest.mark.parametrize("name,params", sorted(PUBLISHED.items()))
+def test_published_tables_models(name, params):
+    with torch.device("meta"):
+        model = build_model(name)
+    assert count_params(model) == params
+    with torch.device("meta"):
+        out = model(torch.empty(2, 3, 299 if name == "inception_v3" else 224, 224 + 75))
+    assert tuple(out.shape) == (2, 1000)  # one output, also for Inception V3 in training mode
 
 
 def test_family_defaults_are_squeezenet1_0_layer_for_layer():

@@ -1,0 +1,234 @@
+"""The cluster-spec cost model: specs, collective times, the step, published profiles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dist_sqz.costmodel import from_flags, load_spec, predict, shipped
+from dist_sqz.costmodel.collective import allreduce_time, inter_busbw
+from dist_sqz.costmodel.spec import TCP_FRAMING, build_spec
+from dist_sqz.costmodel.step import Grad, step_time
+from dist_sqz.errors import UsageError
+from dist_sqz.profiles import load_profile, published_profile
+from dist_sqz.simulate import Network, simulate
+from tests.helpers import dist_sqz
+
+S = 64 * 2**20  # bytes
+COMPUTE = {"forward_s": 0.1, "backward_s": 0.2, "optimizer_s": 0.0}
+
+
+def spec(**kw):
+    base = {
+        "gpus_per_node": 8,
+        "intra": {"line_rate": "100gbps", "achieved": 0.8, "latency": "0us"},
+        "inter": {"nic_rate": "100gbit", "transport": "rdma", "achieved": 0.85, "latency": "0us"},
+    }
+    for key, value in kw.items():
+        if isinstance(value, dict):
+            base[key] = {**base.get(key, {}), **value}
+        else:
+            base[key] = value
+    return build_spec(base)
+
+
+def test_every_shipped_spec_loads_and_names_its_sources():
+    names = shipped()
+    assert {"dgx1-v100", "dgx-a100", "h100-node", "horovod2017-roce25"} <= set(names)
+    for name in names:
+        s = load_spec(name)
+        assert s.sources and s.name == name
+
+
+def test_one_node_uses_the_fabric_and_more_nodes_share_the_nic():
+    s = spec()
+    # 8 GPUs, one node: ring on NVLink-like fabric at 80 GB/s achieved.
+    assert allreduce_time(s, S, 8) == pytest.approx(2 * 7 / 8 * S / 80e9)
+    # 16 GPUs on 2 nodes: the node's one NIC (12.5 GB/s x 0.85) carries 2(N-1)/N S.
+    assert allreduce_time(s, S, 16) == pytest.approx(2 * 15 / 16 * S / (12.5e9 * 0.85))
+    # Four NICs per node: four times the bandwidth.
+    four = spec(inter={"nics": 4})
+    assert allreduce_time(four, S, 16) == pytest.approx(allreduce_time(s, S, 16) / 4)
+
+
+def test_tcp_flow_cap_and_framing():
+    tcp = spec(inter={"transport": "tcp", "achieved": TCP_FRAMING, "flow_cap": "1gbps"})
+    assert inter_busbw(tcp.inter, S) == pytest.approx(1e9)  # 12.5 x 0.956 capped at 1 GB/s
+    two = spec(inter={"transport": "tcp", "achieved": TCP_FRAMING, "flow_cap": "1gbps", "flows": 2})
+    assert inter_busbw(two.inter, S) == pytest.approx(2e9)
+    uncapped = spec(inter={"transport": "tcp", "achieved": TCP_FRAMING})
+    assert inter_busbw(uncapped.inter, S) == pytest.approx(12.5e9 * 1448 / 1514)
+
+
+def test_measured_busbw_curve_is_interpolated_in_log_size():
+    s = spec(inter={"busbw_curve": {"1MB": "1gbps", "64MB": "4gbps"}, "latency": "50us"})
+    assert inter_busbw(s.inter, 2**20) == pytest.approx(1e9)
+    assert inter_busbw(s.inter, 8 * 2**20) == pytest.approx(2.5e9)  # half way in log size
+    assert inter_busbw(s.inter, 2**30) == pytest.approx(4e9)  # flat beyond the last point
+    # A measured curve carries its latency: the spec's 50 us is not added on top.
+    assert allreduce_time(s, S, 16) == pytest.approx(2 * 15 / 16 * S / 4e9)
+
+
+def test_latency_and_per_collective_overhead():
+    s = spec(inter={"latency": "10us"}, collective={"overhead": "30us"})
+    bare = spec()
+    assert allreduce_time(s, S, 16) - allreduce_time(bare, S, 16) == pytest.approx(
+        2 * 15 * 10e-6 + 30e-6
+    )
+
+
+def test_ideal_flags_spec_is_the_old_model_exactly():
+    prof = load_profile("h100")
+    for topology in ("ring", "tree", "ps", "hierarchical"):
+        net = Network(12.5e9, 5e-6, topology, 8, 450e9)
+        s = from_flags("100gbit", "5us", topology, 8, "3600gbit", "ideal")
+        old = simulate(["alexnet", "squeezenet1_1"], [1, 4, 64], net, prof, 256, "bf16_cl")
+        new = simulate(["alexnet", "squeezenet1_1"], [1, 4, 64], s, prof, 256, "bf16_cl")
+        for a, b in zip(old, new, strict=True):
+            assert b["step_time_s"] == pytest.approx(a["step_time_s"], rel=1e-9), topology
+
+
+def test_tcp_framing_slows_only_the_exposed_part():
+    prof = load_profile("h100")
+    ideal = simulate(
+        ["alexnet"], [8], from_flags("10gbit", transport="ideal"), prof, 256, "bf16_cl"
+    )
+    tcp = simulate(["alexnet"], [8], from_flags("10gbit"), prof, 256, "bf16_cl")
+    assert tcp[0]["comm_time_s"] == pytest.approx(ideal[0]["comm_time_s"] / TCP_FRAMING, rel=1e-3)
+
+
+def test_interference_and_framework_overhead():
+    grads = [Grad(S, 0.1)]
+    plain = spec()
+    t0 = step_time(COMPUTE, grads, 16, plain, bucketed=True)
+    assert t0.interference_s == 0
+    slowed = step_time(COMPUTE, grads, 16, spec(interference=0.2), bucketed=True)
+    overlapped = min(t0.comm_s, 0.2 * 0.9)  # the collective starts at 10% of backward
+    assert slowed.interference_s == pytest.approx(0.2 * overlapped)
+    ddp = step_time(COMPUTE, grads, 16, spec(framework={"step_overhead": 0.05}), bucketed=True)
+    assert ddp.step_s == pytest.approx(t0.step_s + 0.05 * 0.3, rel=1e-6)
+    # One worker: no collectives, no overheads (the 1-GPU baseline runs without them).
+    one = step_time(
+        COMPUTE, grads, 1, spec(interference=0.2, framework={"step_overhead": 0.05}), True
+    )
+    assert one.step_s == pytest.approx(0.3)
+
+
+def test_horovod_cycles_fuse_what_is_ready():
+    hvd = spec(framework={"kind": "horovod", "fusion_mb": 64, "cycle_time": "5ms"})
+    # Ten 8 MiB gradients ready between 0.1 and 1 ms of backward (0.2 s): the wake-up at 0
+    # finds none, the one at 5 ms all ten, fused into buffers of 64 and 16 MiB.
+    grads = [Grad(8 * 2**20, 0.0001 * (i + 1) / 0.2) for i in range(10)]
+    t = step_time(COMPUTE, grads, 16, hvd, bucketed=False)
+    assert t.collectives == 2
+    # Without fusion each goes alone.
+    alone = spec(framework={"kind": "horovod", "fusion_mb": 0, "cycle_time": "5ms"})
+    assert step_time(COMPUTE, grads, 16, alone, bucketed=False).collectives == 10
+    # A tensor over the buffer goes alone; its neighbours are fused.
+    big = [Grad(4 * 2**20, 0.0), Grad(100 * 2**20, 0.0), Grad(4 * 2**20, 0.0)]
+    assert step_time(COMPUTE, big, 16, hvd, bucketed=False).collectives == 3
+
+
+def test_published_profile_and_prediction():
+    prof = published_profile({"resnet50": 400.0}, 128, "fp32", "V100", split="1:2")
+    e = prof["models"]["resnet50"]["fp32"]["128"]
+    assert e["forward_s"] + e["backward_s"] == pytest.approx(128 / 400)
+    assert e["backward_s"] == pytest.approx(2 * e["forward_s"])
+    assert prof["derived"]["images_per_s"] == {"resnet50": 400.0}
+    rows = predict(["resnet50"], [1, 8, 32], load_spec("dgx1-v100"), prof, 128, "fp32")
+    assert rows[0]["images_per_s"] == pytest.approx(400)
+    eff = [r["scaling_efficiency"] for r in rows]
+    assert eff[0] == 1 and eff[1] > eff[2] > 0.5
+    with pytest.raises(UsageError):
+        published_profile({"resnet50": 400.0}, 128, "fp32", "V100", split="2")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("gpus_per_node: 0\n", "gpus_per_node"),
+        ("intra: {achieved: 1.5}\n", "intra.achieved"),
+        ("inter: {nic_rate: fast}\n", "'fast'"),
+        ("inter: {transport: carrier-pigeon}\n", "inter.transport"),
+        ("framework: {cycle_time: soon}\n", "'soon'"),
+        ("colective: {}\n", "unknown key 'colective'"),
+        ("[1, 2]\n", "mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_specs_are_one_line(tmp_path, text, needle):
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as e:
+        load_spec(str(path))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.integration
+def test_user_spec_and_published_profile_through_the_cli(tmp_path):
+    """What docs/cost-model.md tells a user to do, end to end."""
+    prof = tmp_path / "my.json"
+    proc = dist_sqz(
+        "profile",
+        "--published",
+        "resnet101=120",
+        "--batch-size",
+        "64",
+        "--precision",
+        "fp32",
+        "--device",
+        "P100",
+        "--out",
+        str(prof),
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec_file = tmp_path / "my.yaml"
+    spec_file.write_text(
+        "name: my-cluster\ngpus_per_node: 4\n"
+        "intra: {fabric: PCIe, line_rate: 16gbps, achieved: 0.8}\n"
+        "inter: {nics: 1, nic_rate: 25gbit, transport: rdma, achieved: 0.85, latency: 5us}\n"
+        "framework: {kind: horovod, fusion_mb: 64, cycle_time: 5ms}\n"
+        "interference: 0.19\n"
+    )
+    proc = dist_sqz(
+        "simulate",
+        "--cluster",
+        str(spec_file),
+        "--profile",
+        str(prof),
+        "--models",
+        "resnet101",
+        "--compute-precision",
+        "fp32",
+        "--batch-size",
+        "64",
+        "--workers",
+        "1,4,16",
+        "--format",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["world_size"] for r in rows] == [1, 4, 16]
+    assert rows[0]["images_per_s"] == pytest.approx(120)
+    assert 0.5 < rows[2]["scaling_efficiency"] < rows[1]["scaling_efficiency"] <= 1
+    assert all(r["cluster"] == "my-cluster" for r in rows)
+    spec_file.write_text("inter: {achieved: 2}\n")
+    for args in (
+        ["--cluster", str(spec_file)],
+        ["--cluster", "dgx1-v100", "--link", "1gbit"],
+        ["--cluster", "nope"],
+    ):
+        proc = dist_sqz("simulate", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_inception_ready_shares_at_its_native_size():
+    prof = published_profile({"inception_v3": 130.0}, 64, "fp32", "P100")
+    assert prof["image_sizes"]["inception_v3"] == 299
+    with torch.device("meta"):
+        rows = predict(["inception_v3"], [16], load_spec("horovod2017-roce25"), prof, 64, "fp32")
+    assert 0.5 < rows[0]["scaling_efficiency"] < 1
