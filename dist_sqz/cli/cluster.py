@@ -62,10 +62,38 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
     b.add_argument("--format", choices=("text", "json"), default="text")
+    c = csub.add_parser(
+        "curve",
+        help="measured all-reduce bus bandwidth -> a cluster spec's busbw_curve",
+        description="Reads all_reduce_perf's output (its table, or the JSON of -J FILE.json) "
+        "or `dist-sqz cluster bench --format json` and prints the spec lines that make the "
+        "cost model use the measured bus bandwidth per message size (docs/cost-model.md).",
+        epilog="example: all_reduce_perf -b 1M -e 1G -f 2 -g 8 | tee ar.txt; "
+        "dist-sqz cluster curve ar.txt --level intra >> my.yaml",
+    )
+    c.add_argument("file", help="a file with all_reduce_perf's output or its -J JSON")
+    c.add_argument(
+        "--level",
+        choices=("intra", "inter"),
+        default="intra",
+        help="intra: GPUs of one node were measured; inter: one GPU per node",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster_command == "curve":
+        return _curve(args)
     return _run(args) if args.cluster_command == "run" else _bench(args)
+
+
+def _curve(args: argparse.Namespace) -> int:
+    from dist_sqz.costmodel.curves import curve_yaml, read_busbw
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"cluster curve: {args.file!r} not found")
+    print(curve_yaml(read_busbw(path.read_text(), args.file), args.level))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

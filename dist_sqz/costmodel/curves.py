@@ -1,0 +1,80 @@
+"""Measured all-reduce bus bandwidth -> a cluster spec's `busbw_curve`.
+
+Reads what people measure with: nccl-tests' `all_reduce_perf` (its text table, or the JSON
+that `-J FILE.json` writes: results[].size and .out_of_place.bus_bw, GB/s) and `dist-sqz
+cluster bench --format json` (points[].bytes and .busbw_Bps, from the most hosts measured).
+busBw is nccl-tests' definition: algbw x 2(N-1)/N, algbw = size / time.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dist_sqz.errors import UsageError
+
+
+def _from_text(text: str) -> dict[int, float]:
+    """nccl-tests' table: the header row names the columns; the first busbw is out-of-place."""
+    columns: list[str] = []
+    out: dict[int, float] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if line.lstrip().startswith("#"):
+            names = [w.lower() for w in line.lstrip("# ").split()]
+            if "size" in names and "busbw" in names:
+                columns = names
+            continue
+        if columns and len(words) >= columns.index("busbw") + 1 and words[0].isdigit():
+            try:
+                out[int(words[0])] = float(words[columns.index("busbw")]) * 1e9
+            except ValueError:
+                continue
+    return out
+
+
+def _from_json(data: object) -> dict[int, float]:
+    if isinstance(data, dict) and isinstance(data.get("results"), list):  # nccl-tests -J
+        return {
+            int(r["size"]): float(r["out_of_place"]["bus_bw"]) * 1e9
+            for r in data["results"]
+            if isinstance(r, dict) and isinstance(r.get("out_of_place"), dict)
+        }
+    if isinstance(data, dict) and isinstance(data.get("points"), list):  # cluster bench
+        most = max(p["world_size"] for p in data["points"])
+        return {
+            int(p["bytes"]): float(p["busbw_Bps"])
+            for p in data["points"]
+            if p["world_size"] == most
+        }
+    return {}
+
+
+def read_busbw(text: str, where: str = "input") -> dict[int, float]:
+    """{bytes: bus bandwidth in bytes/s} from nccl-tests or cluster bench output."""
+    try:
+        points = _from_json(json.loads(text))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        points = _from_text(text)
+    points = {s: b for s, b in points.items() if s > 0 and b > 0}
+    if not points:
+        raise UsageError(
+            f"{where}: no all-reduce sizes with a bus bandwidth found (expected all_reduce_perf's "
+            "table or -J JSON, or dist-sqz cluster bench --format json)"
+        )
+    return dict(sorted(points.items()))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return f"{n}B"
+
+
+def curve_yaml(points: dict[int, float], level: str, min_bytes: int = 2**16) -> str:
+    """The spec lines: `intra:` or `inter:` with `busbw_curve:` (sizes from min_bytes up)."""
+    lines = [f"{level}:", "  busbw_curve:"]
+    for size, busbw in points.items():
+        if size >= min_bytes:
+            lines.append(f"    {_size(size)}: {busbw / 1e9:.3f}gbps")
+    return "\n".join(lines)
