@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,3 +233,36 @@ def test_inception_ready_shares_at_its_native_size():
     with torch.device("meta"):
         rows = predict(["inception_v3"], [16], load_spec("horovod2017-roce25"), prof, 64, "fp32")
     assert 0.5 < rows[0]["scaling_efficiency"] < 1
+
+
+# all_reduce_perf's table as nccl-tests prints it (two sizes of an 8-GPU node).
+NCCL_TESTS_TABLE = (Path(__file__).parent / "data" / "all_reduce_perf.txt").read_text()
+
+
+def test_measured_curves_from_nccl_tests_and_cluster_bench():
+    from dist_sqz.costmodel.curves import curve_yaml, read_busbw
+
+    table = read_busbw(NCCL_TESTS_TABLE)
+    assert table == {2**20: pytest.approx(48.02e9), 2**30: pytest.approx(362.74e9)}
+    as_json = json.dumps(
+        {"results": [{"size": 2**20, "out_of_place": {"time": 38.2, "bus_bw": 48.02}}]}
+    )
+    assert read_busbw(as_json) == {2**20: pytest.approx(48.02e9)}
+    bench = {
+        "points": [
+            {"world_size": 2, "bytes": 2**22, "busbw_Bps": 5e7},
+            {"world_size": 8, "bytes": 2**22, "busbw_Bps": 6e7},
+        ]
+    }
+    assert read_busbw(json.dumps(bench)) == {2**22: pytest.approx(6e7)}  # the most hosts
+    text = curve_yaml(table, "intra")
+    s = build_spec({"gpus_per_node": 8, **yaml_load(text)})
+    assert allreduce_time(s, 2**30, 8) == pytest.approx(2 * 7 / 8 * 2**30 / 362.74e9, rel=1e-3)
+    with pytest.raises(UsageError):
+        read_busbw("nothing to see")
+
+
+def yaml_load(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
