@@ -21,9 +21,9 @@ import json
 import statistics
 from pathlib import Path
 
-from dist_sqz.costmodel import load_spec, predict
+from dist_sqz.costmodel import from_flags, load_spec, predict
 from dist_sqz.markdown import table
-from dist_sqz.profiles import published_profile
+from dist_sqz.profiles import load_profile, published_profile
 from dist_sqz.simulate import Network, simulate
 from dist_sqz.units import parse_rate
 
@@ -187,11 +187,132 @@ def evaluate() -> list[dict]:
     return out
 
 
+RESULTS = Path(__file__).parent / "results"
+
+
+def emulated_rows() -> list[dict]:
+    """The same model against this project's emulated cluster: the committed comparison
+    (`results/time_to_accuracy`, local compute) and `validate_simulator`'s rows (emulated H100
+    compute), each predicted here from its own profile and link, TCP over the nominal rate
+    (`from_flags`, what `compare` and `simulate --link` use). Error = predicted throughput /
+    measured - 1. late: the emulator's lateness at N workers (real work that overran the
+    padding, as a share of the step: where it is large the run measured this machine's CPU,
+    not the emulated cluster)."""
+    out = []
+    tta = RESULTS / "time_to_accuracy"
+    if (tta / "results.json").exists():
+        res = json.loads((tta / "results.json").read_text())
+        prof = load_profile(str(tta / "profile.json"))
+        by = {(r["model"], r["world_size"]): r for r in res["rows"]}
+        for (model, n), r in sorted(by.items()):
+            one = by.get((model, 1))
+            if n == 1 or one is None:
+                continue
+            p = predict([model], [n], from_flags(res["link"]), prof, r["batch_size"], "fp32")[0]
+            measured = one["step_time_s"] / r["step_time_s"]
+            old = simulate(
+                [model], [n], Network(parse_rate(res["link"]) / 8), prof, r["batch_size"], "fp32"
+            )[0]
+            out.append(
+                {
+                    "source": "compare (time_to_accuracy)",
+                    "model": model,
+                    "link": res["link"],
+                    "world_size": n,
+                    "measured_efficiency": measured,
+                    "predicted_efficiency": p["scaling_efficiency"],
+                    "error": p["scaling_efficiency"] / measured - 1,
+                    "late_share": (r["emulation_late_s"] or 0.0) / r["step_time_s"],
+                    "old_error": old["scaling_efficiency"] / measured - 1,
+                }
+            )
+    val = RESULTS / "validate_simulator.json"
+    if val.exists():
+        res = json.loads(val.read_text())
+        prof = load_profile(res["profile"])
+        for r in res["rows"]:
+            if r["world_size"] == 1:
+                continue
+            model, n, link = r["model"], r["world_size"], r["link"]
+            args = (prof, res["batch_size"], res["precision"])
+            p = predict([model], [n], from_flags(link), *args)[0]
+            old = simulate([model], [n], Network(parse_rate(link) / 8, 0.0), *args)[0]
+            measured = r["measured_step_s"]
+            out.append(
+                {
+                    "source": "validate_simulator",
+                    "model": model,
+                    "link": link,
+                    "world_size": n,
+                    "measured_efficiency": r["measured_efficiency"],
+                    "predicted_efficiency": p["scaling_efficiency"],
+                    "error": measured / p["step_time_s"] - 1,
+                    "late_share": (r["emulation_late_s"] or 0.0) / measured,
+                    "old_error": measured / old["step_time_s"] - 1,
+                }
+            )
+    return out
+
+
 def pct(x: float) -> str:
     return f"{x:+.1%}"
 
 
-def render(rows: list[dict]) -> str:
+def columns(spec: list[tuple[str, str, object]], rows: list[dict]) -> list[str]:
+    """A Markdown table from (header, 'l'|'r', row -> cell) triples."""
+    return table(
+        [h for h, _, _ in spec],
+        [[f(r) for _, _, f in spec] for r in rows],
+        "".join(a for _, a, _ in spec),
+    )
+
+
+PUBLISHED_COLUMNS = [
+    ("setup", "l", lambda r: r["setup"]),
+    ("spec", "l", lambda r: r["cluster"]),
+    ("model", "l", lambda r: r["model"]),
+    ("N", "r", lambda r: r["world_size"]),
+    ("published img/s", "r", lambda r: f"{r['published_images_per_s']:,.1f}"),
+    ("eff", "r", lambda r: f"{r['published_efficiency']:.3f}"),
+    ("predicted img/s", "r", lambda r: f"{r['predicted_images_per_s']:,.1f}"),
+    ("eff", "r", lambda r: f"{r['predicted_efficiency']:.3f}"),
+    ("error", "r", lambda r: pct(r["error"])),
+    ("old error", "r", lambda r: pct(r["old_error"])),
+    ("comm ms", "r", lambda r: f"{r['comm_ms']:.1f}"),
+    ("exposed ms", "r", lambda r: f"{r['exposed_comm_ms']:.1f}"),
+    ("gap ms", "r", lambda r: f"{r['gap_ms']:+.1f}"),
+]
+STAGE_COLUMNS = [
+    ("setup", "l", lambda r: r["setup"]),
+    ("model", "l", lambda r: r["model"]),
+    ("N", "r", lambda r: r["world_size"]),
+    ("old", "r", lambda r: pct(r["old_error"])),
+    *((k, "r", lambda r, k=k: pct(r["error_by_stage"][k])) for k in STAGES),
+]
+EMULATED_COLUMNS = [
+    ("source", "l", lambda e: e["source"]),
+    ("model", "l", lambda e: e["model"]),
+    ("link", "l", lambda e: e["link"]),
+    ("N", "r", lambda e: e["world_size"]),
+    ("measured eff", "r", lambda e: f"{e['measured_efficiency']:.3f}"),
+    ("predicted eff", "r", lambda e: f"{e['predicted_efficiency']:.3f}"),
+    ("error", "r", lambda e: pct(e["error"])),
+    ("late", "r", lambda e: f"{e['late_share']:.1%}"),
+    ("old error", "r", lambda e: pct(e["old_error"])),
+]
+
+
+def summary(errs: list[float], old: list[float]) -> str:
+    mean = statistics.mean
+    return (
+        f"mean |error| {mean(abs(e) for e in errs):.1%} (old model "
+        f"{mean(abs(e) for e in old):.1%}); worst {max(errs, key=abs):+.1%} (old "
+        f"{max(old, key=abs):+.1%}); {sum(abs(e) <= 0.05 for e in errs)} of {len(errs)} "
+        f"within 5%; mean signed error {mean(errs):+.1%}."
+    )
+
+
+def render(rows: list[dict], emulated: list[dict]) -> str:
     lines = [
         "# The cost model against published scaling",
         "",
@@ -199,50 +320,18 @@ def render(rows: list[dict]) -> str:
         "row's own single-GPU throughput (`profile --published`, split 1:2) on the system's "
         "shipped cluster spec. *old*: the model before cluster specs (every worker on the "
         "nominal NIC or fabric rate, flat ring, ideal overlap, no overheads). Error = "
-        "predicted / published - 1. Sources: the `ROWS` of `benchmarks/published_scaling.py`; "
+        "predicted / published - 1. *gap ms*: published step time minus predicted: what the "
+        "model does not explain. Sources: the `ROWS` of `benchmarks/published_scaling.py`; "
         "each spec's `sources`.",
         "",
     ]
     for scope in ("intra-node", "inter-node"):
         mine = [r for r in rows if r["scope"] == scope]
-        lines += [f"## {scope} rows", ""]
-        lines.extend(
-            table(
-                [
-                    "setup",
-                    "spec",
-                    "model",
-                    "N",
-                    "published img/s",
-                    "eff",
-                    "predicted img/s",
-                    "eff",
-                    "error",
-                    "old error",
-                    "comm ms",
-                    "exposed ms",
-                ],
-                [
-                    [
-                        r["setup"],
-                        r["cluster"],
-                        r["model"],
-                        r["world_size"],
-                        f"{r['published_images_per_s']:,.1f}",
-                        f"{r['published_efficiency']:.3f}",
-                        f"{r['predicted_images_per_s']:,.1f}",
-                        f"{r['predicted_efficiency']:.3f}",
-                        pct(r["error"]),
-                        pct(r["old_error"]),
-                        f"{r['comm_ms']:.1f}",
-                        f"{r['exposed_comm_ms']:.1f}",
-                    ]
-                    for r in mine
-                ],
-                "lllrrrrrrrrr",
-            )
-        )
-        lines.append("")
+        lines += [f"## {scope} rows", "", *columns(PUBLISHED_COLUMNS, mine), ""]
+        lines += [
+            f"{scope}: " + summary([r["error"] for r in mine], [r["old_error"] for r in mine]),
+            "",
+        ]
     lines += [
         "## What moved each row",
         "",
@@ -250,35 +339,23 @@ def render(rows: list[dict]) -> str:
         "*nodes* = GPUs per node and NICs per node at line rate, plain DDP buckets; then the "
         "achieved bandwidth (and TCP's flow cap), the latencies and per-collective overhead, "
         "the framework (Horovod's cycle and fusion buffer, DDP's own cost per step), and "
-        "interference (the last is the full model). *gap ms*: published step time minus "
-        "predicted, per step: what the model does not explain.",
+        "interference (the last is the full model).",
+        "",
+        *columns(STAGE_COLUMNS, rows),
         "",
     ]
-    lines.extend(
-        table(
-            ["setup", "model", "N", "old", *STAGES],
-            [
-                [
-                    r["setup"],
-                    r["model"],
-                    r["world_size"],
-                    pct(r["old_error"]),
-                    *(pct(r["error_by_stage"][k]) for k in STAGES),
-                ]
-                for r in rows
-            ],
-            "lllrrrrrr",
-        )
-    )
-    lines.append("")
-    errs = [r["error"] for r in rows]
-    old = [r["old_error"] for r in rows]
-    within = sum(abs(e) <= 0.05 for e in errs)
+    if emulated:
+        doc = " ".join(line.strip() for line in emulated_rows.__doc__.splitlines())
+        lines += ["## The emulated cluster, same model", "", doc, ""]
+        lines += [*columns(EMULATED_COLUMNS, emulated), ""]
+        lines += [
+            "Emulated rows: "
+            + summary([e["error"] for e in emulated], [e["old_error"] for e in emulated]),
+            "",
+        ]
     lines.append(
-        f"Mean |error| {statistics.mean(abs(e) for e in errs):.1%} (old model "
-        f"{statistics.mean(abs(e) for e in old):.1%}); worst {max(errs, key=abs):+.1%} (old "
-        f"{max(old, key=abs):+.1%}); {within} of {len(rows)} rows within 5%; mean signed "
-        f"error {statistics.mean(errs):+.1%}."
+        "Published rows, in all: "
+        + summary([r["error"] for r in rows], [r["old_error"] for r in rows])
     )
     return "\n".join(lines) + "\n"
 
@@ -290,8 +367,10 @@ def main() -> None:
     rows = evaluate()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "published_scaling.json").write_text(json.dumps(rows, indent=1) + "\n")
-    text = render(rows)
+    emulated = emulated_rows()
+    doc = {"published": rows, "emulated": emulated}
+    (out / "published_scaling.json").write_text(json.dumps(doc, indent=1) + "\n")
+    text = render(rows, emulated)
     (out / "published_scaling.md").write_text(text)
     print(text)
 
