@@ -266,3 +266,38 @@ def yaml_load(text: str) -> dict:
     import yaml
 
     return yaml.safe_load(text)
+
+
+def test_published_scaling_benchmark_writes_every_row(tmp_path):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec_ = importlib.util.spec_from_file_location(
+        "published_scaling", root / "benchmarks" / "published_scaling.py"
+    )
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    mod.ROWS = [r for r in mod.ROWS if r[2] in ("horovod2017-roce25", "dgx1-v100")][:2]
+    rows = mod.evaluate()
+    assert {r["model"] for r in rows} == {"inception_v3", "resnet101", "vgg16", "resnet50"}
+    for r in rows:
+        stages = list(r["error_by_stage"].values())
+        assert stages[-1] == pytest.approx(r["error"])  # the last stage is the full model
+        assert r["published_efficiency"] <= 1 and 0 < r["predicted_efficiency"] <= 1
+    text = mod.render(rows, [])
+    assert "## inter-node rows" in text and "## What moved each row" in text
+
+
+def test_ddp_first_bucket_follows_the_spec():
+    from dist_sqz.costmodel.shares import ready_shares
+    from dist_sqz.costmodel.step import ddp_schedule
+    from dist_sqz.models import build_model
+
+    with torch.device("meta"):
+        model = build_model("resnet50")
+    shares = ready_shares(model, 224)
+    torch_default = ddp_schedule(model, shares, 25.0)
+    assert torch_default[0].nbytes < 2 * 2**20 < torch_default[1].nbytes  # 1 MiB first bucket
+    big_first = ddp_schedule(model, shares, 25.0, first_mb=25.0)
+    assert big_first[0].nbytes > 20 * 2**20 and len(big_first) < len(torch_default)
+    assert sum(g.nbytes for g in big_first) == sum(g.nbytes for g in torch_default)

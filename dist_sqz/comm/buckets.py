@@ -22,13 +22,18 @@ T = TypeVar("T")
 
 
 def ddp_bucket_groups(
-    params: Sequence[tuple[T, torch.Tensor]], bucket_cap_mb: float
+    params: Sequence[tuple[T, torch.Tensor]],
+    bucket_cap_mb: float,
+    first_bucket_mb: float | None = None,
 ) -> list[list[tuple[T, torch.Tensor]]]:
-    """`params` (key, tensor) in registration order -> buckets in launch order."""
+    """`params` (key, tensor) in registration order -> buckets in launch order. The first
+    bucket's cap: `first_bucket_mb` where given (a cluster spec's), else as torch does."""
     groups: list[list[tuple[T, torch.Tensor]]] = []
     group: list[tuple[T, torch.Tensor]] = []
     size = 0
     cap = FIRST_BUCKET_BYTES if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb * 2**20
+    if first_bucket_mb is not None:
+        cap = first_bucket_mb * 2**20
     for key, p in reversed(params):
         group.append((key, p))
         size += p.numel() * p.element_size()

@@ -33,7 +33,9 @@ def predict(
         shares = ready_shares(model, profile_image_size(profile, name))
         ddp = spec.framework.kind == "ddp"
         grads = (
-            ddp_schedule(model, shares, spec.framework.bucket_cap_mb)
+            ddp_schedule(
+                model, shares, spec.framework.bucket_cap_mb, spec.framework.first_bucket_mb
+            )
             if ddp
             else gradients(model, shares)
         )

@@ -25,7 +25,7 @@ A spec names each physical quantity the model uses (docs/cost-model.md explains 
     framework:
       kind: ddp                    # ddp (buckets) | horovod (fusion buffer + cycle)
       bucket_cap_mb: 25            # DDP
-      first_bucket_mb: 1           # DDP
+      first_bucket_mb: 1           # DDP (default: as torch does, 1 MiB with the default cap)
       fusion_mb: 64                # Horovod (<= 0.20: 64; >= 0.21: 128)
       cycle_time: 5ms              # Horovod (<= 0.20: 5 ms; >= 0.21: 1 ms)
       step_overhead: 0.04          # extra compute share at N >= 2 (1-GPU figures run without)
@@ -122,7 +122,7 @@ class Collective(_Strict):
 class Framework(_Strict):
     kind: Literal["ddp", "horovod"] = "ddp"
     bucket_cap_mb: float = Field(25.0, gt=0)
-    first_bucket_mb: float = Field(1.0, gt=0)
+    first_bucket_mb: float | None = Field(None, gt=0)  # None: as torch (1 MiB at cap 25)
     fusion_mb: float = Field(64.0, ge=0)
     cycle_time: str = "5ms"
     step_overhead: float = Field(0.0, ge=0, lt=1)

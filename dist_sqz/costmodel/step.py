@@ -57,12 +57,14 @@ def gradients(model: nn.Module, shares: dict[str, float]) -> list[Grad]:
     ]
 
 
-def ddp_schedule(model: nn.Module, shares: dict[str, float], cap_mb: float) -> list[Grad]:
+def ddp_schedule(
+    model: nn.Module, shares: dict[str, float], cap_mb: float, first_mb: float | None = None
+) -> list[Grad]:
     """DDP's buckets in launch order, each ready when its last gradient is."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
         Grad(sum(p.numel() * p.element_size() for _, p in g), max(shares[n] for n, _ in g))
-        for g in ddp_bucket_groups(params, cap_mb)
+        for g in ddp_bucket_groups(params, cap_mb, first_mb)
     ]
 
 
