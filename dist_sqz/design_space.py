@@ -82,7 +82,12 @@ def sweep(
         compute = _scaled(base, macs / ref_macs, params / ref_params)
         with torch.device("meta"):
             twin = build_model(name)
-            buckets = ddp_schedule(twin, ready_shares(twin, size), net.framework.bucket_cap_mb)
+            buckets = ddp_schedule(
+                twin,
+                ready_shares(twin, size),
+                net.framework.bucket_cap_mb,
+                net.framework.first_bucket_mb,
+            )
         t1 = step_time(compute, buckets, 1, net, bucketed=True).step_s
         step = step_time(compute, buckets, cfg.workers, net, bucketed=True)
         tn, comm, exposed = step.step_s, step.comm_s, step.exposed_s
