@@ -171,15 +171,18 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 def format_table(rows: list[dict[str, Any]], header: str) -> str:
+    """exposed: collectives past the end of backward; slowed: backward's slowdown from the
+    collectives beside it (the spec's interference)."""
     lines = [
         header,
-        f"{'model':15s} {'N':>5s} {'step ms':>9s} {'comm ms':>9s} {'exposed':>9s} "
-        f"{'efficiency':>10s} {'images/s':>12s}",
+        f"{'model':17s} {'N':>5s} {'step ms':>9s} {'comm ms':>9s} {'exposed':>9s} "
+        f"{'slowed':>8s} {'efficiency':>10s} {'images/s':>12s}",
     ]
     for r in rows:
         lines.append(
-            f"{r['model']:15s} {r['world_size']:5d} {r['step_time_s'] * 1e3:9.2f} "
+            f"{r['model']:17s} {r['world_size']:5d} {r['step_time_s'] * 1e3:9.2f} "
             f"{r['comm_time_s'] * 1e3:9.2f} {r['exposed_comm_s'] * 1e3:9.2f} "
+            f"{r.get('interference_s', 0.0) * 1e3:8.2f} "
             f"{r['scaling_efficiency']:10.3f} {r['images_per_s']:12,.0f}"
         )
     return "\n".join(lines)

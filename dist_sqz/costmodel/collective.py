@@ -8,7 +8,7 @@ A node's NICs carry all of its GPUs' inter-node traffic: a ring through g GPUs p
 crosses each node boundary once per direction, so the node's NICs move 2(N-1)/N S per
 all-reduce whatever g is.
 
-    ring          2(N-1) a + 2(N-1)/N S / min(B_intra(S), B_inter(S))    (a: the slowest hop)
+    ring          L + 2(N-1)/N S / min(B_intra(S), B_inter(S))
     hierarchical  2 [(g-1) a_i + (g-1)/g S / B_intra(S)]                  (reduce-scatter and
                   + 2(M-1) a + 2(M-1)/M S / B_inter(S)                     all-gather in the
                                                                            node; a ring over
@@ -16,7 +16,9 @@ all-reduce whatever g is.
     tree          2 ceil(log2 N) (a + S / b)                 (b = the node's B_inter / g)
     ps            2 (a + N S / b)                            (one server's link)
 
-plus the spec's per-collective overhead o (launch, bookkeeping). A level given by a measured
+plus the spec's per-collective overhead o (launch, bookkeeping). The ring's latency L is
+NCCL's own model of it (src/graph/tuning.cc): of its 2(N-1) steps, 2(M-1) cross the network
+at a_inter each and the rest stay in a node at a_intra each. A level given by a measured
 curve carries its own latency: its a is not added again.
 """
 
@@ -78,7 +80,9 @@ def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
     else:
         b, a = min(b_in, inter_busbw(spec.inter, size)), _latency(spec.inter)
     if alg == "ring" or (alg == "hierarchical" and nodes == 1):
-        return overhead + 2 * (n - 1) * a + 2 * (n - 1) / n * size / b
+        inter_steps = 2 * (nodes - 1)
+        latency = (2 * (n - 1) - inter_steps) * a_in + inter_steps * a
+        return overhead + latency + 2 * (n - 1) / n * size / b
     if alg == "hierarchical":
         intra = 2 * ((g - 1) * a_in + (g - 1) / g * size / b_in)
         b_out = inter_busbw(spec.inter, size)
