@@ -184,3 +184,43 @@ def test_design_space_trains_points_and_writes_plots(tmp_path):
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
     assert (out / "design_space_squeeze_ratio.png").stat().st_size > 0
     assert "accuracy" in (out / "design_space.md").read_text()
+
+
+@pytest.mark.integration
+def test_batch_norm_models_train_and_refuse_too_small_inputs(tmp_path):
+    """Inception V3 (batch norm, one output) trains; the size check runs shapes in eval mode,
+    so batch norm's refusal of one 1x1 map does not pass for 'too small'."""
+    out = tmp_path / "run"
+    proc = dist_sqz(
+        "train",
+        "--model",
+        "inception_v3",
+        "--data",
+        "synthetic",
+        "--image-size",
+        "75",
+        "--batch-size",
+        "2",
+        "--steps",
+        "3",
+        "--warmup-steps",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["payload_bytes"] == 4 * 23_834_568
+    proc = dist_sqz(
+        "train",
+        "--model",
+        "inception_v3",
+        "--data",
+        "synthetic",
+        "--image-size",
+        "32",
+        "--out",
+        str(tmp_path / "small"),
+    )
+    assert proc.returncode == 2
+    assert "image_size 32 is too small for inception_v3; use at least 75" in proc.stderr
+    assert not (tmp_path / "small").exists()

@@ -62,8 +62,9 @@ def check_input_size(name: str, image_size: int, num_classes: int = 1000) -> Non
 
 
 def _fits(model: nn.Module, size: int) -> bool:
+    # eval(): shapes only; batch norm in training mode would refuse a batch of one 1x1 map.
     try:
-        model(torch.empty(1, 3, size, size))
+        model.eval()(torch.empty(1, 3, size, size))
         return True
     except RuntimeError:
         return False
