@@ -137,6 +137,12 @@ class Compressor:
     def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
         raise NotImplementedError
 
+    def plan(self, shapes: Sequence[torch.Size]) -> list[tuple[str, int]]:
+        """The collectives `exchange` issues for a bucket of fp32 parameters of these shapes,
+        in order, each as (allreduce | allgather, payload bytes per rank), once past any
+        warm-up: what the cost model prices (tests hold it to the accounted payloads)."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         """Per-rank state a checkpoint must keep (error-feedback residuals...)."""
         return {}
@@ -158,6 +164,12 @@ class AllReduceCompressor(Compressor):
 
     def decompress(self, payload: torch.Tensor, ctx: Any, like: torch.Tensor) -> torch.Tensor:
         return payload
+
+    payload_bytes_per_value = 4  # fp32 as it is
+
+    def plan(self, shapes: Sequence[torch.Size]) -> list[tuple[str, int]]:
+        values = sum(math.prod(s) for s in shapes)
+        return [("allreduce", values * self.payload_bytes_per_value)]
 
     def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
         grad = bucket.buffer

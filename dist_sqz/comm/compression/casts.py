@@ -32,6 +32,7 @@ class FP16(_Cast):
 
     name = "fp16"
     dtype = torch.float16
+    payload_bytes_per_value = 2
 
 
 @COMPRESSORS.register("bf16")
@@ -40,3 +41,4 @@ class BF16(_Cast):
 
     name = "bf16"
     dtype = torch.bfloat16
+    payload_bytes_per_value = 2

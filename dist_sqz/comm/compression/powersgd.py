@@ -14,6 +14,7 @@ the second from a callback, which breaks on gloo with several buckets).
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -63,6 +64,24 @@ class PowerSGD(Compressor):
             q = torch.randn(m, r, generator=gen)
         return q.to(like)
 
+    def _factor_rank(self, shape) -> int:
+        """The rank a parameter of this shape is sent at as n x m factors (0: sent as it is,
+        a vector or a matrix whose factors would be no smaller)."""
+        if len(shape) < 2:
+            return 0
+        n, m = shape[0], math.prod(shape[1:])
+        r = min(self.rank, n, m)
+        return r if r * (n + m) < n * m else 0
+
+    def plan(self, shapes):
+        """Two all-reduces: every P = M Q (n x r) with the plain values, then every Q (m x r)."""
+        low = [(s[0], math.prod(s[1:]), self._factor_rank(s)) for s in shapes]
+        plain = sum(math.prod(s) for s, (_, _, r) in zip(shapes, low, strict=True) if not r)
+        low = [x for x in low if x[2]]
+        first = 4 * (sum(n * r for n, _, r in low) + plain)
+        second = 4 * sum(m * r for _, m, r in low)
+        return [("allreduce", first)] + ([("allreduce", second)] if second else [])
+
     def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
         grad = bucket.buffer
         n_ranks = comm.world_size
@@ -72,13 +91,10 @@ class PowerSGD(Compressor):
         start = Bucket(m_all, bucket.index, bucket.shapes, bucket.names)
         low, plain = [], []  # (name, M, r) to compress; flat views sent as they are
         for name, view in zip(bucket.names, start.views(), strict=True):
-            mat = view.reshape(view.shape[0], -1) if view.dim() >= 2 else None
-            if mat is not None:
-                n, m = mat.shape
-                r = min(self.rank, n, m)
-                if r * (n + m) < n * m:
-                    low.append((name, mat, r))
-                    continue
+            r = self._factor_rank(view.shape)
+            if r:
+                low.append((name, view.reshape(view.shape[0], -1), r))
+                continue
             plain.append(view.reshape(-1))
         ps = [mat @ self._q(name, mat.shape[1], r, mat) for name, mat, r in low]
         first = torch.cat([p.reshape(-1) for p in ps] + plain)

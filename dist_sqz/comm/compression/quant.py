@@ -32,6 +32,10 @@ class Int8(GatherCompressor):
         q = torch.round(padded / scale[:, None]).clamp_(-127, 127).to(torch.int8)
         return torch.cat([scale.view(torch.uint8), q.view(-1)[:n].view(torch.uint8)])
 
+    def plan(self, shapes):
+        values = sum(math.prod(s) for s in shapes)
+        return [("allgather", 4 * math.ceil(values / CHUNK) + values)]  # scales, then int8
+
     def decode_sum(self, payloads: list[torch.Tensor], out: torch.Tensor) -> None:
         n = out.numel()
         chunks = math.ceil(n / CHUNK)

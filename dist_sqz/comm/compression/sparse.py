@@ -77,6 +77,10 @@ class _Sparse(GatherCompressor):
     def decode_sum(self, payloads: list[torch.Tensor], out: torch.Tensor) -> None:
         add_sparse(payloads, out)
 
+    def plan(self, shapes):
+        values = sum(math.prod(s) for s in shapes)
+        return [("allgather", 8 * keep_count(values, self.density))]  # fp32 values, int32 indices
+
 
 @COMPRESSORS.register("topk")
 class TopK(_Sparse):
