@@ -99,6 +99,19 @@ def compute_times(profile: dict, model: str, batch_size: int, precision: str) ->
     return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) for k in e0}
 
 
+def compress_time(
+    profile: dict, model: str, batch_size: int, precision: str, label: str
+) -> float | None:
+    """Seconds per step a compressor variant spends encoding and decoding `model`'s
+    gradients, where the profile measured it (`compress_s` beside the phases); 0 for none;
+    None where unknown (a profile must not be made to say what it did not measure)."""
+    if label == "none":
+        return 0.0
+    entry = compute_times(profile, model, batch_size, precision)
+    value = (entry.get("compress_s") or {}).get(label)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 NATIVE_IMAGE_SIZE = {"inception_v3": 299}  # the rest: 224
 
 

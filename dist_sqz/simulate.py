@@ -173,16 +173,26 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 def format_table(rows: list[dict[str, Any]], header: str) -> str:
     """exposed: collectives past the end of backward; slowed: backward's slowdown from the
     collectives beside it (the spec's interference)."""
+    compressed = any(r.get("compression", "none") != "none" for r in rows)
+    width = 17 + 23 * compressed
     lines = [
         header,
-        f"{'model':17s} {'N':>5s} {'step ms':>9s} {'comm ms':>9s} {'exposed':>9s} "
-        f"{'slowed':>8s} {'efficiency':>10s} {'images/s':>12s}",
+        f"{'model':{width}s} {'N':>5s} {'step ms':>9s} {'comm ms':>9s} {'exposed':>9s} "
+        f"{'slowed':>8s} {'efficiency':>10s} {'images/s':>12s}"
+        + (f" {'sent B/step':>13s} {'encode ms':>9s}" if compressed else ""),
     ]
     for r in rows:
+        name = f"{r['model']}+{r['compression']}" if compressed else r["model"]
+        encode = r.get("compress_time_s")
+        extra = (
+            f" {r['sent_bytes']:13,d} {'unknown' if encode is None else f'{encode * 1e3:.2f}':>9s}"
+            if compressed
+            else ""
+        )
         lines.append(
-            f"{r['model']:17s} {r['world_size']:5d} {r['step_time_s'] * 1e3:9.2f} "
+            f"{name:{width}s} {r['world_size']:5d} {r['step_time_s'] * 1e3:9.2f} "
             f"{r['comm_time_s'] * 1e3:9.2f} {r['exposed_comm_s'] * 1e3:9.2f} "
             f"{r.get('interference_s', 0.0) * 1e3:8.2f} "
-            f"{r['scaling_efficiency']:10.3f} {r['images_per_s']:12,.0f}"
+            f"{r['scaling_efficiency']:10.3f} {r['images_per_s']:12,.0f}{extra}"
         )
     return "\n".join(lines)

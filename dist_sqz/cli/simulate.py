@@ -32,9 +32,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dist_sqz.config import SimulateConfig
-    from dist_sqz.costmodel import from_flags, load_spec
+    from dist_sqz.costmodel import from_flags, load_spec, predict
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import format_table, plot, simulate
+    from dist_sqz.simulate import format_table, plot
 
     cfg = config_from_args(SimulateConfig, args)
     net = (
@@ -50,21 +50,7 @@ def run(args: argparse.Namespace) -> int:
             cfg.bucket_cap_mb,
         )
     )
-    rows = simulate(
-        cfg.models,
-        cfg.workers,
-        net,
-        load_profile(cfg.profile),
-        cfg.batch_size,
-        cfg.compute_precision,
-        cfg.bucket_cap_mb,
-    )
-    if args.plot:
-        Path(args.plot).mkdir(parents=True, exist_ok=True)
-        plot(rows, Path(args.plot))
-    if args.format == "json":
-        print(json.dumps(rows, indent=1))
-        return 0
+    prof = load_profile(cfg.profile)
     where = (
         net.summary()
         if cfg.cluster
@@ -73,5 +59,30 @@ def run(args: argparse.Namespace) -> int:
     header = (
         f"profile {cfg.profile} ({cfg.compute_precision}, batch {cfg.batch_size}/worker), {where}"
     )
+    if cfg.break_even:
+        from dist_sqz.costmodel.breakeven import DEFAULT_VARIANTS, break_even, format_break_even
+
+        variants = DEFAULT_VARIANTS if cfg.compression == ["none"] else cfg.compression
+        args_ = (cfg.models, variants, cfg.workers, net, prof, cfg.batch_size)
+        result = break_even(*args_, cfg.compute_precision)
+        print(
+            json.dumps(result, indent=1)
+            if args.format == "json"
+            else format_break_even(result, header)
+        )
+        return 0
+    rows = [
+        row
+        for variant in cfg.compression
+        for row in predict(
+            cfg.models, cfg.workers, net, prof, cfg.batch_size, cfg.compute_precision, variant
+        )
+    ]
+    if args.plot:
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        plot(rows, Path(args.plot))
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+        return 0
     print(format_table(rows, header))
     return 0

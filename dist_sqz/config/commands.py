@@ -162,12 +162,32 @@ class SimulateConfig(Config):
         "a cluster spec (shipped name or .yaml) instead of --link, --latency, --topology, "
         "--gpus-per-node, --intra-link, --bucket-cap-mb, --transport",
     )
+    compression: list[str] = setting(
+        ["none"],
+        "compressors, comma-separated, each with its settings: none, fp16, int8, "
+        "topk:density=0.001, dgc:density=0.001, powersgd:rank=4",
+    )
+    break_even: bool = setting(
+        False,
+        "print the link rates below which each compressor shortens the step, and below "
+        "which squeezenet1_1 uncompressed outruns alexnet with each",
+    )
 
     _csv_lists = field_validator("models", "workers", mode="before")(_split)
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
     _rates = field_validator("link", "intra_link")(_rate_ok)
     _durations = field_validator("latency")(_duration_ok)
+
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _variants(cls, v: Any) -> Any:
+        from dist_sqz.comm.compression.variants import parse_variants
+
+        items = _split(v)
+        if not items:
+            raise UsageError("compression needs at least one value")
+        return [x.label for x in parse_variants(items)]
 
     def model_post_init(self, _context: Any) -> None:
         network = ("link", "latency", "topology", "gpus_per_node", "intra_link")

@@ -3,18 +3,36 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
+from dist_sqz.comm.accounting import sent_bytes
+from dist_sqz.comm.compression.variants import parse_variant
 from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.costmodel.spec import ClusterSpec, from_flags, load_spec, shipped
-from dist_sqz.costmodel.step import ddp_schedule, gradients, step_time
+from dist_sqz.costmodel.step import Grad, ddp_schedule, gradients, step_time
+from dist_sqz.errors import UsageError
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.models import build_model
-from dist_sqz.profiles import compute_times, profile_image_size
+from dist_sqz.profiles import compress_time, compute_times, profile_image_size
 
 __all__ = ["ClusterSpec", "from_flags", "load_spec", "predict", "shipped"]
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule(
+    name: str, image_size: int, ddp: bool, cap_mb: float, first_mb: float | None
+) -> tuple[Grad, ...]:
+    """The model's gradient buckets (DDP) or gradients (Horovod), each with its ready share:
+    built once per shape (a break-even search asks hundreds of times)."""
+    with torch.device("meta"):
+        model = build_model(name)
+    shares = ready_shares(model, image_size)
+    if ddp:
+        return tuple(ddp_schedule(model, shares, cap_mb, first_mb))
+    return tuple(gradients(model, shares))
 
 
 def predict(
@@ -24,28 +42,49 @@ def predict(
     profile: dict[str, Any],
     batch_size: int,
     precision: str,
+    compression: str = "none",
 ) -> list[dict[str, Any]]:
-    """One row per (model, N): step time, its parts, scaling efficiency, images/s."""
-    rows = []
-    for name in models:
-        with torch.device("meta"):
-            model = build_model(name)
-        shares = ready_shares(model, profile_image_size(profile, name))
-        ddp = spec.framework.kind == "ddp"
-        grads = (
-            ddp_schedule(
-                model, shares, spec.framework.bucket_cap_mb, spec.framework.first_bucket_mb
-            )
-            if ddp
-            else gradients(model, shares)
+    """One row per (model, N): step time, its parts, scaling efficiency, images/s, and what a
+    worker sends. `compression`: a variant (`topk:density=0.001`); its encoding time comes
+    from the profile where measured, else it counts as 0 and `compress_time_s` is None."""
+    variant = parse_variant(compression)
+    compressor = variant.build() if variant.name != "none" else None
+    if compressor is not None and spec.framework.kind != "ddp":
+        raise UsageError(
+            f"compression {variant.label} is priced on DDP's buckets; cluster spec {spec.name} "
+            "runs horovod"
         )
+    rows = []
+    ddp = spec.framework.kind == "ddp"
+    for name in models:
+        grads = _schedule(
+            name,
+            profile_image_size(profile, name),
+            ddp,
+            spec.framework.bucket_cap_mb,
+            spec.framework.first_bucket_mb,
+        )
+        plans = [
+            compressor.plan(g.shapes) if compressor else [("allreduce", g.nbytes)] for g in grads
+        ]
+        table = dict(zip(grads, plans, strict=True))  # equal buckets, equal plans
         compute = compute_times(profile, name, batch_size, precision)
+        encode = compress_time(profile, name, batch_size, precision, variant.label)
         t1 = step_time(compute, grads, 1, spec, ddp).step_s
         for n in workers:
-            s = step_time(compute, grads, n, spec, ddp)
+            s = step_time(
+                compute,
+                grads,
+                n,
+                spec,
+                ddp,
+                table.__getitem__ if compressor else None,
+                encode or 0.0,
+            )
             rows.append(
                 {
                     "model": name,
+                    "compression": variant.label,
                     "world_size": n,
                     "topology": spec.collective.algorithm,
                     "cluster": spec.name,
@@ -53,13 +92,15 @@ def predict(
                     "comm_time_s": s.comm_s,
                     "exposed_comm_s": s.exposed_s,
                     "interference_s": s.interference_s,
+                    "compress_time_s": encode if n > 1 else 0.0,
                     "collectives": s.collectives,
                     "compute_time_s": t1,
                     "scaling_efficiency": scaling_efficiency(
                         n * batch_size / s.step_s, n, batch_size / t1
                     ),
                     "images_per_s": n * batch_size / s.step_s,
-                    "payload_bytes": sum(g.nbytes for g in grads),
+                    "payload_bytes": sum(b for p in plans for _, b in p),
+                    "sent_bytes": sum(sent_bytes(k, b, n) for p in plans for k, b in p),
                     "buckets": len(grads) if ddp else None,
                 }
             )

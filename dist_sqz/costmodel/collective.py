@@ -92,3 +92,28 @@ def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
     if alg == "tree":
         return overhead + 2 * math.ceil(math.log2(n)) * (a + size / per_worker)
     return overhead + 2 * (a + n * size / per_worker)  # ps
+
+
+def allgather_time(spec: ClusterSpec, payload: float, n: int) -> float:
+    """Seconds to all-gather `payload` bytes from each of n workers (a ring, as NCCL's and
+    gloo's): N-1 steps, each rank's link moving (N-1) x payload; busBw = algbw (N-1)/N."""
+    if n <= 1 or payload <= 0:
+        return 0.0
+    g = min(spec.gpus_per_node, n)
+    nodes = math.ceil(n / g)
+    total = n * payload
+    b = intra_busbw(spec.intra, total)
+    if nodes > 1:
+        b = min(b, inter_busbw(spec.inter, total))
+    inter_steps = nodes - 1
+    latency = (n - 1 - inter_steps) * _latency(spec.intra) + inter_steps * (
+        _latency(spec.inter) if nodes > 1 else 0.0
+    )
+    return parse_duration(spec.collective.overhead) + latency + (n - 1) * payload / b
+
+
+def collective_time(spec: ClusterSpec, kind: str, payload: float, n: int) -> float:
+    """`kind`: allreduce or allgather, as compressors' `plan` names them."""
+    if kind == "allgather":
+        return allgather_time(spec, payload, n)
+    return allreduce_time(spec, payload, n)

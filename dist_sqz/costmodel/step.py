@@ -23,12 +23,13 @@ scaling_efficiency(N) = step(1) / step(N), step(1) = forward + backward + optimi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
 from dist_sqz.comm.buckets import ddp_bucket_groups
-from dist_sqz.costmodel.collective import allreduce_time
+from dist_sqz.costmodel.collective import allreduce_time, collective_time
 from dist_sqz.costmodel.spec import ClusterSpec
 from dist_sqz.units import parse_duration
 
@@ -37,6 +38,10 @@ from dist_sqz.units import parse_duration
 class Grad:
     nbytes: int
     ready: float  # share of backward done when it is ready
+    shapes: tuple = ()  # of the parameters in it (DDP buckets), for a compressor's plan
+
+
+Plan = Callable[[Grad], list[tuple[str, int]]]  # a bucket -> its collectives (kind, bytes)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,11 @@ def ddp_schedule(
     """DDP's buckets in launch order, each ready when its last gradient is."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
-        Grad(sum(p.numel() * p.element_size() for _, p in g), max(shares[n] for n, _ in g))
+        Grad(
+            sum(p.numel() * p.element_size() for _, p in g),
+            max(shares[n] for n, _ in g),
+            tuple(p.shape for _, p in g),
+        )
         for g in ddp_bucket_groups(params, cap_mb, first_mb)
     ]
 
@@ -73,33 +82,47 @@ def _overlap(start: float, end: float, limit: float) -> float:
 
 
 def step_time(
-    compute: dict[str, float], grads: list[Grad], n: int, spec: ClusterSpec, bucketed: bool
+    compute: dict[str, float],
+    grads: list[Grad],
+    n: int,
+    spec: ClusterSpec,
+    bucketed: bool,
+    plan: Plan | None = None,
+    compress_s: float = 0.0,
 ) -> Step:
-    """`grads`: DDP buckets (`bucketed`) or single gradients in registration order."""
+    """`grads`: DDP buckets (`bucketed`) or single gradients in registration order. With a
+    compressor, `plan` gives each bucket's collectives and `compress_s` the step's encoding
+    and decoding compute, shared among buckets by size and done on the device that runs
+    backward: a bucket's collectives start once it is encoded, and backward ends later."""
     fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
     if n <= 1:
         return Step(fwd + bwd + opt, 0.0, 0.0, 0.0, 0)
     f = spec.framework.step_overhead
     bwd_n = bwd * (1 + f)
-    spans = (
-        _ddp_spans(grads, n, spec, bwd_n)
-        if bucketed or spec.framework.kind == "ddp"
-        else _horovod_spans(grads, n, spec, bwd_n)
-    )
+    if plan is not None or bucketed or spec.framework.kind == "ddp":
+        spans = _ddp_spans(grads, n, spec, bwd_n, plan, compress_s)
+    else:
+        spans = _horovod_spans(grads, n, spec, bwd_n)
     comm = sum(e - s for s, e in spans)
     slowed = spec.interference * sum(_overlap(s, e, bwd_n) for s, e in spans)
-    backward_done = bwd_n + slowed
+    backward_done = bwd_n + compress_s + slowed
     end = max([backward_done] + [e for _, e in spans])
     step = (fwd + opt) * (1 + f) + end
     return Step(step, comm, end - backward_done, slowed, len(spans))
 
 
-def _ddp_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float):
-    spans, free = [], 0.0
+def _ddp_spans(
+    grads: list[Grad], n: int, spec: ClusterSpec, bwd: float, plan: Plan | None, compress_s: float
+):
+    spans, free, encoded = [], 0.0, 0.0
+    total = sum(g.nbytes for g in grads) or 1
     for b in grads:
-        start = max(free, b.ready * bwd)
-        free = start + allreduce_time(spec, b.nbytes, n)
-        spans.append((start, free))
+        encoded += compress_s * b.nbytes / total
+        at = max(free, b.ready * bwd + encoded)
+        for kind, size in plan(b) if plan is not None else [("allreduce", b.nbytes)]:
+            spans.append((at, at + collective_time(spec, kind, size, n)))
+            at = spans[-1][1]
+        free = at
     return spans
 
 
