@@ -51,7 +51,8 @@ def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: b
     # descriptors, which vanish when it exits before the parent has read them.
     arrays = [o.numpy() for o in outs]
     held_np = None if residual is None else residual.numpy()
-    q.put((rank, arrays, ledger.take_step().payload_bytes, held_np))
+    step = ledger.take_step()
+    q.put((rank, arrays, (step.payload_bytes, step.sent_bytes, step.collectives), held_np))
     dist.destroy_process_group()
 
 
@@ -70,7 +71,7 @@ def _exchange(name: str, steps: int = 1, low_rank: bool = False, **opts):
     for _ in procs:
         r, outs, payload, res = q.get(timeout=120)
         held = None if res is None else torch.from_numpy(res)
-        got[r] = ([torch.from_numpy(o) for o in outs], payload, held)
+        got[r] = ([torch.from_numpy(o) for o in outs], payload[0], held, payload)
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
@@ -251,6 +252,26 @@ def test_powersgd_recovers_low_rank_gradients_and_shrinks_payload():
     # the biases go whole.
     p_q = 2 * (6 + 5) + 2 * (4 + 12)
     assert got[0][1] == 2 * 4 * (p_q + 6 + 700)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "variant",
+    ["none", "fp16", "int8", "topk:density=0.1", "dgc:density=0.1", "powersgd:rank=2"],
+)
+def test_plans_are_what_the_exchange_sends(variant):
+    """The cost model prices a compressor by its `plan`: the collectives, payload and bytes
+    sent that the accounted exchange really issues, on 2 gloo ranks."""
+    from dist_sqz.comm.accounting import sent_bytes
+    from dist_sqz.comm.compression.variants import parse_variant
+
+    v = parse_variant(variant)
+    got = _exchange(v.name, **{k: x for k, x in v.train_settings().items() if k != "compression"})
+    plan = v.build().plan(SHAPES)
+    payload, sent, collectives = got[0][3]
+    assert payload == sum(b for _, b in plan)
+    assert sent == sum(sent_bytes(kind, b, 2) for kind, b in plan)
+    assert collectives == len(plan)
 
 
 # -- whole runs --------------------------------------------------------------------------

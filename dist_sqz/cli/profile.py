@@ -27,6 +27,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also profile each precision under torch.compile (keyed <precision>+compile)",
     )
+    p.add_argument(
+        "--compression",
+        default="",
+        metavar="VARIANTS",
+        help="also time each compressor's encoding and decoding of the model's gradients "
+        "(per step, into the profile's compress_s), e.g. topk:density=0.001,powersgd:rank=2",
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     g = p.add_argument_group(
         "from published numbers (no measurement)",
@@ -45,6 +52,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from dist_sqz.comm.compression.variants import parse_variants
     from dist_sqz.models import model_spec
     from dist_sqz.profiler import PRECISIONS, profile, write
     from dist_sqz.units import csv, parse_counts
@@ -65,9 +73,15 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         raise UsageError(f"{out} exists; choose another --out")
     batches = parse_counts(args.batch_sizes, "--batch-sizes")
+    variants = parse_variants(csv(args.compression)) if args.compression else []
     result = profile(
         models, batches, precisions, args.image_size, args.steps, args.warmup, args.compile
     )
+    if variants:
+        from dist_sqz.profile_compress import measure_compression, merge
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        merge(result, measure_compression(models, variants, device, args.steps, args.warmup))
     write(result, out)
     print(f"dist-sqz profile: wrote {out}")
     return 0
