@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.arms import row_arm
 from dist_sqz.markdown import mb, ms, num, table
 from dist_sqz.plotting import pyplot
 
@@ -17,8 +18,9 @@ def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def claim_lines(rows: list[dict[str, Any]], result: dict[str, Any] | None = None) -> list[str]:
-    """The paper's claim, quantified from the rows (AlexNet vs each SqueezeNet)."""
-    rows = _ok(rows)
+    """The paper's claim, quantified from the rows (AlexNet vs each SqueezeNet, both
+    uncompressed; compressed arms are compared in `lever_lines`)."""
+    rows = [r for r in _ok(rows) if (r.get("compression") or "none") == "none"]
     by = {(r["model"], r["world_size"]): r for r in rows}
     lines = []
     alex = [r for r in rows if r["model"] == "alexnet"]
@@ -91,6 +93,37 @@ def accuracy_claims(
     return lines
 
 
+def lever_lines(rows: list[dict[str, Any]], result: dict[str, Any]) -> list[str]:
+    """Every arm (model, compressor) at each N, first to last: by time to the target, or
+    without one by cluster images/s; bytes each rank sends per step beside each."""
+    rows = _ok(rows)
+    if all((r.get("compression") or "none") == "none" for r in rows):
+        return []
+    target, link = result.get("target_accuracy"), result["link"]
+    lines = []
+    for n in sorted({r["world_size"] for r in rows}):
+        mine = [r for r in rows if r["world_size"] == n]
+        hosts = "1 host" if n == 1 else f"{n} hosts"
+        if target is not None:
+            done = sorted(
+                (r for r in mine if r.get("time_to_accuracy_s") is not None),
+                key=lambda r: r["time_to_accuracy_s"],
+            )
+            cells = [
+                f"{row_arm(r)} {r['time_to_accuracy_s']:.0f} s ({mb(r['sent_bytes'])} MB/step)"
+                for r in done
+            ] + [f"{row_arm(r)} did not reach it" for r in mine if r not in done]
+            lines.append(f"- **To {target} on {hosts} at {link}:** " + ", ".join(cells) + ".")
+        else:
+            ranked = sorted(mine, key=lambda r: -r["images_per_s"])
+            cells = [
+                f"{row_arm(r)} {r['images_per_s']:.1f} img/s ({mb(r['sent_bytes'])} MB/step)"
+                for r in ranked
+            ]
+            lines.append(f"- **{hosts} at {link}:** " + ", ".join(cells) + ".")
+    return lines
+
+
 def _setup(result: dict[str, Any]) -> str:
     data = result.get("data", "synthetic")
     if result.get("target_accuracy") is not None:
@@ -122,7 +155,7 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         header,
         [
             [
-                r["model"],
+                row_arm(r),
                 r["world_size"],
                 num(r.get("dilation"), "g"),
                 mb(r["payload_bytes"]),
@@ -169,7 +202,7 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
                 + ["time_to_accuracy_s", "H100 projection s"],
                 [
                     [
-                        r["model"],
+                        row_arm(r),
                         r["world_size"],
                         num(r.get("accuracy"), ".3f"),
                         num(r.get("steps_to_accuracy"), "d"),
@@ -194,6 +227,11 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         "",
         *claim_lines(rows, result),
         "",
+        *(
+            ["## The two levers: a smaller model or compressed gradients", "", *levers, ""]
+            if (levers := lever_lines(rows, result))
+            else []
+        ),
         "## Plots",
         "",
         *[f"![{p}]({p})" for p in plots],
@@ -220,9 +258,9 @@ def _mode_label(result: dict[str, Any]) -> str:
 def _plots(rows: list[dict[str, Any]], out: Path, label: str) -> None:
     plt = pyplot()
 
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    models = list(dict.fromkeys(row_arm(r) for r in rows))
     series = {
-        m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["world_size"])
+        m: sorted((r for r in rows if row_arm(r) == m), key=lambda r: r["world_size"])
         for m in models
     }
 
@@ -291,7 +329,7 @@ def _accuracy_plot(rows: list[dict[str, Any]], out: Path, result: dict[str, Any]
     for ax, n in zip(axes[0], ns, strict=True):
         for r in (r for r in rows if r["world_size"] == n and r.get("accuracy_curve")):
             _, t, acc = zip(*r["accuracy_curve"], strict=True)
-            ax.plot(t, acc, marker=".", label=r["model"])
+            ax.plot(t, acc, marker=".", label=row_arm(r))
         ax.axhline(result["target_accuracy"], color="grey", ls="--", lw=1)
         ax.set_title(f"N = {n}", fontsize=10)
         ax.set_xlabel(

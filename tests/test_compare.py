@@ -179,6 +179,48 @@ def test_claim_lines_at_equal_accuracy():
     assert "squeezenet1_0" not in text  # its only row failed
 
 
+def test_levers_at_each_n_and_the_claim_stays_uncompressed():
+    """Compressed arms are ranked beside the models at each N, bytes beside each; the
+    paper's claim compares the uncompressed models only."""
+    from dist_sqz.arms import arm_name, row_arm, split_arm
+    from dist_sqz.report_compare import claim_lines, lever_lines
+
+    assert arm_name("alexnet", "none") == "alexnet"
+    assert split_arm(arm_name("alexnet", "powersgd:rank=2")) == ("alexnet", "powersgd:rank=2")
+
+    def row(model, comp, n, sent, t):
+        return {
+            "model": model,
+            "compression": comp,
+            "arm": arm_name(model, comp),
+            "world_size": n,
+            "payload_bytes": sent,
+            "sent_bytes": sent,
+            "images_per_s": 10.0,
+            "scaling_efficiency": 0.5,
+            "time_to_accuracy_s": t,
+        }
+
+    rows = [
+        row("alexnet", "none", 4, 366_605_040, 900.0),
+        row("alexnet", "powersgd:rank=2", 4, 500_000, 300.0),
+        row("squeezenet1_1", "none", 4, 7_412_976, 120.0),
+        row("alexnet", "topk:density=0.001", 4, 600_000, None),
+        {"model": "squeezenet1_0", "world_size": 4, "error": "a worker died"},
+    ]
+    result = {"target_accuracy": 0.95, "link": "1gbit"}
+    text = "\n".join(lever_lines(rows, result))
+    assert text == (
+        "- **To 0.95 on 4 hosts at 1gbit:** squeezenet1_1 120 s (7.41 MB/step), "
+        "alexnet+powersgd:rank=2 300 s (0.50 MB/step), alexnet 900 s (366.61 MB/step), "
+        "alexnet+topk:density=0.001 did not reach it."
+    )
+    claim = "\n".join(claim_lines(rows, result))
+    assert "powersgd" not in claim and "topk" not in claim and "squeezenet1_1" in claim
+    assert row_arm({"model": "alexnet", "world_size": 1}) == "alexnet"  # rows before the axis
+    assert lever_lines([r for r in rows if r.get("compression") == "none"], result) == []
+
+
 @pytest.mark.integration
 def test_estimate_prints_each_run_and_writes_nothing(tmp_path):
     """--estimate: the cost model on this machine's measured compute x D x each run's steps

@@ -17,11 +17,11 @@ def analytic_efficiency(compute_s: float, sent_bytes: float, link_bps: float) ->
 
 
 def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: bool) -> None:
-    """Efficiency against the same model's 1-worker row; the cost model fed the same profile
-    and link; with a target, the projection of time to accuracy onto an H100 cluster."""
-    from dist_sqz.costmodel import from_flags
+    """Efficiency against the same arm's 1-worker row (else the model's uncompressed one);
+    the cost model fed the same profile, link and compressor; with a target, the projection
+    of time to accuracy onto an H100 cluster."""
+    from dist_sqz.costmodel import from_flags, predict
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import simulate
 
     link_bps = parse_rate(cfg.link)
     net = from_flags(cfg.link)  # the emulated hosts' links: TCP over the shaped rate
@@ -30,13 +30,18 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
     for row in rows:
         if row.get("error"):
             continue
+        ones = [r for r in rows if r["world_size"] == 1 and not r.get("error")]
+        comp = row.get("compression") or "none"
         base = next(
-            (
-                r
-                for r in rows
-                if r["model"] == row["model"] and r["world_size"] == 1 and not r.get("error")
+            (r for r in ones if r["model"] == row["model"] and r.get("compression") == comp),
+            next(
+                (
+                    r
+                    for r in ones
+                    if r["model"] == row["model"] and (r.get("compression") or "none") == "none"
+                ),
+                None,
             ),
-            None,
         )
         row["scaling_efficiency"] = (
             scaling_efficiency(row["images_per_s"], row["world_size"], base["images_per_s"])
@@ -52,12 +57,18 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
         row["simulated_efficiency"] = None
         if prof is not None:
             b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))
-            sim = simulate([row["model"]], [row["world_size"]], net, prof, b, mode.precision)
+            sim = predict([row["model"]], [row["world_size"]], net, prof, b, mode.precision, comp)
             row["simulated_efficiency"] = sim[0]["scaling_efficiency"]
         if row.get("steps_to_accuracy") and h100 is not None:
             try:
-                step_s = simulate(
-                    [row["model"]], [row["world_size"]], net, h100, row["batch_size"], "bf16_cl"
+                step_s = predict(
+                    [row["model"]],
+                    [row["world_size"]],
+                    net,
+                    h100,
+                    row["batch_size"],
+                    "bf16_cl",
+                    comp,
                 )[0]["step_time_s"]
             except UsageError:  # a model the h100 profile does not hold: no projection
                 continue

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from dist_sqz.arms import split_arm
 from dist_sqz.compute_modes import PROFILE_DILATION, ComputeMode
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import UsageError
@@ -35,9 +36,13 @@ def compute_mode(cfg: CompareConfig, profile_path: Path) -> ComputeMode:
     return ComputeMode("local", str(profile_path), "fp32", 0, cfg.dilation)
 
 
-def run_config(cfg: CompareConfig, model: str, n: int, mode: ComputeMode, out: Path) -> TrainConfig:
+def run_config(
+    cfg: CompareConfig, model: str, n: int, mode: ComputeMode, out: Path, compression: str = "none"
+) -> TrainConfig:
     """The training config of one compare run (validated: a model that cannot take the
     image size fails here, before anything starts)."""
+    from dist_sqz.comm.compression.variants import parse_variant
+
     if cfg.target_accuracy is not None:
         from dist_sqz.recipes import recipe
 
@@ -60,6 +65,7 @@ def run_config(cfg: CompareConfig, model: str, n: int, mode: ComputeMode, out: P
             "wandb_group": cfg.wandb_group,
             **mode.train_settings(n),
         },
+        parse_variant(compression).train_settings(),
     )
 
 
@@ -75,29 +81,32 @@ def estimate(
     comparison's measured or named compute) and link, times D, times its step budget (an
     upper bound with a target, which stops a run early; evaluations come on top), plus the
     model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)."""
-    from dist_sqz.costmodel import from_flags
+    from dist_sqz.costmodel import from_flags, predict
     from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import simulate
 
     if mode.kind == "real":
         return []
     prof = load_profile(profile)
     net = from_flags(link)
     rows = []
-    for model, n in todo:
-        cfg = configs[model, n]
+    for arm, n in todo:
+        cfg = configs[arm, n]
+        model, compression = split_arm(arm)
         batch = mode.batch_size or cfg.batch_size
-        step_s = simulate([model], [n], net, prof, batch, mode.precision)[0]["step_time_s"]
+        step_s = predict([model], [n], net, prof, batch, mode.precision, compression)[0][
+            "step_time_s"
+        ]
         d = mode.dilation_for(n)
+        extra = (overhead_s or {}).get(arm, 0.0)
         rows.append(
             {
-                "model": model,
+                "model": arm,
                 "world_size": n,
                 "dilation": d,
                 "step_s": step_s,
                 "steps": cfg.steps,
-                "overhead_s": (overhead_s or {}).get(model, 0.0),
-                "wall_s": step_s * d * cfg.steps + (overhead_s or {}).get(model, 0.0),
+                "overhead_s": extra,
+                "wall_s": step_s * d * cfg.steps + extra,
             }
         )
     return rows

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from dist_sqz import runs
+from dist_sqz.arms import arm_name, row_arm, split_arm
 from dist_sqz.cluster import namespaces_permitted
 from dist_sqz.compare.derive import derive
 from dist_sqz.compare.plan import (
@@ -57,16 +58,18 @@ class Comparison:
     def __init__(self, cfg: CompareConfig, out: Path, resume: bool) -> None:
         self.cfg, self.out = cfg, out
         self.mode = compute_mode(cfg, out / "profile.json")
-        self.plan = [(m, n) for m in cfg.models for n in cfg.workers]
+        arms = [arm_name(m, c) for m in cfg.models for c in cfg.compression]
+        self.plan = [(a, n) for a in arms for n in cfg.workers]
         self.configs = {
-            (m, n): run_config(
+            (a, n): run_config(
                 cfg.model_copy(update={"wandb_group": self.group}),
-                m,
+                split_arm(a)[0],
                 n,
                 self.mode,
-                self.run_dir(m, n),
+                self.run_dir(a, n),
+                split_arm(a)[1],
             )
-            for m, n in self.plan
+            for a, n in self.plan
         }
         self.rows: list[dict[str, Any]] = []
         if resume:
@@ -88,11 +91,11 @@ class Comparison:
     def has_results(self) -> bool:
         return (self.out / "results.json").exists()
 
-    def run_dir(self, model: str, n: int) -> Path:
-        return self.out / "runs" / f"{model}-n{n}"
+    def run_dir(self, arm: str, n: int) -> Path:
+        return self.out / "runs" / f"{arm.replace(':', '_')}-n{n}"
 
-    def done(self, model: str, n: int) -> bool:
-        return any(r["model"] == model and r["world_size"] == n for r in self.rows)
+    def done(self, arm: str, n: int) -> bool:
+        return any(row_arm(r) == arm and r["world_size"] == n for r in self.rows)
 
     def prepare(self) -> None:
         """Write the comparison's own config; measure the local profile (once: a resumed
@@ -105,18 +108,16 @@ class Comparison:
     def measure(self, path: Path) -> None:
         """In local mode, profile each model at its runs' shape into `path` (if not there)."""
         if self.mode.kind == "local" and not path.exists():
-            shapes = {
-                m: (
-                    self.configs[m, self.plan[0][1]].batch_size,
-                    self.configs[m, self.plan[0][1]].image_size,
-                )
+            first = {
+                m: self.configs[arm_name(m, self.cfg.compression[0]), self.plan[0][1]]
                 for m in self.cfg.models
             }
+            shapes = {m: (c.batch_size, c.image_size) for m, c in first.items()}
             measure_local(shapes, path)
 
-    def run_row(self, model: str, n: int, d: float) -> dict[str, Any]:
+    def run_row(self, arm: str, n: int, d: float) -> dict[str, Any]:
         """Run (or continue) one row at dilation d; its row, or its error."""
-        cfg, run_dir = self.configs[model, n], self.run_dir(model, n)
+        cfg, run_dir = self.configs[arm, n], self.run_dir(arm, n)
         if self.mode.kind != "real":
             cfg = TrainConfig.build(cfg.to_dict(), {"dilation": d})
         tag = run_dir.name
@@ -134,7 +135,7 @@ class Comparison:
             ok = runs.run_job(
                 args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.kill_after_s, env
             )
-        row: dict[str, Any] = {"model": model, "world_size": n, "dilation": d}
+        row: dict[str, Any] = row_key(arm, n) | {"dilation": d}
         row |= {"shaped_link": link if self.emulate and n > 1 else None}
         row |= {"batch_size": cfg.batch_size, "image_size": cfg.image_size}
         if not ok or not (run_dir / "summary.json").exists():
@@ -152,10 +153,11 @@ class Comparison:
         return row
 
     def result(self, elapsed_s: float) -> dict[str, Any]:
-        rows = sorted(self.rows, key=lambda r: self.plan.index((r["model"], r["world_size"])))
+        rows = sorted(self.rows, key=lambda r: self.plan.index((row_arm(r), r["world_size"])))
         derive(rows, self.cfg, self.mode, self.emulate)
         return {
             "models": self.cfg.models,
+            "compression": self.cfg.compression,
             "workers": self.cfg.workers,
             "steps": self.cfg.steps,
             "warmup_steps": self.cfg.warmup_steps,
@@ -169,7 +171,7 @@ class Comparison:
             "compute": self.mode.to_dict() | {"description": self.mode.describe()},
             "rows": rows,
             "failed": [
-                f"{r['model']} x {r['world_size']}: {r['error']}" for r in rows if r.get("error")
+                f"{row_arm(r)} x {r['world_size']}: {r['error']}" for r in rows if r.get("error")
             ],
             "elapsed_s": elapsed_s,
         }
@@ -180,6 +182,11 @@ class Comparison:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(self.out / "results.json")
         return result
+
+
+def row_key(arm: str, n: int) -> dict[str, Any]:
+    model, compression = split_arm(arm)
+    return {"model": model, "compression": compression, "arm": arm, "world_size": n}
 
 
 def rest_eta(
@@ -205,8 +212,9 @@ def overheads(comp: Comparison, todo: list[tuple[str, int]]) -> dict[str, float]
     once per model left to run; nothing for real compute, which is not estimated."""
     if comp.mode.kind == "real":
         return {}
-    first = {m: n for m, n in reversed(todo)}
-    return {m: runs.measure_overhead(comp.configs[m, n].to_dict()) for m, n in first.items()}
+    first = {split_arm(a)[0]: (a, n) for a, n in reversed(todo)}  # one trial per model
+    by_model = {m: runs.measure_overhead(comp.configs[k].to_dict()) for m, k in first.items()}
+    return {a: by_model[split_arm(a)[0]] for a, _ in todo}
 
 
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
@@ -264,23 +272,23 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
     t_start = time.perf_counter()
     took: list[tuple[str, float]] = []  # (model, wall seconds) of the rows run here
     expected = {(r["model"], r["world_size"]): r["wall_s"] for r in plan}
-    for k, (model, n) in enumerate(todo):
+    for k, (arm, n) in enumerate(todo):
         where = f"emulated hosts, {cfg.link}" if comp.emulate and n > 1 else "local"
         d = comp.mode.dilation_for(n)
         eta = rest_eta(took, todo[:k], todo[k:], expected)
         eta = f"; rest ETA {eta / 60:.0f} min" if eta is not None else ""
         print(
-            f"[{k + 1}/{len(todo)}] {model} on {n} worker(s) ({where}, D={d:g}{eta}) ...",
+            f"[{k + 1}/{len(todo)}] {arm} on {n} worker(s) ({where}, D={d:g}{eta}) ...",
             flush=True,
         )
         t0 = time.perf_counter()
         try:
-            row = comp.run_row(model, n, d)
+            row = comp.run_row(arm, n, d)
         except Stopped as e:  # forwarded to the run, which saved a checkpoint if it could
-            comp.rows.append({"model": model, "world_size": n, "dilation": d, "error": str(e)})
+            comp.rows.append(row_key(arm, n) | {"dilation": d, "error": str(e)})
             comp.write(time.perf_counter() - t_start)
             raise Stopped(
-                f"compare {e} during {model} x {n}; rows so far in {out}/results.json; "
+                f"compare {e} during {arm} x {n}; rows so far in {out}/results.json; "
                 f"continue with `dist-sqz compare --resume {out}`",
                 e.status,
             ) from None
@@ -288,10 +296,10 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             # This machine could not keep up at D: the row measured its cores. Once more,
             # with twice the room.
             print(f"    {_row_line(row)}; once more at D={2 * d:g}", flush=True)
-            row = comp.run_row(model, n, 2 * d)
+            row = comp.run_row(arm, n, 2 * d)
         comp.rows.append(row)
         comp.write(time.perf_counter() - t_start)
-        took.append((model, time.perf_counter() - t0))
+        took.append((arm, time.perf_counter() - t0))
         print(f"    {_row_line(row)} ({time.perf_counter() - t0:.0f}s)", flush=True)
     result = comp.write(time.perf_counter() - t_start)
     from dist_sqz.report_compare import write_compare_report

@@ -15,6 +15,16 @@ def _split(v: Any) -> Any:
     return csv(v) if isinstance(v, str) else v
 
 
+def _variants(v: Any) -> list[str]:
+    """Compression variants (`topk:density=0.001`), each checked, as normalised labels."""
+    from dist_sqz.comm.compression.variants import parse_variants
+
+    items = _split(v)
+    if not items:
+        raise UsageError("compression needs at least one value")
+    return [x.label for x in parse_variants(items)]
+
+
 def _rate_ok(v: str) -> str:
     parse_rate(v)
     return v
@@ -49,6 +59,12 @@ class CompareConfig(Config):
         ["alexnet", "squeezenet1_0", "squeezenet1_1"], "models, comma-separated"
     )
     workers: list[int] = setting([1, 2, 4], "worker counts, comma-separated")
+    compression: list[str] = setting(
+        ["none"],
+        "compressors, comma-separated, each with its settings (none, fp16, int8, "
+        "topk:density=0.001, dgc:density=0.001, powersgd:rank=2, ...): one row per model, "
+        "compressor and worker count",
+    )
     steps: int = setting(8, "steps per run (throughput runs; a target uses the recipe's)", gt=0)
     warmup_steps: int = setting(2, "first steps of each run left out of the medians", ge=0)
     link: str = setting("1gbit", "each host's link rate (tc units)")
@@ -94,6 +110,7 @@ class CompareConfig(Config):
     wandb_project: str = setting("dist_sqz", "W&B project")
     wandb_group: str = setting("", "W&B group (default compare-<out folder name>)")
 
+    _compression = field_validator("compression", mode="before")(_variants)
     _csv_lists = field_validator("models", "workers", mode="before")(_split)
 
     _lists_ok = field_validator("models", "workers")(_lists_ok)
@@ -179,15 +196,7 @@ class SimulateConfig(Config):
     _rates = field_validator("link", "intra_link")(_rate_ok)
     _durations = field_validator("latency")(_duration_ok)
 
-    @field_validator("compression", mode="before")
-    @classmethod
-    def _variants(cls, v: Any) -> Any:
-        from dist_sqz.comm.compression.variants import parse_variants
-
-        items = _split(v)
-        if not items:
-            raise UsageError("compression needs at least one value")
-        return [x.label for x in parse_variants(items)]
+    _compression = field_validator("compression", mode="before")(_variants)
 
     def model_post_init(self, _context: Any) -> None:
         network = ("link", "latency", "topology", "gpus_per_node", "intra_link")
