@@ -251,3 +251,42 @@ def test_rest_eta_scales_the_estimates_by_the_rows_run_so_far():
     assert rest_eta([], [], left, expected) is None
     # without estimates (real compute): each row at its own model's mean so far
     assert rest_eta(took, [("alexnet", 1)], left, {}) == pytest.approx(15.0 + 15.0)
+
+
+@pytest.mark.integration
+def test_compare_with_compressors(tmp_path):
+    """Rows for every (model, compressor, N), each run with its variant's settings; the
+    report ranks the arms; the cost model prices the compressor."""
+    out = tmp_path / "cmp"
+    proc = dist_sqz(
+        "compare",
+        "--models",
+        "squeezenet1_1",
+        "--workers",
+        "2",
+        "--steps",
+        "4",
+        "--warmup-steps",
+        "1",
+        "--compression",
+        "none,topk:density=0.01",
+        "--out",
+        str(out),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["compression"] == ["none", "topk:density=0.01"]
+    rows = {r["arm"]: r for r in result["rows"]}
+    assert set(rows) == {"squeezenet1_1", "squeezenet1_1+topk:density=0.01"}
+    none, topk = rows["squeezenet1_1"], rows["squeezenet1_1+topk:density=0.01"]
+    assert none["payload_bytes"] == 4_941_984 and none["compression"] == "none"
+    assert topk["compression"] == "topk:density=0.01" and topk["model"] == "squeezenet1_1"
+    assert topk["sent_bytes"] < none["sent_bytes"] / 10
+    run = yaml.safe_load((out / "configs" / "squeezenet1_1+topk_density=0.01-n2.yaml").read_text())
+    assert run["compression"] == "topk" and run["compression_density"] == 0.01
+    report = (out / "report.md").read_text()
+    assert "## The two levers" in report and "squeezenet1_1+topk:density=0.01" in report
+    bad = dist_sqz("compare", "--compression", "topk:rank=2", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "takes density" in bad.stderr
+    assert not (tmp_path / "x").exists()
