@@ -1,7 +1,7 @@
 """One data-parallel step on a cluster spec: when each gradient collective starts and ends,
 how much of it hides behind backward, and what it costs the backward it overlaps.
 
-    step(N) = (1 + f) [forward + optimizer] + max((1 + f) backward + k x overlapped, end)
+    step(N) = (1 + f) [forward + optimizer] + max((1 + f) backward + e + k x overlapped, end)
 
 - Gradients become ready in reverse parameter order, each when backward has done the
   multiply-adds of the layers behind it (`ready_shares`).
@@ -16,6 +16,8 @@ how much of it hides behind backward, and what it costs the backward it overlaps
   k slower: it ends k x (collective time overlapped with it) later.
 - f (`framework.step_overhead`): the framework's own cost per step at N >= 2 against the
   1-GPU figures, which run without it (DDP's reducer hooks and bucket copies).
+- e: a compressor's encoding and decoding (the profile's `compress_s`), compute on the same
+  device: a bucket's collectives start once it is encoded (its share, by size).
 - end: when the last collective completes; what lies past backward is exposed.
 scaling_efficiency(N) = step(1) / step(N), step(1) = forward + backward + optimizer.
 """
