@@ -158,22 +158,29 @@ def evaluate() -> list[dict]:
 
 
 RESULTS = Path(__file__).parent / "results"
+# compare folders (results.json and the profile.json of their local compute)
+COMPARISONS = [
+    ("compare (default run)", RESULTS / "compare_default"),
+    ("compare (time_to_accuracy)", RESULTS / "time_to_accuracy"),
+]
 
 
 def emulated_rows() -> list[dict]:
-    """The same model against this project's emulated cluster: the committed comparison
-    (`results/time_to_accuracy`, local compute) and `validate_simulator`'s rows (emulated H100
-    compute), each predicted here from its own profile and link, TCP over the nominal rate
-    (`from_flags`, what `compare` and `simulate --link` use). Error = predicted throughput /
-    measured - 1. late: the emulator's lateness at N workers (real work that overran the
-    padding, as a share of the step: where it is large the run measured this machine's CPU,
-    not the emulated cluster)."""
+    """The same model against this project's emulated cluster: the committed comparisons
+    (`results/compare_default`, `dist-sqz compare --models alexnet,squeezenet1_1 --workers
+    1,2,4,8`, and `results/time_to_accuracy`, both local compute) and `validate_simulator`'s
+    rows (emulated H100 compute), each predicted here from its own profile and link, TCP
+    over the nominal rate (`from_flags`, what `compare` and `simulate --link` use). Error =
+    predicted throughput / measured - 1. late: the emulator's lateness at N workers (real
+    work that overran the padding, as a share of the step: where it is large the run
+    measured this machine's CPU, not the emulated cluster)."""
     out = []
-    tta = RESULTS / "time_to_accuracy"
-    if (tta / "results.json").exists():
-        res = json.loads((tta / "results.json").read_text())
-        prof = load_profile(str(tta / "profile.json"))
-        by = {(r["model"], r["world_size"]): r for r in res["rows"]}
+    for name, folder in COMPARISONS:
+        if not (folder / "results.json").exists():
+            continue
+        res = json.loads((folder / "results.json").read_text())
+        prof = load_profile(str(folder / "profile.json"))
+        by = {(r["model"], r["world_size"]): r for r in res["rows"] if not r.get("error")}
         for (model, n), r in sorted(by.items()):
             one = by.get((model, 1))
             if n == 1 or one is None:
@@ -185,7 +192,7 @@ def emulated_rows() -> list[dict]:
             )[0]
             out.append(
                 {
-                    "source": "compare (time_to_accuracy)",
+                    "source": name,
                     "model": model,
                     "link": res["link"],
                     "world_size": n,
