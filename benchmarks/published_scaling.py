@@ -47,7 +47,7 @@ def from_efficiency(n: int, efficiency: dict[str, float]) -> dict[int, dict[str,
 ROWS = [
     ("Horovod, RoCE 25 Gbit/s", HOROVOD, "horovod2017-roce25", "fp32", 64, HOROVOD_1GPU,
      {16: {"inception_v3": 2022.6, "resnet101": 1746.2, "vgg16": 1787.4}}),
-    ("Horovod, RoCE 25 Gbit/s", HOROVOD_SCALE, "horovod2017-roce25", "fp32", 64, HOROVOD_1GPU,
+    ("Horovod at scale, RoCE 25 Gbit/s", HOROVOD_SCALE, "horovod2017-roce25", "fp32", 64, HOROVOD_1GPU,
      {**from_efficiency(128, {"inception_v3": 0.90, "resnet101": 0.90, "vgg16": 0.79}),
       **from_efficiency(512, {"inception_v3": 0.90, "resnet101": 0.90, "vgg16": 0.68})}),
     ("Horovod, TCP 25 Gbit/s", HOROVOD, "horovod2017-tcp25", "fp32", 64, HOROVOD_1GPU,
