@@ -23,6 +23,7 @@ MEDIAN_FIELDS = (
     "comm_time_s",
     "comm_busy_s",
     "exposed_comm_s",
+    "compress_time_s",
     "data_time_s",
     "payload_bytes",
     "sent_bytes",

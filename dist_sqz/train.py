@@ -95,6 +95,9 @@ class Trainer(TrainerSetup):
         )
         if result.grad_norm is not None:
             record["grad_norm"] = float(result.grad_norm)  # before clipping
+        # The compressor's encoding and decoding (compute inside the step; comm_time_s holds
+        # the collectives alone). Its decoding has run: the optimizer waited for the exchange.
+        record["compress_time_s"] = self.compressor.take_compute_s() / self.dilation
         return record
 
     def _maybe_evaluate(self, record: dict[str, Any]) -> bool:
@@ -148,6 +151,7 @@ class Trainer(TrainerSetup):
                 lr = lr_at(self.schedule, step, env.world_size)
                 set_lr(self.optimizer, lr)
                 tx0 = self.tx() if self.tx else None
+                self.compressor.take_compute_s()  # from here on: this step's encoding
                 result = self.train_step(x, y)
                 comm = self.backend.ledger.take_step()
                 done = self.last_step = step + 1

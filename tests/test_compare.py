@@ -283,6 +283,7 @@ def test_compare_with_compressors(tmp_path):
     assert none["payload_bytes"] == 4_941_984 and none["compression"] == "none"
     assert topk["compression"] == "topk:density=0.01" and topk["model"] == "squeezenet1_1"
     assert topk["sent_bytes"] < none["sent_bytes"] / 10
+    assert none["compress_time_s"] == 0 and topk["compress_time_s"] > 0
     run = yaml.safe_load((out / "configs" / "squeezenet1_1+topk_density=0.01-n2.yaml").read_text())
     assert run["compression"] == "topk" and run["compression_density"] == 0.01
     report = (out / "report.md").read_text()

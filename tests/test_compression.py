@@ -52,7 +52,8 @@ def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: b
     arrays = [o.numpy() for o in outs]
     held_np = None if residual is None else residual.numpy()
     step = ledger.take_step()
-    q.put((rank, arrays, (step.payload_bytes, step.sent_bytes, step.collectives), held_np))
+    counts = (step.payload_bytes, step.sent_bytes, step.collectives, comp.take_compute_s())
+    q.put((rank, arrays, counts, held_np))
     dist.destroy_process_group()
 
 
@@ -268,10 +269,12 @@ def test_plans_are_what_the_exchange_sends(variant):
     v = parse_variant(variant)
     got = _exchange(v.name, **{k: x for k, x in v.train_settings().items() if k != "compression"})
     plan = v.build().plan(SHAPES)
-    payload, sent, collectives = got[0][3]
+    payload, sent, collectives, compute_s = got[0][3]
     assert payload == sum(b for _, b in plan)
     assert sent == sum(sent_bytes(kind, b, 2) for kind, b in plan)
     assert collectives == len(plan)
+    # Encoding and decoding are counted as the compressor's compute; none has nothing.
+    assert (compute_s == 0) == (v.name == "none") and compute_s < 5
 
 
 # -- whole runs --------------------------------------------------------------------------
@@ -304,6 +307,8 @@ def test_alexnet_topk_fp16_powersgd_payloads(tmp_path):
     train_torchrun(2, tmp_path / "psgd", *ALEX, *QUICK, "--compression", "powersgd")
     metrics, s = read_run(tmp_path / "psgd")
     assert all(m["payload_bytes"] < ALEX_PAYLOAD / 100 for m in metrics)
+    # PowerSGD's matrix products over 61 M values: compute of its own, beside comm_time_s.
+    assert all(m["compress_time_s"] > 0 for m in metrics) and s["compress_time_s"] > 0
     assert s["replicas_consistent"]
 
 

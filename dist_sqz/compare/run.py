@@ -39,6 +39,7 @@ RESULT_FIELDS = (
     "comm_time_s",
     "comm_busy_s",
     "exposed_comm_s",
+    "compress_time_s",
     "compute_time_s",
     "images_per_s",
     "final_loss",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 
@@ -13,6 +15,7 @@ from dist_sqz.options import pick
 from dist_sqz.registry import Registry
 
 COMPRESSORS = Registry("compression")
+T = TypeVar("T")
 
 
 class Collectives(Protocol):
@@ -117,6 +120,33 @@ class Compressor:
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
         self.step = 0
+        self._compute_s = 0.0
+        self._compute_lock = threading.Lock()
+
+    encodes = True  # False: nothing to encode (compress_time_s stays 0)
+
+    def timed(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(*args), counting its time as this compressor's own compute (encoding and
+        decoding: `compress_time_s`). Host time: on CUDA it is the kernels' launch, unless
+        they synchronise (`dist-sqz profile --compression` measures device time)."""
+        if not self.encodes:
+            return fn(*args)
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.add_compute(time.perf_counter() - t0)
+
+    def add_compute(self, seconds: float) -> None:
+        with self._compute_lock:
+            self._compute_s += seconds
+
+    def take_compute_s(self) -> float:
+        """Seconds of encoding and decoding since the last call (decoding that completes on
+        the collective library's threads included once it has run)."""
+        with self._compute_lock:
+            out, self._compute_s = self._compute_s, 0.0
+        return out
 
     @classmethod
     def options_from(cls, settings: Mapping[str, Any] | Any) -> Any:
@@ -173,11 +203,11 @@ class AllReduceCompressor(Compressor):
 
     def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
         grad = bucket.buffer
-        payload, ctx = self.compress(grad)
+        payload, ctx = self.timed(self.compress, grad)
         n = comm.world_size
 
         def finish(fut: torch.futures.Future) -> torch.Tensor:
-            out = self.decompress(fut.value(), ctx, grad)
+            out = self.timed(self.decompress, fut.value(), ctx, grad)
             if out is not grad:
                 grad.copy_(out)
             return grad.div_(n)
@@ -201,12 +231,12 @@ class GatherCompressor(Compressor):
 
     def exchange(self, bucket: Bucket, comm: Collectives) -> torch.futures.Future:
         grad = bucket.buffer
-        payload = self.encode(bucket)
+        payload = self.timed(self.encode, bucket)
         n = comm.world_size
 
         def finish(fut: torch.futures.Future) -> torch.Tensor:
             grad.zero_()
-            self.decode_sum(fut.value(), grad)
+            self.timed(self.decode_sum, fut.value(), grad)
             return grad.div_(n)
 
         return comm.all_gather(payload).then(finish)

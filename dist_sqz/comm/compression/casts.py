@@ -14,6 +14,7 @@ class NoCompression(AllReduceCompressor):
     """fp32 gradients all-reduced as they are: payload = 4 bytes x parameters."""
 
     name = "none"
+    encodes = False
 
 
 class _Cast(AllReduceCompressor):

@@ -15,6 +15,7 @@ the second from a callback, which breaks on gloo with several buckets).
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -87,6 +88,7 @@ class PowerSGD(Compressor):
         n_ranks = comm.world_size
         if self.step < self.start:
             return comm.all_reduce(grad).then(lambda f: f.value().div_(n_ranks))
+        t0 = time.perf_counter()  # the compute around the first all-reduce is encoding
         m_all = self.error.flat(bucket).add_(grad)
         start = Bucket(m_all, bucket.index, bucket.shapes, bucket.names)
         low, plain = [], []  # (name, M, r) to compress; flat views sent as they are
@@ -98,7 +100,9 @@ class PowerSGD(Compressor):
             plain.append(view.reshape(-1))
         ps = [mat @ self._q(name, mat.shape[1], r, mat) for name, mat, r in low]
         first = torch.cat([p.reshape(-1) for p in ps] + plain)
+        t1 = time.perf_counter()
         comm.all_reduce(first).wait()
+        t2 = time.perf_counter()
         at = 0
         qs_local = []
         for (_, mat, _r), p in zip(low, ps, strict=True):
@@ -136,10 +140,11 @@ class PowerSGD(Compressor):
                 view.view(p_hat.shape[0], -1).addmm_(p_hat, q_avg.t(), beta=0)  # in place
             return grad
 
-        if not low:
-            return done_future(None).then(lambda _: finish(None))
-        second = torch.cat([q.reshape(-1) for _, q in qs_local])
-        return comm.all_reduce(second).then(lambda f: finish(f.value()))
+        second = torch.cat([q.reshape(-1) for _, q in qs_local]) if low else None
+        self.add_compute((t1 - t0) + (time.perf_counter() - t2))
+        if second is None:
+            return done_future(None).then(lambda _: self.timed(finish, None))
+        return comm.all_reduce(second).then(lambda f: self.timed(finish, f.value()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"error": self.error.state_dict(), "q": {k: v.cpu() for k, v in self.q.items()}}
