@@ -108,6 +108,7 @@ class Compressor:
 
     name = "base"
     owns_momentum = False  # True: the compressor applies momentum itself (the optimizer must not)
+    encodes = True  # False: nothing to encode (compress_time_s stays 0)
 
     @dataclass
     class Options:
@@ -122,8 +123,6 @@ class Compressor:
         self.step = 0
         self._compute_s = 0.0
         self._compute_lock = threading.Lock()
-
-    encodes = True  # False: nothing to encode (compress_time_s stays 0)
 
     def timed(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(*args), counting its time as this compressor's own compute (encoding and
