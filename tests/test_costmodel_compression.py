@@ -1,0 +1,142 @@
+"""The cost model with compression: each compressor priced by its plan, encoding time from
+the profile, break-even link rates, and the CLI around them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dist_sqz.costmodel import from_flags, load_spec, predict
+from dist_sqz.errors import UsageError
+from dist_sqz.profiles import load_profile, published_profile
+from tests.helpers import dist_sqz
+
+
+def test_compressed_rows_price_the_plan():
+    prof = load_profile("h100")
+    spec_ = from_flags("1gbit")
+    none = predict(["alexnet"], [8], spec_, prof, 256, "bf16_cl")[0]
+    topk = predict(["alexnet"], [8], spec_, prof, 256, "bf16_cl", "topk:density=0.001")[0]
+    assert topk["compression"] == "topk:density=0.001" and none["compression"] == "none"
+    assert none["sent_bytes"] == round(2 * 7 / 8 * 244_403_360)
+    # All-gathered: each of the 8 ranks sends its payload to the 7 others.
+    assert topk["sent_bytes"] == 7 * topk["payload_bytes"] < none["sent_bytes"] / 50
+    assert topk["compress_time_s"] is None  # the h100 profile measured no encoding
+    assert topk["step_time_s"] < none["step_time_s"] / 10
+
+
+def _with_encoding(seconds: float) -> dict:
+    prof = published_profile({"alexnet": 2000.0, "squeezenet1_1": 1500.0}, 64, "fp32", "X")
+    for model in ("alexnet", "squeezenet1_1"):
+        prof["models"][model]["fp32"]["64"]["compress_s"] = {"topk:density=0.001": seconds}
+    return prof
+
+
+def test_measured_encoding_time_counts_and_sets_the_break_even():
+    from dist_sqz.costmodel.breakeven import at_rate, break_even
+
+    spec_ = from_flags("1gbit")
+    cheap, dear = _with_encoding(0.001), _with_encoding(0.020)
+    rows = [
+        predict(["alexnet"], [4], spec_, p, 64, "fp32", "topk:density=0.001")[0]
+        for p in (cheap, dear)
+    ]
+    assert rows[0]["compress_time_s"] == 0.001 and rows[1]["compress_time_s"] == 0.020
+    assert rows[1]["step_time_s"] >= rows[0]["step_time_s"] + 0.019 - 1e-9
+    found = break_even(["alexnet"], ["topk:density=0.001"], [4], spec_, dear, 64, "fp32")
+    rate = found["compression"][0]["rate_bps"]
+    assert found["compression"][0]["encoding_known"] and 1e7 < rate < 1e13
+
+    def gain(bps: float) -> float:
+        s = at_rate(spec_, bps)
+        t = [
+            predict(["alexnet"], [4], s, dear, 64, "fp32", v)[0]["step_time_s"]
+            for v in ("none", "topk:density=0.001")
+        ]
+        return t[0] / t[1] - 1
+
+    assert gain(rate * 0.9) > 0.01 > gain(rate * 1.1)
+
+
+def test_compression_needs_ddp_buckets_and_known_variants():
+    prof = published_profile({"vgg16": 130.0}, 64, "fp32", "P100")
+    with pytest.raises(UsageError, match="DDP's buckets"):
+        predict(["vgg16"], [16], load_spec("horovod2017-roce25"), prof, 64, "fp32", "topk")
+    with pytest.raises(UsageError, match="takes density"):
+        predict(["vgg16"], [16], load_spec("dgx1-v100"), prof, 64, "fp32", "topk:rank=2")
+
+
+@pytest.mark.integration
+def test_simulate_compression_and_break_even_cli():
+    proc = dist_sqz(
+        "simulate",
+        "--models",
+        "alexnet,squeezenet1_1",
+        "--workers",
+        "1,4",
+        "--link",
+        "1gbit",
+        "--compression",
+        "none,powersgd:rank=2,powersgd:rank=4",
+        "--format",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert {r["compression"] for r in rows} == {"none", "powersgd:rank=2", "powersgd:rank=4"}
+    assert len(rows) == 2 * 2 * 3
+    proc = dist_sqz("simulate", "--break-even", "--workers", "2,8", "--link", "1gbit")
+    assert proc.returncode == 0, proc.stderr
+    assert "below which the compressor shortens the step" in proc.stdout
+    assert "squeezenet1_1 uncompressed reaches more images/s" in proc.stdout
+    for bad in (["--compression", "zip"], ["--compression", "topk,topk"]):
+        proc = dist_sqz("simulate", *bad)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.integration
+def test_profile_measures_encoding_and_simulate_uses_it(tmp_path):
+    out = tmp_path / "cpu.json"
+    proc = dist_sqz(
+        "profile",
+        "--models",
+        "squeezenet1_1",
+        "--batch-sizes",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--image-size",
+        "32",
+        "--compression",
+        "topk:density=0.01",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(out.read_text())["models"]["squeezenet1_1"]["fp32"]["4"]
+    encode = entry["compress_s"]["topk:density=0.01"]
+    assert encode > 0
+    proc = dist_sqz(
+        "simulate",
+        "--models",
+        "squeezenet1_1",
+        "--profile",
+        str(out),
+        "--compute-precision",
+        "fp32",
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--compression",
+        "topk:density=0.01",
+        "--format",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)[0]
+    assert row["compress_time_s"] == pytest.approx(encode)
+    assert row["step_time_s"] >= sum(entry[k] for k in ("forward_s", "backward_s")) + encode
