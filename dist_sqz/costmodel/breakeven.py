@@ -121,6 +121,12 @@ def _rate(bps: float | None) -> str:
     return f"{bps:.3g}"
 
 
+def _cells(rows: list[dict[str, Any]], ns: list[int]) -> str:
+    """One right-aligned rate per N ('-' where the rows have none)."""
+    by_n = {r["world_size"]: r for r in rows}
+    return "".join(f"{_rate(by_n[n]['rate_bps']) if n in by_n else '-':>9s}" for n in ns)
+
+
 def format_break_even(result: dict[str, list[dict[str, Any]]], header: str) -> str:
     """Two tables, one column per N, rates in bit/s (k, M, G, T)."""
     lines = [header]
@@ -137,11 +143,8 @@ def format_break_even(result: dict[str, list[dict[str, Any]]], header: str) -> s
         ]
         keys = dict.fromkeys((r["model"], r["compression"]) for r in rows)
         for model, comp in keys:
-            by_n = {
-                r["world_size"]: r for r in rows if (r["model"], r["compression"]) == (model, comp)
-            }
-            cells = "".join(f"{_rate(by_n[n]['rate_bps']) if n in by_n else '-':>9s}" for n in ns)
-            lines.append(f"{model:15s} {comp:22s}{cells}")
+            mine = [r for r in rows if (r["model"], r["compression"]) == (model, comp)]
+            lines.append(f"{model:15s} {comp:22s}{_cells(mine, ns)}")
     if result["levers"]:
         lines += [
             "",
@@ -150,9 +153,8 @@ def format_break_even(result: dict[str, list[dict[str, Any]]], header: str) -> s
             f"{'alexnet with':38s}{cols}",
         ]
         for comp in dict.fromkeys(r["compression"] for r in result["levers"]):
-            by_n = {r["world_size"]: r for r in result["levers"] if r["compression"] == comp}
-            cells = "".join(f"{_rate(by_n[n]['rate_bps']) if n in by_n else '-':>9s}" for n in ns)
-            lines.append(f"{comp:38s}{cells}")
+            mine = [r for r in result["levers"] if r["compression"] == comp]
+            lines.append(f"{comp:38s}{_cells(mine, ns)}")
     if len(lines) == 1:
         lines.append("no worker count above one node: the network never matters")
     return "\n".join(lines)

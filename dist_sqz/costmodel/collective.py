@@ -65,6 +65,20 @@ def _latency(level: Fabric | Network) -> float:
     return 0.0 if level.busbw_curve else parse_duration(level.latency)
 
 
+def _ring_latency(spec: ClusterSpec, n: int, nodes: int, passes: int) -> float:
+    """NCCL's ring latency: of `passes` x (N-1) steps, `passes` x (M-1) cross the network
+    (all-reduce: 2 passes, reduce-scatter then all-gather; all-gather: 1)."""
+    inter_steps = passes * (nodes - 1)
+    a_inter = _latency(spec.inter) if nodes > 1 else 0.0
+    return (passes * (n - 1) - inter_steps) * _latency(spec.intra) + inter_steps * a_inter
+
+
+def _ring_busbw(spec: ClusterSpec, nodes: int, size: float) -> float:
+    """The slowest level a ring crosses: the fabric, and across nodes the NICs too."""
+    b = intra_busbw(spec.intra, size)
+    return b if nodes == 1 else min(b, inter_busbw(spec.inter, size))
+
+
 def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
     """Seconds to all-reduce `size` bytes among n workers (0 for one worker)."""
     if n <= 1 or size <= 0:
@@ -75,13 +89,10 @@ def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
     a_in = _latency(spec.intra)
     overhead = parse_duration(spec.collective.overhead)
     alg = spec.collective.algorithm
-    if nodes == 1:
-        b, a = b_in, a_in
-    else:
-        b, a = min(b_in, inter_busbw(spec.inter, size)), _latency(spec.inter)
+    b = _ring_busbw(spec, nodes, size)
+    a = a_in if nodes == 1 else _latency(spec.inter)
     if alg == "ring" or (alg == "hierarchical" and nodes == 1):
-        inter_steps = 2 * (nodes - 1)
-        latency = (2 * (n - 1) - inter_steps) * a_in + inter_steps * a
+        latency = _ring_latency(spec, n, nodes, passes=2)
         return overhead + latency + 2 * (n - 1) / n * size / b
     if alg == "hierarchical":
         intra = 2 * ((g - 1) * a_in + (g - 1) / g * size / b_in)
@@ -99,16 +110,9 @@ def allgather_time(spec: ClusterSpec, payload: float, n: int) -> float:
     gloo's): N-1 steps, each rank's link moving (N-1) x payload; busBw = algbw (N-1)/N."""
     if n <= 1 or payload <= 0:
         return 0.0
-    g = min(spec.gpus_per_node, n)
-    nodes = math.ceil(n / g)
-    total = n * payload
-    b = intra_busbw(spec.intra, total)
-    if nodes > 1:
-        b = min(b, inter_busbw(spec.inter, total))
-    inter_steps = nodes - 1
-    latency = (n - 1 - inter_steps) * _latency(spec.intra) + inter_steps * (
-        _latency(spec.inter) if nodes > 1 else 0.0
-    )
+    nodes = math.ceil(n / min(spec.gpus_per_node, n))
+    b = _ring_busbw(spec, nodes, n * payload)
+    latency = _ring_latency(spec, n, nodes, passes=1)
     return parse_duration(spec.collective.overhead) + latency + (n - 1) * payload / b
 
 
