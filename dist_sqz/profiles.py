@@ -87,27 +87,32 @@ def compute_times(profile: dict, model: str, batch_size: int, precision: str) ->
         return entries[str(batch_size)]
     # Linear in batch size between (or beyond) the two nearest measured sizes.
     sizes = sorted(int(b) for b in entries)
+    # Times only: a compressor's encoding (`compress_s`) follows the gradients' size, not the
+    # batch, and is taken as measured.
     if len(sizes) == 1:
         scale = batch_size / sizes[0]
-        return {k: v * scale for k, v in entries[str(sizes[0])].items()}
+        e0 = entries[str(sizes[0])]
+        return {k: v * scale if _is_time(v) else v for k, v in e0.items()}
     lo, hi = (sizes[0], sizes[1]) if batch_size < sizes[0] else (sizes[-2], sizes[-1])
     for a, b in zip(sizes, sizes[1:], strict=False):
         if a <= batch_size <= b:
             lo, hi = a, b
     t = (batch_size - lo) / (hi - lo)
     e0, e1 = entries[str(lo)], entries[str(hi)]
-    return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) for k in e0}
+    return {k: max(0.0, e0[k] + t * (e1[k] - e0[k])) if _is_time(e0[k]) else e0[k] for k in e0}
 
 
-def compress_time(
-    profile: dict, model: str, batch_size: int, precision: str, label: str
-) -> float | None:
-    """Seconds per step a compressor variant spends encoding and decoding `model`'s
-    gradients, where the profile measured it (`compress_s` beside the phases); 0 for none;
-    None where unknown (a profile must not be made to say what it did not measure)."""
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def compress_time(entry: dict, label: str) -> float | None:
+    """Seconds per step a compressor variant spends encoding and decoding, where the profile
+    measured it (`compress_s` beside the phases of `entry`, what `compute_times` answered);
+    0 for none; None where unknown (a profile must not be made to say what it did not
+    measure)."""
     if label == "none":
         return 0.0
-    entry = compute_times(profile, model, batch_size, precision)
     value = (entry.get("compress_s") or {}).get(label)
     return float(value) if isinstance(value, (int, float)) else None
 

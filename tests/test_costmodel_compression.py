@@ -140,3 +140,12 @@ def test_profile_measures_encoding_and_simulate_uses_it(tmp_path):
     row = json.loads(proc.stdout)[0]
     assert row["compress_time_s"] == pytest.approx(encode)
     assert row["step_time_s"] >= sum(entry[k] for k in ("forward_s", "backward_s")) + encode
+
+
+def test_measured_encoding_survives_another_batch_size():
+    """compute_times scales the phases to the asked batch; the encoding, which follows the
+    gradients' size, is taken as measured (it once made the scaling fail on a dict)."""
+    prof = _with_encoding(0.005)  # measured at batch 64
+    row = predict(["alexnet"], [4], from_flags("1gbit"), prof, 32, "fp32", "topk:density=0.001")
+    assert row[0]["compress_time_s"] == 0.005
+    assert row[0]["compute_time_s"] == pytest.approx(32 / 2000)

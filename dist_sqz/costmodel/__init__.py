@@ -69,7 +69,7 @@ def predict(
         ]
         table = dict(zip(grads, plans, strict=True))  # equal buckets, equal plans
         compute = compute_times(profile, name, batch_size, precision)
-        encode = compress_time(profile, name, batch_size, precision, variant.label)
+        encode = compress_time(compute, variant.label)
         t1 = step_time(compute, grads, 1, spec, ddp).step_s
         for n in workers:
             s = step_time(
