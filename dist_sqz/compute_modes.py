@@ -57,6 +57,9 @@ class ComputeMode:
             "compute_precision": self.precision,
             "compute_batch_size": self.batch_size,
             "dilation": self.dilation_for(n),
+            # Encoding measured here is this machine's: padded like forward and backward in
+            # local mode; under a GPU profile it is not the GPU's, and left unpadded.
+            "pad_encoding": self.kind == "local",
         }
 
     def describe(self) -> str:
@@ -127,3 +130,38 @@ def measure_local(shapes: dict[str, tuple[int, int]], path: Path, progress=print
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     return path
+
+
+def measure_local_encoding(arms: list[tuple[str, str]], path: Path, progress=print) -> None:
+    """Each compressor's encoding and decoding per step, on one core, into the local profile
+    at `path` (`compress_s`, as `dist-sqz profile --compression` writes it): those the
+    profile lacks, so that a resumed comparison keeps what it measured."""
+    from dist_sqz.comm.compression.variants import parse_variant
+
+    result = json.loads(path.read_text())
+    missing: dict[str, list[str]] = {}  # model -> its compressors the profile lacks
+    for model, label in arms:
+        entries = result["models"].get(model, {}).get("fp32", {}).values()
+        if label != "none" and any(label not in e.get("compress_s", {}) for e in entries):
+            missing.setdefault(model, []).append(label)
+    if not missing:
+        return
+    import torch
+
+    from dist_sqz.profile_compress import measure_compression, merge
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    measured: dict[str, dict[str, float]] = {}
+    try:
+        for model, labels in missing.items():
+            measured |= measure_compression(
+                [model],
+                [parse_variant(v) for v in labels],
+                torch.device("cpu"),
+                progress=lambda line: progress(f"dist-sqz compare: measured on one core: {line}"),
+            )
+    finally:
+        torch.set_num_threads(threads)
+    merge(result, measured)
+    path.write_text(json.dumps(result, indent=1) + "\n")

@@ -10,7 +10,10 @@ takes, times a dilation factor D:
   D x backward_s x (share of backward done by then) has passed — the share by the
   multiply-adds of the layers behind it at the profile's input size, as `dist-sqz simulate`
   assumes;
-- optimizer step: padded to D x optimizer_s.
+- optimizer step: padded to D x optimizer_s;
+- a compressor's encoding and decoding (`spend`, local compute only: a GPU profile says
+  nothing of this machine's encoding): padded to D x the CPU seconds it took here, and the
+  rest of the backward waits as long (a worker is one core: its encoding holds the backward up).
 
 Links run D times slower (the caller divides the link rate by D) and reported times are
 divided by D, so a 100 Gbit/s cluster of GPUs is emulated on 1 Gbit/s links with D = 100.
@@ -21,6 +24,7 @@ the padding: then the step measured this machine, not the GPU.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -66,6 +70,8 @@ class EmulatedCompute:
         self._share = {id(p): shares[name] for name, p in params}
         self._hooks = [p.register_hook(self._grad_hook(p)) for _, p in params]
         self._backward_start = 0.0
+        self._shift = 0.0  # this step's encoding so far: later gradients wait as long
+        self._lock = threading.Lock()
         self._released = 0.0
         self._t0 = 0.0
         self.late_s = 0.0  # this step: real work that did not fit in the padding
@@ -74,7 +80,7 @@ class EmulatedCompute:
         share = self._share[id(p)]
 
         def hook(grad: torch.Tensor) -> torch.Tensor:
-            deadline = self._backward_start + share * self.backward_s
+            deadline = self._backward_start + self._shift + share * self.backward_s
             # Parallel branches (Fire modules) may finish in another order than the
             # parameters are listed: a gradient due earlier than one already released waits
             # no more and is not late.
@@ -91,7 +97,19 @@ class EmulatedCompute:
 
     def start_step(self) -> None:
         self.late_s = 0.0
+        self._shift = 0.0
         self._t0 = time.perf_counter()
+
+    def spend(self, cpu_s: float, started: float) -> float:
+        """A piece of encoding that started at `started` (perf_counter) and took `cpu_s` of
+        its thread's CPU time: padded to D x cpu_s (CPU time, not wall: a worker sharing a
+        core with others still counts one core's work), every later gradient of the step
+        held back as long. The wall seconds the piece took."""
+        padded = self.dilation * cpu_s
+        with self._lock:
+            self._shift += padded
+        self._pad(started + padded)
+        return time.perf_counter() - started
 
     def end_forward(self) -> None:
         self._pad(self._t0 + self.forward_s)

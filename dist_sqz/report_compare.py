@@ -149,7 +149,9 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
     rows = result["rows"]
     ok = _ok(rows)
     header = ["model", "N", "D", "payload MB", "sent MB", "wire MB", "wire/sent", "step ms"]
-    header += ["comm ms", "comm busy ms", "exposed ms", "late ms", "img/s", "efficiency"]
+    header += ["comm ms", "comm busy ms", "exposed ms", "encode ms", "late ms", "img/s"]
+    header += ["efficiency"]
+    kind = (result.get("compute") or {}).get("kind", "real")
     header += ["cost model", "analytic"]
     main = table(
         header,
@@ -166,6 +168,7 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
                 num(ms(r["comm_time_s"]), ".1f"),
                 num(ms(r.get("comm_busy_s")), ".1f"),
                 num(ms(r.get("exposed_comm_s")), ".1f"),
+                _encode_cell(r, kind),
                 num(ms(r.get("emulation_late_s")), ".1f")
                 + (" (!)" if r.get("overran_padding") else ""),
                 f"{r['images_per_s']:.1f}",
@@ -187,7 +190,11 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         "compute = the 1-worker step time. `comm ms` sums each collective's time from issue to "
         "completion (it can exceed the step time); `comm busy ms` is the time at least one "
         "collective was in flight; `exposed ms` the part of the step spent waiting for "
-        "communication; `late ms` how much real work overran the emulated compute, (!) where "
+        "communication; `encode ms` the compressor's encoding and decoding per step (compute, "
+        "not in `comm ms`): measured here, and in local mode padded like the rest of the "
+        "compute from its CPU time; under a GPU profile the profile's own figure, or unknown "
+        "where it has none (this machine's CPU says nothing of a GPU's encoding); "
+        "`late ms` how much real work overran the emulated compute, (!) where "
         "more than 5% of the step: that row measured this machine's cores, not the network.",
         "",
         *main,
@@ -242,6 +249,15 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         _plots(ok, out, _mode_label(result))
         if result.get("target_accuracy") is not None:
             _accuracy_plot(ok, out, result)
+
+
+def _encode_cell(row: dict[str, Any], kind: str) -> str:
+    if (row.get("compression") or "none") == "none":
+        return "–"
+    if kind == "profile":
+        known = row.get("cost_model_compress_time_s")
+        return "unknown" if known is None else f"{known * 1e3:.1f} (profile)"
+    return num(ms(row.get("compress_time_s")), ".1f")
 
 
 def _mode_label(result: dict[str, Any]) -> str:

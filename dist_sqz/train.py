@@ -78,7 +78,11 @@ class Trainer(TrainerSetup):
     ) -> dict[str, Any]:
         compute = self.compute_s
         optim_s = result.optimizer_s
-        exposed = None if compute is None else result.step_s - (compute + optim_s)
+        # The compressor's encoding and decoding (compute inside the step; comm_time_s holds
+        # the collectives alone). Its decoding has run: the optimizer waited for the exchange.
+        encode_s = self.compressor.take_compute_s()
+        # Waiting for the network: the step less its compute, encoding included.
+        exposed = None if compute is None else result.step_s - (compute + optim_s + encode_s)
         record = step_record(
             self.cfg,
             self.env.world_size,
@@ -95,9 +99,7 @@ class Trainer(TrainerSetup):
         )
         if result.grad_norm is not None:
             record["grad_norm"] = float(result.grad_norm)  # before clipping
-        # The compressor's encoding and decoding (compute inside the step; comm_time_s holds
-        # the collectives alone). Its decoding has run: the optimizer waited for the exchange.
-        record["compress_time_s"] = self.compressor.take_compute_s() / self.dilation
+        record["compress_time_s"] = encode_s / self.dilation
         return record
 
     def _maybe_evaluate(self, record: dict[str, Any]) -> bool:

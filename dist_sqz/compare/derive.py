@@ -59,6 +59,8 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
             b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))
             sim = predict([row["model"]], [row["world_size"]], net, prof, b, mode.precision, comp)
             row["simulated_efficiency"] = sim[0]["scaling_efficiency"]
+            # What the profile knows of the encoding (None: unknown there).
+            row["cost_model_compress_time_s"] = sim[0]["compress_time_s"]
         if row.get("steps_to_accuracy") and h100 is not None:
             try:
                 step_s = predict(

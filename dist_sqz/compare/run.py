@@ -25,7 +25,7 @@ from dist_sqz.compare.plan import (
     run_config,
     shaped_link,
 )
-from dist_sqz.compute_modes import LATE_FRACTION, measure_local
+from dist_sqz.compute_modes import LATE_FRACTION, measure_local, measure_local_encoding
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import Stopped, UsageError
 from dist_sqz.metrics import eta_seconds
@@ -59,7 +59,7 @@ class Comparison:
     def __init__(self, cfg: CompareConfig, out: Path, resume: bool) -> None:
         self.cfg, self.out = cfg, out
         self.mode = compute_mode(cfg, out / "profile.json")
-        arms = [arm_name(m, c) for m in cfg.models for c in cfg.compression]
+        arms = cfg.arms or [arm_name(m, c) for m in cfg.models for c in cfg.compression]
         self.plan = [(a, n) for a in arms for n in cfg.workers]
         self.configs = {
             (a, n): run_config(
@@ -107,14 +107,17 @@ class Comparison:
         self.measure(self.out / "profile.json")
 
     def measure(self, path: Path) -> None:
-        """In local mode, profile each model at its runs' shape into `path` (if not there)."""
+        """In local mode, profile each model at its runs' shape into `path` (if not there),
+        and each compressor's encoding (where the profile lacks it)."""
         if self.mode.kind == "local" and not path.exists():
-            first = {
-                m: self.configs[arm_name(m, self.cfg.compression[0]), self.plan[0][1]]
-                for m in self.cfg.models
-            }
+            first: dict[str, TrainConfig] = {}
+            for arm, n in self.plan:
+                first.setdefault(split_arm(arm)[0], self.configs[arm, n])
             shapes = {m: (c.batch_size, c.image_size) for m, c in first.items()}
             measure_local(shapes, path)
+        if self.mode.kind == "local":  # encoding too (a resumed comparison: what it lacks)
+            arms = dict.fromkeys(split_arm(a) for a, _ in self.plan)
+            measure_local_encoding(list(arms), path)
 
     def run_row(self, arm: str, n: int, d: float) -> dict[str, Any]:
         """Run (or continue) one row at dilation d; its row, or its error."""

@@ -25,6 +25,17 @@ def _variants(v: Any) -> list[str]:
     return [x.label for x in parse_variants(items)]
 
 
+def _arms(v: Any) -> list[str]:
+    """Arms `MODEL` or `MODEL+COMPRESSOR[:key=value...]`, each checked and normalised."""
+    from dist_sqz.arms import arm_name, split_arm
+
+    out = []
+    for arm in _split(v):
+        model, compression = split_arm(arm)
+        out.append(arm_name(check_model(model), _variants([compression])[0]))
+    return out
+
+
 def _rate_ok(v: str) -> str:
     parse_rate(v)
     return v
@@ -64,6 +75,11 @@ class CompareConfig(Config):
         "compressors, comma-separated, each with its settings (none, fp16, int8, "
         "topk:density=0.001, dgc:density=0.001, powersgd:rank=2, ...): one row per model, "
         "compressor and worker count",
+    )
+    arms: list[str] = setting(
+        [],
+        "the arms themselves instead of every model with every compressor: MODEL or "
+        "MODEL+COMPRESSOR, comma-separated (squeezenet1_1,alexnet,alexnet+powersgd:rank=2)",
     )
     steps: int = setting(8, "steps per run (throughput runs; a target uses the recipe's)", gt=0)
     warmup_steps: int = setting(2, "first steps of each run left out of the medians", ge=0)
@@ -111,6 +127,7 @@ class CompareConfig(Config):
     wandb_group: str = setting("", "W&B group (default compare-<out folder name>)")
 
     _compression = field_validator("compression", mode="before")(_variants)
+    _arms = field_validator("arms", mode="before")(_arms)
     _csv_lists = field_validator("models", "workers", mode="before")(_split)
 
     _lists_ok = field_validator("models", "workers")(_lists_ok)
@@ -121,6 +138,17 @@ class CompareConfig(Config):
     def model_post_init(self, _context: Any) -> None:
         if self.warmup_steps >= self.steps:
             raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
+        if self.arms:
+            from dist_sqz.arms import split_arm
+
+            both = sorted({"models", "compression"} & self.model_fields_set)
+            if both:
+                raise UsageError(
+                    f"--arms names the models and compressors itself; drop --{both[0]}"
+                )
+            pairs = [split_arm(a) for a in self.arms]
+            self.models = list(dict.fromkeys(m for m, _ in pairs))
+            self.compression = list(dict.fromkeys(c for _, c in pairs))
         if self.compute_profile and "compute" in self.model_fields_set and self.compute == "real":
             raise UsageError("--compute real and --compute-profile exclude each other")
         if self.estimate and self.compute == "real" and not self.compute_profile:

@@ -51,6 +51,12 @@ class TrainConfig(Config):
     dilation: float = setting(
         1.0, "emulated compute: time dilation D (divide link rates by D)", gt=0
     )
+    pad_encoding: bool = setting(
+        False,
+        "emulated compute from a profile of this machine: pad the compressor's encoding and "
+        "decoding to D x their CPU time here, holding the backward up as long (compare's "
+        "local mode sets it; no effect without compute_profile)",
+    )
     batch_size: int = setting(8, "images per worker per step", gt=0)
     steps: int = setting(20, "optimizer steps in total, warm-up included", gt=0)
     warmup_steps: int = setting(3, "first steps left out of summary medians", ge=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -124,17 +125,34 @@ class Compressor:
         self._compute_s = 0.0
         self._compute_lock = threading.Lock()
 
-    def timed(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(*args), counting its time as this compressor's own compute (encoding and
-        decoding: `compress_time_s`). Host time: on CUDA it is the kernels' launch, unless
-        they synchronise (`dist-sqz profile --compression` measures device time)."""
+    # Emulated compute sets this (`EmulatedCompute.spend`): given a piece of encoding's CPU
+    # seconds and its start (perf_counter), it pads the piece to the emulated time and answers
+    # the wall seconds it took. None: encoding runs as fast as it runs here.
+    pace: Callable[[float, float], float] | None = None
+
+    @contextmanager
+    def computing(self) -> Iterator[None]:
+        """Count the block's time as this compressor's own compute (encoding and decoding:
+        `compress_time_s`). Host time: on CUDA it is the kernels' launch, unless they
+        synchronise (`dist-sqz profile --compression` measures device time). Under
+        emulated compute the block is padded by `pace` from its CPU time (this thread's)."""
         if not self.encodes:
-            return fn(*args)
-        t0 = time.perf_counter()
+            yield
+            return
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            return fn(*args)
+            yield
         finally:
-            self.add_compute(time.perf_counter() - t0)
+            if self.pace is not None:
+                wall = self.pace(time.thread_time() - c0, t0)
+            else:
+                wall = time.perf_counter() - t0
+            self.add_compute(wall)
+
+    def timed(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args), counted as this compressor's compute (`computing`)."""
+        with self.computing():
+            return fn(*args)
 
     def add_compute(self, seconds: float) -> None:
         with self._compute_lock:

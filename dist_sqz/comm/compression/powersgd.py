@@ -15,7 +15,6 @@ the second from a callback, which breaks on gloo with several buckets).
 from __future__ import annotations
 
 import math
-import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -88,36 +87,37 @@ class PowerSGD(Compressor):
         n_ranks = comm.world_size
         if self.step < self.start:
             return comm.all_reduce(grad).then(lambda f: f.value().div_(n_ranks))
-        t0 = time.perf_counter()  # the compute around the first all-reduce is encoding
-        m_all = self.error.flat(bucket).add_(grad)
-        start = Bucket(m_all, bucket.index, bucket.shapes, bucket.names)
-        low, plain = [], []  # (name, M, r) to compress; flat views sent as they are
-        for name, view in zip(bucket.names, start.views(), strict=True):
-            r = self._factor_rank(view.shape)
-            if r:
-                low.append((name, view.reshape(view.shape[0], -1), r))
-                continue
-            plain.append(view.reshape(-1))
-        ps = [mat @ self._q(name, mat.shape[1], r, mat) for name, mat, r in low]
-        first = torch.cat([p.reshape(-1) for p in ps] + plain)
-        t1 = time.perf_counter()
+        # The compute around the first all-reduce is encoding.
+        with self.computing():
+            m_all = self.error.flat(bucket).add_(grad)
+            start = Bucket(m_all, bucket.index, bucket.shapes, bucket.names)
+            low, plain = [], []  # (name, M, r) to compress; flat views sent as they are
+            for name, view in zip(bucket.names, start.views(), strict=True):
+                r = self._factor_rank(view.shape)
+                if r:
+                    low.append((name, view.reshape(view.shape[0], -1), r))
+                    continue
+                plain.append(view.reshape(-1))
+            ps = [mat @ self._q(name, mat.shape[1], r, mat) for name, mat, r in low]
+            first = torch.cat([p.reshape(-1) for p in ps] + plain)
         comm.all_reduce(first).wait()
-        t2 = time.perf_counter()
-        at = 0
-        qs_local = []
-        for (_, mat, _r), p in zip(low, ps, strict=True):
-            p_hat = orthonormalize(first[at : at + p.numel()].view(p.shape))
-            at += p.numel()
-            # (P^T M)^T, not M^T P: torch's CPU matmul is ~25x slower with the transposed
-            # large operand (fc6: 671 vs 25 ms on one core).
-            qs_local.append((p_hat, (p_hat.t() @ mat).t()))
-        plain_sum = first[at:]
-        # Error feedback: what this rank's own rank-r approximation missed.
-        for (_, mat, _), (p_hat, q) in zip(low, qs_local, strict=True):
-            mat.addmm_(p_hat, q.t(), alpha=-1)  # in place: no n x m temporary
-        for v in plain:
-            v.zero_()
-        self.error.store(bucket, m_all)
+        with self.computing():
+            at = 0
+            qs_local = []
+            for (_, mat, _r), p in zip(low, ps, strict=True):
+                p_hat = orthonormalize(first[at : at + p.numel()].view(p.shape))
+                at += p.numel()
+                # (P^T M)^T, not M^T P: torch's CPU matmul is ~25x slower with the transposed
+                # large operand (fc6: 671 vs 25 ms on one core).
+                qs_local.append((p_hat, (p_hat.t() @ mat).t()))
+            plain_sum = first[at:]
+            # Error feedback: what this rank's own rank-r approximation missed.
+            for (_, mat, _), (p_hat, q) in zip(low, qs_local, strict=True):
+                mat.addmm_(p_hat, q.t(), alpha=-1)  # in place: no n x m temporary
+            for v in plain:
+                v.zero_()
+            self.error.store(bucket, m_all)
+            second = torch.cat([q.reshape(-1) for _, q in qs_local]) if low else None
 
         low_by_name = {name: i for i, (name, _, _) in enumerate(low)}
         q_offsets = [0]
@@ -140,8 +140,6 @@ class PowerSGD(Compressor):
                 view.view(p_hat.shape[0], -1).addmm_(p_hat, q_avg.t(), beta=0)  # in place
             return grad
 
-        second = torch.cat([q.reshape(-1) for _, q in qs_local]) if low else None
-        self.add_compute((t1 - t0) + (time.perf_counter() - t2))
         if second is None:
             return done_future(None).then(lambda _: self.timed(finish, None))
         return comm.all_reduce(second).then(lambda f: self.timed(finish, f.value()))

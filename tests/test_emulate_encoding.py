@@ -1,0 +1,96 @@
+"""Encoding under emulated compute: a compressor's encoding and decoding are padded to D x
+their CPU time and hold the rest of the backward up as long (local compute mode)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from dist_sqz.comm.accounting import Ledger
+from dist_sqz.comm.collectives import TorchCollectives
+from dist_sqz.comm.compression import Bucket, build_compressor
+from dist_sqz.compute_modes import ComputeMode
+from dist_sqz.config import TrainConfig
+from dist_sqz.emulate import EmulatedCompute
+from dist_sqz.models import build_model
+
+
+def _burn(seconds: float) -> None:
+    """Spend about `seconds` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    x = torch.ones(64, 64)
+    while time.thread_time() < end:
+        x = (x @ x).clamp_(max=1.0)
+
+
+@pytest.fixture
+def emu(tmp_path):
+    times = {"forward_s": 0.001, "backward_s": 0.002, "optimizer_s": 0.001}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"models": {"squeezenet1_1": {"fp32": {"8": times}}}}))
+    model = build_model("squeezenet1_1", 10)
+    return model, EmulatedCompute(model, str(path), "squeezenet1_1", 8, "fp32", 3.0, 10)
+
+
+def test_encoding_is_padded_to_d_times_its_cpu_time_and_holds_the_backward_up(emu):
+    model, emu = emu
+    comp = build_compressor("topk", TrainConfig(compression="topk").to_dict())
+    comp.pace = emu.spend
+    emu.start_step()
+    emu.end_forward()
+    t0 = time.perf_counter()
+    c0 = time.thread_time()
+    comp.timed(_burn, 0.02)
+    cpu = time.thread_time() - c0
+    wall = time.perf_counter() - t0
+    assert wall >= 3.0 * 0.02  # padded: D x at least the CPU time burnt
+    counted = comp.take_compute_s()
+    assert counted == pytest.approx(wall, abs=0.005)  # compress_time_s x D: the padded wall
+    assert 3.0 * 0.02 <= emu._shift <= 3.0 * cpu + 1e-9
+    # The last gradient of the backward is now due D x the encoding later.
+    last = max(emu._share.values())
+    due = emu._backward_start + emu._shift + last * emu.backward_s
+    assert due > emu._backward_start + last * emu.backward_s + 0.05
+    emu.start_step()
+    assert emu._shift == 0.0  # each step's encoding moves that step's backward only
+
+
+def test_a_compressor_without_encoding_is_never_paced(emu):
+    _, emu = emu
+    comp = build_compressor("none", TrainConfig().to_dict())
+    calls = []
+    comp.pace = lambda cpu, started: calls.append(cpu) or 0.0
+    comp.timed(_burn, 0.001)
+    assert calls == [] and comp.take_compute_s() == 0.0
+
+
+def test_powersgd_paces_both_sides_of_its_first_all_reduce_and_its_decoding():
+    cfg = TrainConfig(compression="powersgd", powersgd_rank=1, powersgd_start_step=0)
+    comp = build_compressor("powersgd", cfg.to_dict())
+    comp.set_step(5)
+    pieces: list[float] = []
+
+    def pace(cpu: float, started: float) -> float:
+        pieces.append(cpu)
+        return 0.25
+
+    comp.pace = pace
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        grad = torch.randn(40 * 30 + 30)
+        bucket = Bucket(grad, 0, [torch.Size([40, 30]), torch.Size([30])], ["w", "b"])
+        comp.exchange(bucket, TorchCollectives(Ledger(1), 1)).wait()
+    finally:
+        dist.destroy_process_group()
+    assert len(pieces) == 3  # P = M Q; orthogonalise + Q = M^T P; decode P Q^T
+    assert comp.take_compute_s() == pytest.approx(0.75)
+
+
+def test_local_mode_pads_encoding_a_gpu_profile_does_not():
+    assert ComputeMode("local", "p.json").train_settings(4)["pad_encoding"] is True
+    assert ComputeMode("profile", "h100", dilation=100).train_settings(4)["pad_encoding"] is False
+    assert ComputeMode("real").train_settings(4) == {}
