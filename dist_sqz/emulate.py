@@ -75,6 +75,7 @@ class EmulatedCompute:
         self._released = 0.0
         self._t0 = 0.0
         self.late_s = 0.0  # this step: real work that did not fit in the padding
+        self.pads: list[tuple[float, float]] = []  # this step: when it waited (perf_counter)
 
     def _grad_hook(self, p: torch.Tensor):
         share = self._share[id(p)]
@@ -93,10 +94,14 @@ class EmulatedCompute:
 
     def _pad(self, deadline: float) -> None:
         # Gradients behind one deadline arrive one after another; only real lateness counts.
+        now = time.perf_counter()
+        if deadline > now:
+            self.pads.append((now, deadline))  # this step's padding, for its trace
         self.late_s = max(self.late_s, _wait_until(deadline))
 
     def start_step(self) -> None:
         self.late_s = 0.0
+        self.pads = []
         self._shift = 0.0
         self._t0 = time.perf_counter()
 

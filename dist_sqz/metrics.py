@@ -7,6 +7,7 @@ computed from `metrics.jsonl` itself, so a resumed run summarises all of its ste
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -30,7 +31,11 @@ MEDIAN_FIELDS = (
     "wire_bytes",
     "images_per_s",
     "loss",
+    "step_time_max_s",
+    "straggler_wait_s",
+    "comm_overlap_frac",
 )
+P95_FIELDS = ("step_time_max_s", "straggler_wait_s", "comm_overlap_frac")  # also _p95
 
 
 class Sink(Protocol):
@@ -221,6 +226,11 @@ def build_summary(records: list[dict[str, Any]], **facts: Any) -> dict[str, Any]
     }
     if summary.get("payload_bytes"):
         summary["compression_ratio"] = 4 * facts["params"] / summary["payload_bytes"]
+    measured = [r for r in records if not r.get("warmup")]
+    for key in P95_FIELDS:
+        vals = sorted(r[key] for r in measured if r.get(key) is not None)
+        if vals:  # nearest rank
+            summary[f"{key}_p95"] = vals[min(len(vals) - 1, math.ceil(0.95 * len(vals)) - 1)]
     if any("emulation_late_s" in r for r in records):
         late = [r["emulation_late_s"] for r in records if not r["warmup"]]
         summary["emulation_late_s"] = statistics.median(late) if late else None

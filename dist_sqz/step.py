@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,6 +29,8 @@ class StepResult:
     grad_norm: torch.Tensor | None  # the averaged gradients' norm, before clipping
     step_s: float  # forward + backward (with the exchange) + optimizer
     optimizer_s: float  # the optimizer's part (the exchange's tail on bucketed backends)
+    # perf_counter times: start, forward_end, backward_end, end (the step's phases)
+    marks: dict[str, float] = field(default_factory=dict)
 
 
 class TrainStep:
@@ -48,6 +50,7 @@ class TrainStep:
         self.label_smoothing = label_smoothing
         self.autocast_dtype, self.scaler, self.emu = autocast_dtype, scaler, emu
         self.device_type = backend.device.type
+        self.forward_end = 0.0
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.backend.zero_grad(self.optimizer)
@@ -60,6 +63,7 @@ class TrainStep:
             loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if self.emu:
             self.emu.end_forward()
+        self.forward_end = time.perf_counter()
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         return loss
 
@@ -80,7 +84,8 @@ class TrainStep:
         norm = self.optimizer_step()
         loss_value = loss.item()
         t2 = time.perf_counter()
-        return StepResult(loss_value, norm, t2 - t0, t2 - t1)
+        marks = {"start": t0, "forward_end": self.forward_end, "backward_end": t1, "end": t2}
+        return StepResult(loss_value, norm, t2 - t0, t2 - t1, marks)
 
     def probe_compute(self, x: torch.Tensor, y: torch.Tensor, seed: int, steps: int) -> float:
         """Median forward+backward time with communication off (a no-op comm hook)."""

@@ -5,7 +5,8 @@ worker and kills what is left 30 s later. Open MPI's mpirun (PRRTE) kills its ra
 after forwarding SIGTERM, but forwards SIGUSR1 and leaves them be: `launch/mpirun.sh` turns
 a SIGTERM into SIGUSR1 for mpirun, and Slurm's `--signal=B:USR1@120` sends it directly.
 A signal only sets a flag here; after each step every rank takes the same decision from one
-tiny max-reduce of (stop, checkpoint due, non-finite step, stalled), so no rank leaves a
+tiny max-reduce of (stop, checkpoint due, non-finite step, stalled, and the step's timing
+figures that `timeline.py` gathers this way), so no rank leaves a
 collective for another to wait on. Then each rank saves its state for the step
 (`Trainer._save`) and the run ends with 128 + the signal number. A second signal stops at once.
 """
@@ -27,6 +28,7 @@ class Decision(NamedTuple):
     checkpoint_due: bool
     nonfinite: bool
     stalled: bool
+    extra: list[int] | None = None  # the element-wise max of what ranks added (None: 1 rank)
 
 
 class StepControl:
@@ -67,10 +69,12 @@ class StepControl:
     def saved(self) -> None:
         self._saved_at = time.monotonic()
 
-    def decide(self, bad: bool = False, stalled: bool = False) -> Decision:
+    def decide(
+        self, bad: bool = False, stalled: bool = False, extra: list[int] | None = None
+    ) -> Decision:
         """What every rank does after this step, the same on every rank: stop on a signal,
         write a checkpoint now, whether any rank saw a non-finite step (`bad`), and whether
-        rank 0 found the run stalled (`health.py`)."""
+        rank 0 found the run stalled (`health.py`); `extra` integers ride along, maxed."""
         stop = self.signum or 0
         due = bool(self.every_s) and time.monotonic() - self._saved_at >= self.every_s
         if self.world_size == 1:
@@ -78,5 +82,7 @@ class StepControl:
         # Any rank's signal stops all (SIGTERM over SIGINT), and any rank's bad step counts;
         # rank 0's clock alone decides a timed checkpoint, and its loss a stall.
         flags = [stop, int(due and self.is_main), int(bad), int(stalled and self.is_main)]
-        agreed = self.backend.control(flags)
-        return Decision(agreed[0], bool(agreed[1]), bool(agreed[2]), bool(agreed[3]))
+        agreed = self.backend.control(flags + list(extra or []))
+        return Decision(
+            agreed[0], bool(agreed[1]), bool(agreed[2]), bool(agreed[3]), agreed[4:] or None
+        )

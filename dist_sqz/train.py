@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from dist_sqz import checkpoint
-from dist_sqz.comm.accounting import StepComm
+from dist_sqz.comm.accounting import StepComm, sent_bytes
 from dist_sqz.errors import CommFailure, RunFailure, Stopped
 from dist_sqz.evaluate import evaluate
 from dist_sqz.health import Diverged
@@ -33,6 +33,7 @@ from dist_sqz.metrics import (
 from dist_sqz.optim import lr_at, set_lr
 from dist_sqz.options import pick
 from dist_sqz.step import StepResult, step_seed
+from dist_sqz.timeline import merge_trace, write_trace
 from dist_sqz.train_setup import TrainerSetup
 
 
@@ -132,6 +133,7 @@ class Trainer(TrainerSetup):
         self.last_step = self.start_step
         control = self.control
         control.install()
+        self.timeline.start(time.perf_counter())
         try:
             for step in range(self.start_step, cfg.steps):
                 # -- data: this step's batch, on the device (the wait is data_time_s)
@@ -154,6 +156,8 @@ class Trainer(TrainerSetup):
                 set_lr(self.optimizer, lr)
                 tx0 = self.tx() if self.tx else None
                 self.compressor.take_compute_s()  # from here on: this step's encoding
+                traced = self.timeline.traced(step + 1)
+                self.compressor.pieces = [] if traced else None
                 result = self.train_step(x, y)
                 comm = self.backend.ledger.take_step()
                 done = self.last_step = step + 1
@@ -161,12 +165,18 @@ class Trainer(TrainerSetup):
                 bad = self.guard.local_bad(result.loss, result.grad_norm, self.scaler is not None)
                 if env.is_main:
                     self.stall.loss(done, result.loss)
+                timing = self.timeline.measure(result.step_s, result.marks["start"], comm.records)
                 # The agreement collective also drains this step's sends (TCP delivers them
-                # before it), so wire_bytes counts the whole step; it adds a few packets.
-                decision = control.decide(bad, self.stall.stalled)
+                # before it), so wire_bytes counts the whole step; it adds a few packets. The
+                # ranks' timing figures ride in it (timeline.py).
+                decision = control.decide(bad, self.stall.stalled, timing)
+                self.timeline.synced_at(time.perf_counter(), done + 1)
                 wire = self.tx() - tx0 if self.tx else None
                 # -- the record: metrics, evaluation, sinks
                 record = self._record(done, lr, result, comm, wire)
+                record.update(self.timeline.fields(decision.extra))
+                if traced:
+                    self._trace(done, result, comm)
                 record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
                 if decision.nonfinite:
                     self._nonfinite(record, result)
@@ -271,7 +281,42 @@ class Trainer(TrainerSetup):
             128 + signum,
         )
 
+    def _trace(self, step: int, result: StepResult, comm: StepComm) -> None:
+        """Keep a traced step; after the last one, rank 0 writes every rank's trace.json."""
+        ws = self.env.world_size
+        self.timeline.trace_step(
+            step,
+            result.marks,
+            comm.records,
+            self.compressor.pieces or [],
+            self.emu.pads if self.emu else [],
+            [sent_bytes(r.collective, r.payload_bytes, ws) for r in comm.records],
+            self.cfg.backend,
+            self.cfg.compression,
+        )
+        if step == min(self.timeline.steps[1], self.cfg.steps):
+            self._write_trace()
+
+    def _write_trace(self) -> None:
+        per_rank = self.backend.all_gather_object(self.timeline.events)
+        self.timeline.events = []
+        if self.env.is_main:
+            meta = {
+                "dist_sqz": "trace of steps " + self.cfg.trace_steps,
+                "model": self.cfg.model,
+                "backend": self.cfg.backend,
+                "compression": self.cfg.compression,
+                "world_size": self.env.world_size,
+                "dilation": self.dilation,
+                "clock": "each rank's own, from the moment it left the per-step agreement "
+                "before the first traced step (ranks leave it together, to within its "
+                "latency); emulated time (wall / dilation)",
+            }
+            write_trace(self.out / "trace.json", merge_trace(per_rank, meta))
+
     def _finish(self) -> dict[str, Any]:
+        if self.timeline.events:  # the run ended inside the traced steps
+            self._write_trace()
         checksum = checkpoint.param_checksum(self.model)
         checksums = self.backend.all_gather_object(checksum)
         self._save(self.last_step)

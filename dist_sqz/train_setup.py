@@ -33,6 +33,7 @@ from dist_sqz.options import pick
 from dist_sqz.profiles import compute_times, load_profile
 from dist_sqz.step import TrainStep
 from dist_sqz.stopping import StepControl
+from dist_sqz.timeline import StepTimeline, parse_steps
 from dist_sqz.wandb_sink import import_wandb
 
 
@@ -215,6 +216,9 @@ class TrainerSetup:
             self.start_step if self.resume is not None else None,
         )
         self.stall_warned = self.stopped_stalled = False
+        self.timeline = StepTimeline(
+            env.rank, env.world_size, self.dilation, parse_steps(cfg.trace_steps)
+        )
 
     def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:
         name, out = checkpoint.default_out(cfg, self.env.world_size)

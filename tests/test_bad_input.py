@@ -223,7 +223,7 @@ def test_bad_cluster_bench(tmp_path, cli, args, words):
         (["compare", "--arms", "alexnet+zip"], ["unknown compression 'zip'"]),
         (["compare", "--arms", "lenet"], ["lenet"]),
         (["compare", "--arms", "alexnet+topk:rank=2"], ["rank"]),
-        (["compare", "--arms", "alexnet", "--models", "alexnet"], ["drop --models"]),
+        (["compare", "--arms", "alexnet", "--models", "squeezenet1_1"], ["drop --models"]),
         (["compare", "--resume", "x", "--steps", "3"], ["drop --steps"]),
         (["simulate", "--latency", "1.2.3us"], ["duration '1.2.3us'"]),
         (["simulate", "--topology", "star"], ["invalid choice"]),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dist_sqz.wandb_sink import read_offline_run
 from tests.helpers import base_env, dist_sqz
 
 
@@ -270,6 +271,8 @@ def test_compare_with_compressors(tmp_path):
         "1",
         "--compression",
         "none,topk:density=0.01",
+        "--wandb",
+        "offline",
         "--out",
         str(out),
         timeout=600,
@@ -277,6 +280,11 @@ def test_compare_with_compressors(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
     assert result["compression"] == ["none", "topk:density=0.01"]
+    # Encoding measured here on one core before the runs (the cost model column prices it),
+    # and padded in them.
+    profile = json.loads((out / "profile.json").read_text())
+    measured = profile["models"]["squeezenet1_1"]["fp32"]["8"]["compress_s"]["topk:density=0.01"]
+    assert measured > 0
     rows = {r["arm"]: r for r in result["rows"]}
     assert set(rows) == {"squeezenet1_1", "squeezenet1_1+topk:density=0.01"}
     none, topk = rows["squeezenet1_1"], rows["squeezenet1_1+topk:density=0.01"]
@@ -286,6 +294,14 @@ def test_compare_with_compressors(tmp_path):
     assert none["compress_time_s"] == 0 and topk["compress_time_s"] > 0
     run = yaml.safe_load((out / "configs" / "squeezenet1_1+topk_density=0.01-n2.yaml").read_text())
     assert run["compression"] == "topk" and run["compression_density"] == 0.01
+    assert run["pad_encoding"] is True
+    assert topk["cost_model_compress_time_s"] == pytest.approx(measured)
+    # W&B: each run's config names its compressor; the comparison's table has the columns.
+    (wandb_file,) = (out / "runs" / "squeezenet1_1+topk_density=0.01-n2").glob("**/*.wandb")
+    assert read_offline_run(wandb_file)["config"]["compression"] == "topk"
+    (table,) = out.glob("wandb/offline-run-*/files/media/table/*.table.json")
+    columns = json.loads(table.read_text())["columns"]
+    assert {"arm", "compression", "compress_time_s", "sent_bytes"} <= set(columns)
     report = (out / "report.md").read_text()
     assert "## The two levers" in report and "squeezenet1_1+topk:density=0.01" in report
     bad = dist_sqz("compare", "--compression", "topk:rank=2", "--out", str(tmp_path / "x"))

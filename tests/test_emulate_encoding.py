@@ -13,7 +13,7 @@ import torch.distributed as dist
 from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, build_compressor
-from dist_sqz.compute_modes import ComputeMode
+from dist_sqz.compute_modes import ComputeMode, measure_local_encoding
 from dist_sqz.config import TrainConfig
 from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.models import build_model
@@ -94,3 +94,21 @@ def test_local_mode_pads_encoding_a_gpu_profile_does_not():
     assert ComputeMode("local", "p.json").train_settings(4)["pad_encoding"] is True
     assert ComputeMode("profile", "h100", dilation=100).train_settings(4)["pad_encoding"] is False
     assert ComputeMode("real").train_settings(4) == {}
+
+
+def test_the_local_profile_gains_the_encoding_it_lacks_and_keeps_what_it_has(tmp_path):
+    path = tmp_path / "profile.json"
+    entry = {"forward_s": 0.01, "backward_s": 0.02, "optimizer_s": 0.001}
+    path.write_text(json.dumps({"models": {"squeezenet1_1": {"fp32": {"8": entry}}}}))
+    lines: list[str] = []
+    arms = [("squeezenet1_1", "none"), ("squeezenet1_1", "topk:density=0.01")]
+    measure_local_encoding(arms, path, progress=lines.append)
+    prof = json.loads(path.read_text())
+    got = prof["models"]["squeezenet1_1"]["fp32"]["8"]["compress_s"]
+    assert set(got) == {"topk:density=0.01"} and got["topk:density=0.01"] > 0
+    assert len(lines) == 1 and "topk:density=0.01" in lines[0]
+    got["topk:density=0.01"] = 123.0  # a resumed comparison keeps what it padded to
+    path.write_text(json.dumps(prof))
+    measure_local_encoding(arms, path, progress=lines.append)
+    again = json.loads(path.read_text())["models"]["squeezenet1_1"]["fp32"]["8"]["compress_s"]
+    assert again == {"topk:density=0.01": 123.0} and len(lines) == 1

@@ -141,14 +141,17 @@ class CompareConfig(Config):
         if self.arms:
             from dist_sqz.arms import split_arm
 
-            both = sorted({"models", "compression"} & self.model_fields_set)
-            if both:
-                raise UsageError(
-                    f"--arms names the models and compressors itself; drop --{both[0]}"
-                )
             pairs = [split_arm(a) for a in self.arms]
-            self.models = list(dict.fromkeys(m for m, _ in pairs))
-            self.compression = list(dict.fromkeys(c for _, c in pairs))
+            implied = {
+                "models": list(dict.fromkeys(m for m, _ in pairs)),
+                "compression": list(dict.fromkeys(c for _, c in pairs)),
+            }
+            for key, value in implied.items():  # a saved config holds both: they agree
+                if key in self.model_fields_set and getattr(self, key) != value:
+                    raise UsageError(
+                        f"--arms names the models and compressors itself; drop --{key}"
+                    )
+                setattr(self, key, value)
         if self.compute_profile and "compute" in self.model_fields_set and self.compute == "real":
             raise UsageError("--compute real and --compute-profile exclude each other")
         if self.estimate and self.compute == "real" and not self.compute_profile:

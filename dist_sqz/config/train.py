@@ -57,6 +57,11 @@ class TrainConfig(Config):
         "decoding to D x their CPU time here, holding the backward up as long (compare's "
         "local mode sets it; no effect without compute_profile)",
     )
+    trace_steps: str = setting(
+        "",
+        "write trace.json (Chrome trace / Perfetto) of steps A-B, e.g. 5-8 (from 1): every "
+        "rank's phases, collectives, encoding and padding on one clock",
+    )
     batch_size: int = setting(8, "images per worker per step", gt=0)
     steps: int = setting(20, "optimizer steps in total, warm-up included", gt=0)
     warmup_steps: int = setting(3, "first steps left out of summary medians", ge=0)
@@ -156,6 +161,17 @@ class TrainConfig(Config):
         choices = registry_choices(info.field_name)
         if v not in choices:
             raise UsageError(f"{info.field_name} must be one of {', '.join(choices)}; got {v!r}")
+        return v
+
+    @field_validator("trace_steps")
+    @classmethod
+    def _trace_steps(cls, v: str) -> str:
+        from dist_sqz.timeline import parse_steps
+
+        try:
+            parse_steps(v)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         return v
 
     @field_validator("data")

@@ -161,7 +161,7 @@ class DDPBackend(Backend):
         return out
 
     def control(self, flags: list[int]) -> list[int]:
-        t = torch.tensor(flags, dtype=torch.int32, device=self.device)
+        t = torch.tensor(flags, dtype=torch.int64, device=self.device)
         try:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a few bytes, outside the accounting hook
         except RuntimeError as e:  # gloo's timeout on a dead peer or a cut link

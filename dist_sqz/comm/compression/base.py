@@ -129,6 +129,8 @@ class Compressor:
     # seconds and its start (perf_counter), it pads the piece to the emulated time and answers
     # the wall seconds it took. None: encoding runs as fast as it runs here.
     pace: Callable[[float, float], float] | None = None
+    # A list while the step is traced: each piece of encoding's (start, end), perf_counter.
+    pieces: list[tuple[float, float]] | None = None
 
     @contextmanager
     def computing(self) -> Iterator[None]:
@@ -148,6 +150,8 @@ class Compressor:
             else:
                 wall = time.perf_counter() - t0
             self.add_compute(wall)
+            if self.pieces is not None:
+                self.pieces.append((t0, t0 + wall))
 
     def timed(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args), counted as this compressor's compute (`computing`)."""
