@@ -9,6 +9,7 @@ from dist_sqz.markdown import ms, num
 from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.plotting import pyplot
 from dist_sqz.report_compare import claim_lines, write_compare_report
+from dist_sqz.step_view import step_section
 
 
 def _load_runs(dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, dict]]]:
@@ -61,6 +62,7 @@ def write_runs_report(dirs: list[Path], out: Path) -> Path:
                 f"| {num(s.get('accuracy'), '.3f')} | {s.get('replicas_consistent')} |"
             )
         md += ["", *_compression_section(runs), *_scaling_section(runs, out)]
+        md += step_section(runs, out)
         _step_plots(runs, out)
         md += [
             "## Per step",

@@ -23,6 +23,7 @@ from dist_sqz.errors import CommFailure, RunFailure, Stopped
 from dist_sqz.evaluate import evaluate
 from dist_sqz.health import Diverged
 from dist_sqz.metrics import (
+    JsonlSink,
     Logging,
     build_summary,
     done_line,
@@ -33,6 +34,7 @@ from dist_sqz.metrics import (
 from dist_sqz.optim import lr_at, set_lr
 from dist_sqz.options import pick
 from dist_sqz.step import StepResult, step_seed
+from dist_sqz.step_view import log_line
 from dist_sqz.timeline import merge_trace, write_trace
 from dist_sqz.train_setup import TrainerSetup
 
@@ -51,6 +53,7 @@ class Trainer(TrainerSetup):
         if keep is not None:  # the run is not finished until it writes its summary again
             (self.out / "summary.json").unlink(missing_ok=True)
         self.sinks = open_sinks(pick(Logging, self.cfg), self.out, keep, self.cfg.to_dict())
+        self.coll_log = JsonlSink(self.out / "collectives.jsonl", keep_below_step=keep)
 
     def _save(self, step: int) -> None:
         """Every rank's state for `step` (`checkpoint.Checkpointer`). Parameters that are
@@ -175,6 +178,11 @@ class Trainer(TrainerSetup):
                 # -- the record: metrics, evaluation, sinks
                 record = self._record(done, lr, result, comm, wire)
                 record.update(self.timeline.fields(decision.extra))
+                if self.coll_log:
+                    line = log_line(
+                        done, record["warmup"], env.world_size, comm.records, self.dilation
+                    )
+                    self.coll_log.write(line)
                 if traced:
                     self._trace(done, result, comm)
                 record["data_time_s"] = data_s  # waiting for the loader, outside step_time_s
@@ -227,6 +235,8 @@ class Trainer(TrainerSetup):
             control.restore()
             for sink in self.sinks:
                 sink.close()
+            if self.coll_log:
+                self.coll_log.close()
             self.backend.close()
         return summary
 

@@ -193,6 +193,7 @@ class TrainerSetup:
         cfg, env = self.cfg, self.env
         self.schedule = pick(Schedule, cfg)
         self.sinks: list[Sink] = []
+        self.coll_log: Sink | None = None  # rank 0: collectives.jsonl
         self.compute_s: float | None = None
         self.control = StepControl(
             self.backend, env.is_main, env.world_size, cfg.checkpoint_every_min

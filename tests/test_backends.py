@@ -19,6 +19,7 @@ from tests.helpers import (
     read_run,
     train_torchrun,
 )
+from tests.test_timeline import check_trace
 
 pytestmark = pytest.mark.integration  # every test here starts processes
 
@@ -38,7 +39,7 @@ def test_three_launchers_agree(tmp_path):
     """Also with gradient clipping (after averaging: on DDP once backward returns, in the
     bucketed exchange's step on MPI, around Horovod's synchronize); every launcher records
     the same norm before clipping."""
-    clip = [*ARGS, "--grad-clip-norm", "0.05"]
+    clip = [*ARGS, "--grad-clip-norm", "0.05", "--trace-steps", "2-3"]
     train_torchrun(2, tmp_path / "ddp", *clip)
     mpirun(2, tmp_path / "mpi", *clip)
     horovodrun(2, tmp_path / "hvd", *clip)
@@ -52,6 +53,10 @@ def test_three_launchers_agree(tmp_path):
         assert summary["replicas_consistent"], name
         assert summary["exposed_comm_s"] is not None, name
         assert all(m["comm_time_s"] > 0 for m in metrics), name
+        # stragglers and overlap on every backend; a trace of steps 2-3 on one clock
+        for key in ("step_time_max_s", "straggler_wait_s", "comm_overlap_frac"):
+            assert summary[key] is not None and f"{key}_p95" in summary, (name, key)
+        check_trace(tmp_path / name, range(2, 4))
     assert runs["mpi"][1]["launcher"] == "openmpi" and runs["hvd"][1]["launcher"] == "horovodrun"
     norms = {k: [m["grad_norm"] for m in metrics] for k, (metrics, _) in runs.items()}
     assert all(n > 0.05 for n in norms["ddp"])  # so the clip scaled every step

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dist_sqz.step_view import collective_stats
 from dist_sqz.timeline import StepTimeline, merge_trace, overlap_frac, parse_steps, union
-from tests.helpers import TINY, read_run, train_torchrun
+from tests.helpers import TINY, dist_sqz, read_run, train_torchrun
 
 
 @dataclass
@@ -82,6 +83,29 @@ def test_merged_trace_names_every_rank_and_track():
     assert fwd["ts"] == pytest.approx(0.1e6) and fwd["dur"] == pytest.approx(0.1e6)
 
 
+def test_collective_stats_use_nccl_tests_definitions():
+    lines = [
+        {"step": 1, "warmup": True, "world_size": 4, "c": [["allreduce", 1000, 9.0]]},
+        *(
+            {
+                "step": k,
+                "warmup": False,
+                "world_size": 4,
+                "c": [["allreduce", 1000, 0.001 * k], ["allgather", 3000, 0.002]],
+            }
+            for k in range(2, 22)
+        ),
+    ]
+    rows = {r["collective"]: r for r in collective_stats(lines)}
+    ar, ag = rows["allreduce"], rows["allgather"]
+    assert ar["count"] == 20 and ar["size_class_bytes"] == 1024  # the warm-up step left out
+    assert ar["time_median_s"] == pytest.approx(0.0115) and ar["time_p95_s"] == pytest.approx(0.020)
+    assert ar["algbw_Bps"] == pytest.approx(1000 / 0.0115)
+    assert ar["busbw_Bps"] == pytest.approx(ar["algbw_Bps"] * 1.5)  # 2(N-1)/N at N = 4
+    assert ag["algbw_Bps"] == pytest.approx(4 * 3000 / 0.002)  # S: the gathered buffer
+    assert ag["busbw_Bps"] == pytest.approx(ag["algbw_Bps"] * 0.75)  # (N-1)/N
+
+
 def check_trace(out: Path, steps: range, world_size: int = 2) -> dict:
     """trace.json loads; every rank has forward, backward and optimizer of every traced step
     and its collectives, whose bytes sum to that step's payload in metrics.jsonl; an
@@ -142,3 +166,13 @@ def test_two_worker_trace_with_encoding_and_padding(tmp_path):
         assert m["straggler_wait_s"] >= 0 and 0 <= m["comm_overlap_frac"] <= 1
     for key in ("step_time_max_s", "straggler_wait_s", "comm_overlap_frac"):
         assert summary[key] is not None and summary[f"{key}_p95"] >= summary[key] - 1e-9
+    # nccl-tests' columns from collectives.jsonl, and the report's traced step
+    proc = dist_sqz("report", str(out), "--collectives", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    (rows,) = json.loads(proc.stdout).values()
+    assert sum(r["count"] for r in rows) == 2 * 4  # a bucket a step, 4 measured steps
+    assert {"time_median_s", "time_p95_s", "algbw_Bps", "busbw_Bps"} <= set(rows[0])
+    proc = dist_sqz("report", str(out), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    assert "## Inside the step" in (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "gantt-run.png").stat().st_size > 0

@@ -19,6 +19,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="", help="output folder (default runs/report-<time>)")
+    p.add_argument(
+        "--collectives",
+        action="store_true",
+        help="print each run's per-collective statistics instead (nccl-tests' columns: "
+        "count, median and p95 time, algbw, busbw, per collective and size class, from "
+        "collectives.jsonl); writes nothing",
+    )
+    p.add_argument("--format", choices=("text", "json"), default="text", help="--collectives: how")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +35,34 @@ def run(args: argparse.Namespace) -> int:
     for r in args.runs:
         if not Path(r).is_dir():
             raise UsageError(f"run directory {r!r} not found")
+    if args.collectives:
+        return _collectives([Path(r) for r in args.runs], args.format)
     out = Path(args.out or f"runs/report-{time.strftime('%Y%m%d-%H%M%S')}")
     path = write_runs_report([Path(r) for r in args.runs], out)
     print(path.read_text())
     print(f"dist-sqz report: wrote {path} and plots")
+    return 0
+
+
+def _collectives(dirs: list[Path], fmt: str) -> int:
+    import json
+
+    from dist_sqz.step_view import collective_stats, format_stats, read_log
+
+    result = {}
+    for d in dirs:
+        lines = read_log(d)
+        if not lines:
+            raise UsageError(f"{d} has no collectives.jsonl (a train run writes one)")
+        result[str(d)] = collective_stats(lines)
+    if fmt == "json":
+        print(json.dumps(result, indent=1))
+        return 0
+    for d, rows in result.items():
+        print(f"{d}:")
+        print(format_stats(rows) if rows else "  no measured collectives")
+    print(
+        "algbw = S / t and busbw = algbw x 2(N-1)/N (all-reduce), (N-1)/N with S = N x "
+        "payload (all-gather): nccl-tests' definitions (DeepSpeed's all-reduce algbw is 2 S / t)"
+    )
     return 0
