@@ -310,6 +310,14 @@ def open_sinks(
         from dist_sqz.wandb_sink import WandbSink
 
         sinks.append(
-            WandbSink(log.wandb, log.wandb_project, log.wandb_group, log.name, config, out)
+            WandbSink(
+                log.wandb,
+                log.wandb_project,
+                log.wandb_group,
+                log.name,
+                config,
+                out,
+                job_type=config.get("model", ""),
+            )
         )
     return sinks

@@ -226,6 +226,32 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
             "steps_to_accuracy x the cost model's step time with the shipped h100 profile.",
             "",
         ]
+    inside = [r for r in ok if r.get("step_time_max_s") is not None]
+    if inside:
+        md += [
+            "## Inside the step",
+            "",
+            "`step max ms`: the slowest rank's step; `straggler ms`: how long the first rank at "
+            "the step's first collective waits for the last; `overlap`: the share of comm busy "
+            "time inside the compute window (medians; docs/design.md). Each run traced two "
+            "measured steps: `runs/<run>/trace.json` (Perfetto, chrome://tracing; a Gantt "
+            "chart of one: `dist-sqz report runs/<run>`).",
+            "",
+            *table(
+                ["model", "N", "step max ms", "straggler ms", "overlap"],
+                [
+                    [
+                        row_arm(r),
+                        r["world_size"],
+                        num(ms(r.get("step_time_max_s")), ".1f"),
+                        num(ms(r.get("straggler_wait_s")), ".2f"),
+                        num(r.get("comm_overlap_frac"), ".2f"),
+                    ]
+                    for r in inside
+                ],
+            ),
+            "",
+        ]
     if result.get("failed"):
         md += ["## Rows that failed", "", *[f"- {f}" for f in result["failed"]], ""]
     plots = [*PLOTS] + ([ACCURACY_PLOT] if result.get("target_accuracy") is not None else [])

@@ -38,7 +38,14 @@ class WandbSink:
     """A metrics sink that forwards each step record to one W&B run."""
 
     def __init__(
-        self, mode: str, project: str, group: str, name: str, config: dict, run_dir: Path
+        self,
+        mode: str,
+        project: str,
+        group: str,
+        name: str,
+        config: dict,
+        run_dir: Path,
+        job_type: str = "",
     ) -> None:
         wandb = import_wandb()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -48,13 +55,17 @@ class WandbSink:
             project=project,
             group=group or None,
             name=name,
+            job_type=job_type or None,  # a train run's: its model (compare's report groups by it)
             config=config,
             dir=str(run_dir),
             reinit="finish_previous",
         )
+        self.train_time_s = 0.0  # the steps' time so far: accuracy against training time
 
     def write(self, record: dict[str, Any]) -> None:
-        self.run.log(_numeric(record), step=int(record["step"]))
+        self.train_time_s += record.get("step_time_s") or 0.0
+        values = _numeric(record) | {"train_time_s": self.train_time_s}
+        self.run.log(values, step=int(record["step"]))
 
     def summary(self, summary: dict[str, Any]) -> None:
         """The run's summary.json under `summary/` (W&B's own summary keeps each metric's
@@ -62,6 +73,17 @@ class WandbSink:
         for k, v in summary.items():
             if k != "config" and (isinstance(v, (int, float, str, bool)) or v is None):
                 self.run.summary[f"summary/{k}"] = v
+
+    def log_curves(self, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+        """A comparison's figures against N: one step per worker count, each key per arm
+        (`scaling_efficiency/alexnet`), with `world_size` to plot them against."""
+        for i, n in enumerate(sorted({r["world_size"] for r in rows})):
+            values: dict[str, Any] = {"world_size": n}
+            for r in rows:
+                if r["world_size"] == n and not r.get("error"):
+                    arm = r.get("arm") or r["model"]
+                    values |= {f"{k}/{arm}": r[k] for k in keys if r.get(k) is not None}
+            self.run.log(values, step=i)
 
     def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
         wandb = import_wandb()

@@ -382,6 +382,9 @@ def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
         ca, cb = ring_terms(p["world_size"], p["bytes"])
         fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
         assert fitted == pytest.approx(p["time_s"], rel=0.15)
+        # the columns `report --collectives` prints for a run
+        assert p["collective"] == "allreduce" and p["count"] == 2
+        assert p["time_s"] <= p["time_median_s"] <= p["time_p95_s"]
     assert 0 < result["efficiency"] <= 1.05
 
 

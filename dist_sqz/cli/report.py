@@ -27,6 +27,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         "collectives.jsonl); writes nothing",
     )
     p.add_argument("--format", choices=("text", "json"), default="text", help="--collectives: how")
+    p.add_argument(
+        "--wandb-report",
+        default="",
+        metavar="ENTITY/PROJECT",
+        help="build a W&B Report of one comparison (COMPARE_DIR, run with --wandb): its claim, "
+        "panels over its runs and its table; saved online, else its definition is written to "
+        "COMPARE_DIR/wandb_report.json",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"run directory {r!r} not found")
     if args.collectives:
         return _collectives([Path(r) for r in args.runs], args.format)
+    if args.wandb_report:
+        return _wandb_report([Path(r) for r in args.runs], args.wandb_report)
     out = Path(args.out or f"runs/report-{time.strftime('%Y%m%d-%H%M%S')}")
     path = write_runs_report([Path(r) for r in args.runs], out)
     print(path.read_text())
@@ -65,4 +75,31 @@ def _collectives(dirs: list[Path], fmt: str) -> int:
         "algbw = S / t and busbw = algbw x 2(N-1)/N (all-reduce), (N-1)/N with S = N x "
         "payload (all-gather): nccl-tests' definitions (DeepSpeed's all-reduce algbw is 2 S / t)"
     )
+    return 0
+
+
+def _wandb_report(dirs: list[Path], target: str) -> int:
+    import json
+
+    from dist_sqz.compare import load_for_resume
+    from dist_sqz.compare.plan import wandb_group
+    from dist_sqz.wandb_report import Offline, build_report, parse_target, publish
+
+    entity, project = parse_target(target)
+    if len(dirs) != 1 or not (dirs[0] / "results.json").is_file():
+        raise UsageError("--wandb-report takes one comparison folder (with results.json)")
+    out = dirs[0]
+    cfg = load_for_resume(out)
+    result = json.loads((out / "results.json").read_text())
+    report = build_report(result, entity, project, wandb_group(cfg, out), out.name)
+    try:
+        url = publish(report, out)
+    except Offline as e:
+        print(
+            f"dist-sqz report: W&B not reachable; wrote the report's definition to {e}. To "
+            f"publish it: sync the runs (wandb sync {out}/runs/*/wandb/offline-run-* "
+            f"{out}/wandb/offline-run-*), then run this command again"
+        )
+        return 0
+    print(f"dist-sqz report: saved the W&B Report: {url}")
     return 0

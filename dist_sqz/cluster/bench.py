@@ -5,8 +5,10 @@ Worker (one per rank, under torchrun or `dist-sqz cluster bench`)::
     torchrun --nproc-per-node 2 -m dist_sqz.cluster.bench --sizes 1MB,64MB --reps 3
 
 times `reps` all-reduces of each size (after one untimed warm-up, each started together
-behind a barrier) and rank 0 prints one JSON line, `BENCH {...}`, with the fastest time per
-size. bus bandwidth = 2(N-1)/N x size / time, as docs/design.md defines busbw.
+behind a barrier) and rank 0 prints one JSON line, `BENCH {...}`, per size: the fastest time
+(algbw and busbw are the fastest's, as nccl-tests reports), the median and p95, the count:
+the columns `dist-sqz report --collectives` prints for a run. busbw = 2(N-1)/N x size / time,
+as docs/design.md defines it.
 
 `fit_ring` fits the ring model t = 2(N-1) a + 2(N-1)/N S / B (the one `dist-sqz simulate`
 uses) to such points by least squares: a per-hop latency a and an achieved bandwidth B.
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -65,17 +69,21 @@ def run_worker(sizes: Sequence[int], reps: int) -> dict | None:
     for size in sizes:
         t = torch.ones(max(1, size // 4))
         dist.all_reduce(t)  # warm-up: connections, allocations
-        best = float("inf")
+        times = []
         for _ in range(reps):
             dist.barrier()
             t0 = time.perf_counter()
             dist.all_reduce(t)
-            best = min(best, time.perf_counter() - t0)
-        nbytes = t.numel() * 4
+            times.append(time.perf_counter() - t0)
+        best, nbytes = min(times), t.numel() * 4
         rows.append(
             {
+                "collective": "allreduce",
                 "bytes": nbytes,
-                "time_s": best,
+                "count": reps,
+                "time_s": best,  # the fit's: the fastest
+                "time_median_s": statistics.median(times),
+                "time_p95_s": sorted(times)[min(reps - 1, math.ceil(0.95 * reps) - 1)],
                 "algbw_Bps": nbytes / best,
                 "busbw_Bps": 2 * (n - 1) / n * nbytes / best,
             }
@@ -144,14 +152,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 def format_table(result: dict) -> str:
     """The benchmark's points with the fitted time beside each, and the fit itself."""
     lines = [
-        f"{'hosts':>5}{'bytes':>14}{'time ms':>11}{'algbw MB/s':>12}{'busbw MB/s':>12}"
-        f"{'fit ms':>10}"
+        f"{'hosts':>5}{'bytes':>14}{'count':>6}{'time ms':>11}{'median ms':>11}{'p95 ms':>9}"
+        f"{'algbw MB/s':>12}{'busbw MB/s':>12}{'fit ms':>10}"
     ]
     for p in result["points"]:
         ca, cb = ring_terms(p["world_size"], p["bytes"])
         fitted = ca * result["latency_s"] + cb / result["bandwidth_Bps"]
         lines.append(
-            f"{p['world_size']:>5}{p['bytes']:>14,}{p['time_s'] * 1e3:>11.2f}"
+            f"{p['world_size']:>5}{p['bytes']:>14,}{p.get('count', 1):>6}"
+            f"{p['time_s'] * 1e3:>11.2f}{p.get('time_median_s', p['time_s']) * 1e3:>11.2f}"
+            f"{p.get('time_p95_s', p['time_s']) * 1e3:>9.2f}"
             f"{p['algbw_Bps'] / 1e6:>12.1f}{p['busbw_Bps'] / 1e6:>12.1f}{fitted * 1e3:>10.2f}"
         )
     lines.append(

@@ -17,6 +17,11 @@ from dist_sqz.units import format_rate, parse_rate
 CONFIG_FILE = "compare.yaml"
 
 
+def wandb_group(cfg: CompareConfig, out: Path) -> str:
+    """The W&B group of a comparison's runs."""
+    return cfg.wandb_group or f"compare-{out.name}"
+
+
 def shaped_link(link: str, dilation: float) -> str:
     """The link that is actually shaped under time dilation D: D times slower (tc units)."""
     return format_rate(parse_rate(link) / dilation)
@@ -56,9 +61,12 @@ def run_config(
             "batch_size": cfg.batch_size,
             "log_every": cfg.steps,
         }
+    first = int(base.get("warmup_steps", 3)) + 1  # two measured steps, traced
+    last = min(first + 1, int(base.get("steps", 20)))
     return TrainConfig.build(
         base,
         {
+            "trace_steps": f"{first}-{last}" if first <= last else "",
             "out": str(out),
             "wandb": cfg.wandb,
             "wandb_project": cfg.wandb_project,

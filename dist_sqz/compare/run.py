@@ -24,6 +24,7 @@ from dist_sqz.compare.plan import (
     format_estimate,
     run_config,
     shaped_link,
+    wandb_group,
 )
 from dist_sqz.compute_modes import LATE_FRACTION, measure_local, measure_local_encoding
 from dist_sqz.config import CompareConfig, TrainConfig
@@ -40,6 +41,9 @@ RESULT_FIELDS = (
     "comm_busy_s",
     "exposed_comm_s",
     "compress_time_s",
+    "step_time_max_s",
+    "straggler_wait_s",
+    "comm_overlap_frac",
     "compute_time_s",
     "images_per_s",
     "final_loss",
@@ -51,6 +55,9 @@ RESULT_FIELDS = (
     "time_to_accuracy_s",
     "eval_time_s",
 )
+
+
+CURVES = ("scaling_efficiency", "images_per_s", "sent_bytes")  # W&B: against N, per arm
 
 
 class Comparison:
@@ -86,7 +93,7 @@ class Comparison:
 
     @property
     def group(self) -> str:
-        return self.cfg.wandb_group or f"compare-{self.out.name}"
+        return wandb_group(self.cfg, self.out)
 
     @property
     def has_results(self) -> bool:
@@ -314,7 +321,8 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         from dist_sqz.wandb_sink import WandbSink
 
         meta = {k: v for k, v in result.items() if k != "rows"}
-        sink = WandbSink(cfg.wandb, cfg.wandb_project, comp.group, "compare", meta, out)
+        sink = WandbSink(cfg.wandb, cfg.wandb_project, comp.group, "compare", meta, out, "compare")
+        sink.log_curves(result["rows"], CURVES)
         sink.log_table(
             "results",
             [{k: v for k, v in r.items() if k != "accuracy_curve"} for r in result["rows"]],

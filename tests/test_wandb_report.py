@@ -1,0 +1,103 @@
+"""The W&B Report of a comparison, built offline: its definition holds the claim and every
+panel; saving goes through W&B's Reports API against a stub of its network client only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+wr_interface = pytest.importorskip("wandb_workspaces.reports.v2.interface")
+
+from dist_sqz.wandb_report import REPORT_FILE, Offline, build_report, definition, publish  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "time_to_accuracy"
+
+
+def _report():
+    result = json.loads((RESULTS / "results.json").read_text())
+    return result, build_report(result, "team", "dist_sqz", "compare-long14", "long14")
+
+
+def test_the_definition_holds_the_claim_and_every_panel():
+    result, report = _report()
+    d = json.loads(json.dumps(definition(report)))
+    assert d["type"] == "Report" and (d["entity"], d["project"]) == ("team", "dist_sqz")
+    text = " ".join(b.get("text", "") for b in d["blocks"] if isinstance(b.get("text"), str))
+    assert "squeezenet1_1 reaches 0.95 on 4 hosts at 1gbit 7.7x sooner than alexnet" in text
+    (grid,) = [b for b in d["blocks"] if b["type"] == "PanelGrid"]
+    assert grid["runsets"][0]["filters"] == "Group = 'compare-long14'"
+    panels = {p["type"] + ": " + str(p.get("title")) for p in grid["panels"]}
+    assert panels == {
+        "BarPlot: Bytes each rank sends per step",
+        "LinePlot: Scaling efficiency against workers",
+        "LinePlot: Cluster throughput (images/s) against workers",
+        "LinePlot: Held-out accuracy against training time (target 0.95)",
+        "WeavePanelSummaryTable: None",
+    }
+    eff = next(p for p in grid["panels"] if p.get("title", "").startswith("Scaling"))
+    assert eff["x"] == "world_size"
+    assert eff["y"] == ["scaling_efficiency/alexnet", "scaling_efficiency/squeezenet1_1"]
+
+
+def test_without_a_connection_the_definition_is_written(tmp_path, monkeypatch):
+    def no_network():
+        raise Exception("not logged in to W&B")
+
+    monkeypatch.setattr(wr_interface, "_get_api", no_network)
+    _, report = _report()
+    with pytest.raises(Offline, match="not logged in"):
+        publish(report, tmp_path)
+    saved = json.loads((tmp_path / REPORT_FILE).read_text())
+    assert saved == json.loads(json.dumps(definition(report)))
+
+
+class _Service:
+    """W&B's GraphQL transport, answered here: the project's id, then the saved view."""
+
+    app_url = "https://wandb.example"
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def execute_graphql(self, _query, variables=None):
+        v = dict(variables or {})
+        self.sent.append(v)
+        if "spec" not in v:
+            return {"project": {"internalId": "proj-1"}}
+        project = {"id": "proj-1", "name": v["projectName"], "entityName": v["entityName"]}
+        view = {
+            "id": "rep-42",
+            "name": v["name"],
+            "displayName": v["displayName"],
+            "description": v["description"],
+            "project": project,
+            "spec": v["spec"],
+        }
+        return {"upsertView": {"view": view}}
+
+
+class _Api:
+    default_entity = "team"
+
+    def __init__(self) -> None:
+        self._service_api = _Service()
+        self.created: list[tuple[str, str]] = []
+
+    def projects(self, _entity):
+        return []
+
+    def create_project(self, name, entity):
+        self.created.append((name, entity))
+
+
+def test_online_the_report_is_saved_and_its_url_returned(tmp_path, monkeypatch):
+    api = _Api()
+    monkeypatch.setattr(wr_interface, "_get_api", lambda: api)
+    _, report = _report()
+    url = publish(report, tmp_path)
+    assert url.startswith("https://wandb.example/team/dist_sqz/reports/") and "rep-42" in url
+    assert api.created == [("dist_sqz", "team")]
+    spec = json.loads(api._service_api.sent[-1]["spec"])
+    assert len(spec["blocks"]) >= 4 and not (tmp_path / REPORT_FILE).exists()
