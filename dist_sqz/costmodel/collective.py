@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 
-from dist_sqz.costmodel.spec import ClusterSpec, Fabric, Network, _has_cap
+from dist_sqz.costmodel.spec import ClusterSpec, Fabric, Network, has_flow_cap
 from dist_sqz.units import parse_duration, parse_rate, parse_size
 
 
@@ -56,7 +56,7 @@ def inter_busbw(net: Network, size: float) -> float:
     if net.busbw_curve:
         return _curve_busbw(net.busbw_curve, size)
     per_nic = parse_rate(net.nic_rate) / 8 * net.achieved
-    if net.transport == "tcp" and _has_cap(net):
+    if net.transport == "tcp" and has_flow_cap(net):
         per_nic = min(per_nic, net.flows * parse_rate(net.flow_cap) / 8)
     return net.nics * per_nic
 

@@ -146,12 +146,12 @@ class ClusterSpec(_Strict):
         return (
             f"{self.name}: {self.gpus_per_node} GPU/node, {self.intra.fabric} "
             f"x{self.intra.achieved:g}; {inter.nics} x {inter.nic_rate} {inter.transport} "
-            f"x{inter.achieved:.3g}{f' (flow cap {inter.flow_cap})' if _has_cap(inter) else ''}"
+            f"x{inter.achieved:.3g}{f' (flow cap {inter.flow_cap})' if has_flow_cap(inter) else ''}"
             f"; {self.collective.algorithm}, {self.framework.kind}"
         )
 
 
-def _has_cap(inter: Network) -> bool:
+def has_flow_cap(inter: Network) -> bool:
     return inter.flow_cap.strip() not in ("0", "0bit")
 
 
