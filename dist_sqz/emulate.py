@@ -13,7 +13,8 @@ takes, times a dilation factor D:
 - optimizer step: padded to D x optimizer_s;
 - a compressor's encoding and decoding (`spend`, local compute only: a GPU profile says
   nothing of this machine's encoding): padded to D x the CPU seconds it took here, and the
-  rest of the backward waits as long (a worker is one core: its encoding holds the backward up).
+  rest of the backward waits as long (a worker is one core: its encoding holds the backward up);
+  a collective the compressor waits for inside the hook (`hold`) holds it up as long too.
 
 Links run D times slower (the caller divides the link rate by D) and reported times are
 divided by D, so a 100 Gbit/s cluster of GPUs is emulated on 1 Gbit/s links with D = 100.
@@ -115,6 +116,12 @@ class EmulatedCompute:
             self._shift += padded
         self._pad(started + padded)
         return time.perf_counter() - started
+
+    def hold(self, seconds: float) -> None:
+        """The backward was held up `seconds` (wall) waiting for a collective inside a hook:
+        its later gradients are due as much later (waiting is not work overrunning)."""
+        with self._lock:
+            self._shift += seconds
 
     def end_forward(self) -> None:
         self._pad(self._t0 + self.forward_s)

@@ -175,6 +175,8 @@ class TrainerSetup:
             else None
         )
         self.dilation = self.emu.dilation if self.emu else 1.0
+        if self.emu:
+            self.compressor.held = self.emu.hold
         if self.emu and cfg.pad_encoding:
             self.compressor.pace = self.emu.spend
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)

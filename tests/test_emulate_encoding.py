@@ -55,6 +55,8 @@ def test_encoding_is_padded_to_d_times_its_cpu_time_and_holds_the_backward_up(em
     last = max(emu._share.values())
     due = emu._backward_start + emu._shift + last * emu.backward_s
     assert due > emu._backward_start + last * emu.backward_s + 0.05
+    emu.hold(0.5)  # a collective waited for inside the hook moves the rest as much
+    assert emu._backward_start + emu._shift + last * emu.backward_s == pytest.approx(due + 0.5)
     emu.start_step()
     assert emu._shift == 0.0  # each step's encoding moves that step's backward only
 
@@ -79,6 +81,8 @@ def test_powersgd_paces_both_sides_of_its_first_all_reduce_and_its_decoding():
         return 0.25
 
     comp.pace = pace
+    waits: list[float] = []
+    comp.held = waits.append
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         grad = torch.randn(40 * 30 + 30)
@@ -87,6 +91,8 @@ def test_powersgd_paces_both_sides_of_its_first_all_reduce_and_its_decoding():
     finally:
         dist.destroy_process_group()
     assert len(pieces) == 3  # P = M Q; orthogonalise + Q = M^T P; decode P Q^T
+    # P's all-reduce is waited for inside the hook: the backward is held up, not late
+    assert len(waits) == 1 and waits[0] >= 0
     assert comp.take_compute_s() == pytest.approx(0.75)
 
 

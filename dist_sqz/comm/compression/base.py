@@ -129,6 +129,9 @@ class Compressor:
     # seconds and its start (perf_counter), it pads the piece to the emulated time and answers
     # the wall seconds it took. None: encoding runs as fast as it runs here.
     pace: Callable[[float, float], float] | None = None
+    # Emulated compute sets this (`EmulatedCompute.hold`): the backward was held up this many
+    # seconds by a collective the compressor waited for inside the hook.
+    held: Callable[[float], None] | None = None
     # A list while the step is traced: each piece of encoding's (start, end), perf_counter.
     pieces: list[tuple[float, float]] | None = None
 
@@ -152,6 +155,18 @@ class Compressor:
             self.add_compute(wall)
             if self.pieces is not None:
                 self.pieces.append((t0, t0 + wall))
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A collective waited for inside the hook (PowerSGD's first): the backward stops
+        meanwhile, here as on a GPU whose launching thread waits, and emulated compute
+        moves its later deadlines as long (`held`)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.held is not None:
+                self.held(time.perf_counter() - t0)
 
     def timed(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args), counted as this compressor's compute (`computing`)."""

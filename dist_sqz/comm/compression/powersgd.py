@@ -100,7 +100,8 @@ class PowerSGD(Compressor):
                 plain.append(view.reshape(-1))
             ps = [mat @ self._q(name, mat.shape[1], r, mat) for name, mat, r in low]
             first = torch.cat([p.reshape(-1) for p in ps] + plain)
-        comm.all_reduce(first).wait()
+        with self.waiting():  # the backward waits for P's all-reduce
+            comm.all_reduce(first).wait()
         with self.computing():
             at = 0
             qs_local = []
