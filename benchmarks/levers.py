@@ -7,19 +7,21 @@ same way from their CPU time):
 
 - **sweep**: step time at N = 4 over link rates (100 Mbit/s to 10 Gbit/s), synthetic data,
   batch 8 at 64 px, 4 steps a run (1 warm-up; medians of 3), for alexnet uncompressed / topk /
-  dgc / powersgd rank 2 and squeezenet1_1 uncompressed / topk. One comparison per link rate,
-  all padded to one shared local profile (measured once, with every compressor's encoding).
-  D = 3 (1.5 x 4 workers / 2 cores; doubled where a row overran) up to 3 Gbit/s; 10 at 10
-  Gbit/s, so the shaped link stays at 1 Gbit/s. The measured break-even of a compressor is the
-  link rate at which its step time equals the uncompressed one (log-log interpolation between
-  the two rates around the sign change, with simulate's 1% margin); beside it `dist-sqz
-  simulate --break-even` fed the same profile, the same N and the emulated hosts' TCP links.
+  dgc / powersgd rank 2 and squeezenet1_1 uncompressed / topk (topk and dgc at their default
+  density, 0.01). One comparison per link rate, all padded to one shared local profile
+  (measured once, with every compressor's encoding). D = 3 (1.5 x 4 workers / 2 cores;
+  doubled where a row overran) up to 3 Gbit/s; 10 at 10 Gbit/s, so the shaped link stays at
+  1 Gbit/s. The measured break-even of a compressor is the link rate at which its step time
+  equals the uncompressed one (log-log interpolation between the two rates around the sign
+  change, with simulate's 1% margin); beside it `dist-sqz simulate --break-even` fed the
+  same profile, the same N and the emulated hosts' TCP links.
 - **tta**: time to 0.95 held-out accuracy on digits at 1 Gbit/s, N = 4, each arm with its
   recipe: squeezenet1_1, alexnet, alexnet + powersgd rank 2 (plain all-reduce during the
-  recipe's 100-step lr warm-up, as benchmarks/compression.py runs it), alexnet + topk (density
-  0.001). One seed (the recipes' seed 0): an AlexNet arm takes 15-60 minutes here. The
-  uncompressed rows come from benchmarks/results/time_to_accuracy (same recipes, link, N,
-  seed and padding profile; no encoding to pad) unless `--rerun-baselines`.
+  recipe's 100-step lr warm-up, as benchmarks/compression.py runs it), alexnet + topk
+  (density 0.01, as in the sweep). One seed (the recipes' seed 0): an AlexNet arm takes
+  15-60 minutes here. The uncompressed rows come from benchmarks/results/time_to_accuracy
+  (same recipes, link, N, seed and padding profile; no encoding to pad) unless
+  `--rerun-baselines`.
 
 Every comparison resumes where it stopped (`dist-sqz compare --resume`): run this again to
 continue. Results: benchmarks/results/levers.{md,json}, levers_step_time.png and
