@@ -73,7 +73,8 @@ def _slots_locked():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _owner_alive(slot: int) -> bool:
+def slot_in_use(slot: int) -> bool:
+    """Whether a live process owns the slot (its cluster is not a leftover)."""
     try:
         pid, started = (STATE_DIR / f"slot{slot}.owner").read_text().split()
     except (OSError, ValueError):
@@ -107,7 +108,7 @@ def claim_slot() -> int:
         free = None
         for slot in range(MAX_SLOTS):
             owner = STATE_DIR / f"slot{slot}.owner"
-            if _owner_alive(slot):
+            if slot_in_use(slot):
                 continue
             if owner.exists():
                 remove_prefix(f"{PREFIX}{slot}")
