@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -191,3 +192,14 @@ def write_cifar(
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
     return folder
+
+
+def cluster_leftovers() -> list[str]:
+    """Namespaces and links of emulated clusters whose owner is gone (a cluster a live
+    process owns, a benchmark's beside the tests, is not a leftover)."""
+    from dist_sqz.cluster.netns import slot_in_use
+
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found = [(x, re.match(r"dsqz(\d+)-", x)) for x in (ns + links).split()]
+    return [x for x, m in found if m and not slot_in_use(int(m.group(1)))]

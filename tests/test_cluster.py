@@ -12,8 +12,8 @@ import pytest
 
 from dist_sqz.cluster import Cluster, namespaces_permitted
 from dist_sqz.cluster.launch import run_on_hosts
-from dist_sqz.cluster.netns import GSO_BURST, slot_in_use
-from tests.helpers import base_env, dist_sqz, read_run
+from dist_sqz.cluster.netns import GSO_BURST
+from tests.helpers import base_env, cluster_leftovers, dist_sqz, read_run
 
 pytestmark = pytest.mark.integration  # every test here starts processes
 
@@ -26,16 +26,7 @@ def need_netns():
             pytest.fail(f"network namespaces required here but not permitted: {why}")
         pytest.skip(f"network namespaces not permitted: {why}")
     yield
-    assert _leftovers() == [], "the cluster was not torn down"
-
-
-def _leftovers():
-    """Namespaces and links of clusters whose owner is gone (a cluster a live process owns,
-    a benchmark's beside the tests, is not a leftover)."""
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    found = [(x, re.match(r"dsqz(\d+)-", x)) for x in (ns + links).split()]
-    return [x for x, m in found if m and not slot_in_use(int(m.group(1)))]
+    assert cluster_leftovers() == [], "the cluster was not torn down"
 
 
 def test_three_hosts_exact_and_wire_bytes(tmp_path, tiny):
@@ -73,7 +64,7 @@ def test_failure_tears_down_and_stale_cluster_is_cleaned(tmp_path):
     # A killed run's leftovers: a cluster brought up by a process that then died.
     up = "from dist_sqz.cluster import Cluster; Cluster(2, '100mbit').up()"
     subprocess.run([sys.executable, "-c", up], check=True, env=base_env())
-    assert _leftovers()
+    assert cluster_leftovers()
     proc = dist_sqz(
         "cluster",
         "run",

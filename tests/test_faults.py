@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import base_env, read_run, torchrun_cmd, train_torchrun
+from tests.helpers import base_env, cluster_leftovers, read_run, torchrun_cmd, train_torchrun
 
 pytestmark = pytest.mark.integration  # every test here starts processes
 
@@ -155,8 +155,7 @@ def test_sigterm_to_compare_reaches_the_run_and_resume_continues_it(tmp_path):
     assert not (run_dir / "summary.json").exists()
     stopped = _steps_done(run_dir)
     assert (run_dir / "checkpoints" / "last.pt").exists() and 5 <= stopped < 60
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "dsqz" not in netns  # torn down (tests run one at a time)
+    assert cluster_leftovers() == []  # torn down
     import json
 
     [row] = json.loads((out / "results.json").read_text())["rows"]
