@@ -149,3 +149,18 @@ def test_measured_encoding_survives_another_batch_size():
     row = predict(["alexnet"], [4], from_flags("1gbit"), prof, 32, "fp32", "topk:density=0.001")
     assert row[0]["compress_time_s"] == 0.005
     assert row[0]["compute_time_s"] == pytest.approx(32 / 2000)
+
+
+def test_break_even_table_marks_the_rows_whose_encoding_is_unknown():
+    from dist_sqz.costmodel.breakeven import format_break_even
+
+    rows = [
+        {"model": "alexnet", "compression": "topk", "world_size": 4, "rate_bps": 5.5e9},
+        {"model": "squeezenet1_1", "compression": "dgc", "world_size": 4, "rate_bps": 7e10},
+    ]
+    rows[0]["encoding_known"], rows[1]["encoding_known"] = True, False
+    text = format_break_even({"compression": rows, "levers": []}, "header")
+    assert "*: encoding time unknown" in text
+    lines = text.splitlines()
+    assert any(x.startswith("alexnet         topk ") for x in lines)
+    assert any(x.startswith("squeezenet1_1   dgc* ") for x in lines)

@@ -138,13 +138,14 @@ def format_break_even(result: dict[str, list[dict[str, Any]]], header: str) -> s
         lines += [
             "",
             "link rate (bit/s) below which the compressor shortens the step by > 1%"
-            + (" (encoding time unknown in this profile: upper bounds)" if unknown else ""),
+            + (" (*: encoding time unknown in this profile: an upper bound)" if unknown else ""),
             f"{'model':15s} {'compression':22s}{cols}",
         ]
         keys = dict.fromkeys((r["model"], r["compression"]) for r in rows)
         for model, comp in keys:
             mine = [r for r in rows if (r["model"], r["compression"]) == (model, comp)]
-            lines.append(f"{model:15s} {comp:22s}{_cells(mine, ns)}")
+            star = "*" if any(not r["encoding_known"] for r in mine) else ""
+            lines.append(f"{model:15s} {comp + star:22s}{_cells(mine, ns)}")
     if result["levers"]:
         lines += [
             "",
