@@ -88,10 +88,10 @@ def run_compare(folder: Path) -> None:
         sys.exit(f"levers: compare in {folder} exited {proc.returncode}; rerun to resume")
 
 
-def rows_of(folder: Path) -> list[dict[str, Any]]:
+def rows_of(folder: Path, errors: bool = False) -> list[dict[str, Any]]:
     path = folder / "results.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    return [r for r in rows if not r.get("error")]
+    return [r for r in rows if errors or not r.get("error")]
 
 
 def finished(folder: Path, arms: list[str]) -> bool:
@@ -156,21 +156,25 @@ def collect(work: Path, links: list[str]) -> dict[str, Any]:
     """levers.json's content from the comparisons' folders."""
     keep = ("step_time_s", "comm_time_s", "exposed_comm_s", "compress_time_s", "sent_bytes")
     keep += ("payload_bytes", "images_per_s", "dilation", "emulation_late_s", "overran_padding")
-    sweep_rows = []
-    for link in links:
-        for r in rows_of(work / f"sweep-{link}"):
-            row = {k: r.get(k) for k in keep}
-            sweep_rows.append({"arm": r.get("arm") or r["model"], "link": link, **row})
-    tta_rows = [
-        {k: v for k, v in r.items() if k not in ("config", "run_dir")}
-        for r in rows_of(work / "tta")
+    sweep_rows = [
+        {"arm": r.get("arm") or r["model"], "link": link, **{k: r.get(k) for k in keep}}
+        for link in links
+        for r in rows_of(work / f"sweep-{link}")
     ]
+    failed = [  # (arm, link, its error) of the sweep's rows that did not finish
+        (r.get("arm") or r["model"], link, r["error"])
+        for link in links
+        for r in rows_of(work / f"sweep-{link}", errors=True)
+        if r.get("error")
+    ]
+    tta_rows = [{k: v for k, v in r.items() if k != "config"} for r in rows_of(work / "tta")]
     profile = work / "profile.json"
     return {
         "n": N,
         "links": links,
         "sweep": sweep_rows,
         "tta": tta_rows,
+        "failed": failed,
         "profile": json.loads(profile.read_text()) if profile.exists() else None,
     }
 
@@ -216,10 +220,15 @@ def model_break_even(data: dict[str, Any]) -> dict[tuple[str, str], float | None
 
 
 def rate_text(bps: float | None, bound: str = "") -> str:
-    if bps is None:
+    unit, scale = ("Gbit/s", 1e9) if (bps or 0) >= 1e9 else ("Mbit/s", 1e6)
+    return "–" if bps is None else f"{bound}{bps / scale:.3g} {unit}"
+
+
+def _cell(r: dict[str, Any] | None) -> str:
+    if r is None:
         return "–"
-    unit, scale = ("Gbit/s", 1e9) if bps >= 1e9 else ("Mbit/s", 1e6)
-    return f"{bound}{bps / scale:.3g} {unit}"
+    enc, late = r.get("compress_time_s") or 0.0, " (!)" if r.get("overran_padding") else ""
+    return f"{r['step_time_s'] * 1e3:.0f}" + (f" [{enc * 1e3:.0f}]" if enc else "") + late
 
 
 def sweep_lines(data: dict[str, Any]) -> list[str]:
@@ -232,17 +241,7 @@ def sweep_lines(data: dict[str, Any]) -> list[str]:
         "|---|" + "---:|" * len(links),
     ]
     for arm in SWEEP_ARMS:
-        cells = []
-        for link in links:
-            r = by.get((arm, link))
-            if r is None:
-                cells.append("–")
-                continue
-            enc = r.get("compress_time_s") or 0.0
-            late = " (!)" if r.get("overran_padding") else ""
-            cells.append(
-                f"{r['step_time_s'] * 1e3:.0f}" + (f" [{enc * 1e3:.0f}]" if enc else "") + late
-            )
+        cells = [_cell(by.get((arm, link))) for link in links]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     sent = {r["arm"]: r["sent_bytes"] for r in data["sweep"]}
     lines += [
@@ -351,14 +350,16 @@ def write(data: dict[str, Any], work: Path) -> None:
     md = [
         "# The two levers head to head: a smaller model or compressed gradients",
         "",
-        __doc__.split("\n\n")[1].replace("\n", " ").strip(),
-        "",
-        "Method: see `benchmarks/levers.py`. Emulated hosts, local compute (each worker one "
-        "core of this machine, padded to the times measured here, encoding included).",
+        __doc__.split("\n\n")[1].replace("\n", " ").strip() + " See `benchmarks/levers.py`.",
         "",
         *sweep_lines(data),
         *(break_even_lines(data) if data["sweep"] else []),
         *tta_lines(data),
+        *[
+            f"- {arm} at {link} failed: {error[:200]}"
+            for arm, link, error in data.get("failed", [])
+        ],
+        "",
     ]
     if plot_sweep(data, RESULTS / "levers_step_time.png"):
         md += ["![step time against link rate](levers_step_time.png)", ""]
@@ -384,8 +385,7 @@ def main() -> None:
         write(json.loads((RESULTS / "levers.json").read_text()), work)
         return
     links = [x for x in args.links.split(",") if x]
-    for link in links:
-        parse_rate(link)
+    [parse_rate(x) for x in links]  # a bad rate: one line, before anything runs
     parts = set(args.part.split(","))
     if "sweep" in parts:
         sweep(work, links)
