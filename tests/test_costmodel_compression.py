@@ -59,6 +59,17 @@ def test_measured_encoding_time_counts_and_sets_the_break_even():
     assert gain(rate * 0.9) > 0.01 > gain(rate * 1.1)
 
 
+def test_one_worker_still_pays_the_encoding():
+    """DDP calls the hook at world size 1 too: nothing travels, the encoding is still done."""
+    spec_, dear = from_flags("1gbit"), _with_encoding(0.020)
+    none, topk = (
+        predict(["alexnet"], [1], spec_, dear, 64, "fp32", v)[0]
+        for v in ("none", "topk:density=0.001")
+    )
+    assert topk["sent_bytes"] == 0 and topk["compress_time_s"] == 0.020
+    assert topk["step_time_s"] == pytest.approx(none["step_time_s"] + 0.020)
+
+
 def test_compression_needs_ddp_buckets_and_known_variants():
     prof = published_profile({"vgg16": 130.0}, 64, "fp32", "P100")
     with pytest.raises(UsageError, match="DDP's buckets"):

@@ -58,7 +58,13 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
         if prof is not None:
             b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))
             sim = predict([row["model"]], [row["world_size"]], net, prof, b, mode.precision, comp)
-            row["simulated_efficiency"] = sim[0]["scaling_efficiency"]
+            # Against the same base as the measured efficiency (the arm's own N = 1 row,
+            # whose encoding runs too, else the model's uncompressed one).
+            base_comp = (base or {}).get("compression") or "none"
+            one = predict([row["model"]], [1], net, prof, b, mode.precision, base_comp)[0]
+            row["simulated_efficiency"] = scaling_efficiency(
+                sim[0]["images_per_s"], row["world_size"], one["images_per_s"]
+            )
             # What the profile knows of the encoding (None: unknown there).
             row["cost_model_compress_time_s"] = sim[0]["compress_time_s"]
         if row.get("steps_to_accuracy") and h100 is not None:

@@ -92,7 +92,7 @@ def predict(
                     "comm_time_s": s.comm_s,
                     "exposed_comm_s": s.exposed_s,
                     "interference_s": s.interference_s,
-                    "compress_time_s": None if encode is None else encode * (n > 1),
+                    "compress_time_s": encode,
                     "collectives": s.collectives,
                     "compute_time_s": t1,
                     "scaling_efficiency": scaling_efficiency(

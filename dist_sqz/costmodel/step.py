@@ -95,10 +95,11 @@ def step_time(
     """`grads`: DDP buckets (`bucketed`) or single gradients in registration order. With a
     compressor, `plan` gives each bucket's collectives and `compress_s` the step's encoding
     and decoding compute, shared among buckets by size and done on the device that runs
-    backward: a bucket's collectives start once it is encoded, and backward ends later."""
+    backward: a bucket's collectives start once it is encoded, and backward ends later. On
+    one worker nothing travels, but DDP still calls the hook: the encoding is still paid."""
     fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
     if n <= 1:
-        return Step(fwd + bwd + opt, 0.0, 0.0, 0.0, 0)
+        return Step(fwd + bwd + opt + compress_s, 0.0, 0.0, 0.0, 0)
     f = spec.framework.step_overhead
     bwd_n = bwd * (1 + f)
     if plan is not None or bucketed or spec.framework.kind == "ddp":
