@@ -82,7 +82,9 @@ class StepTimeline:
         self._local: dict[str, float | None] = {}
 
     def start(self, now: float) -> None:
-        self.synced = now
+        """The loop starts (ranks leave DDP's first broadcast together): the first sync
+        point, and the trace's zero until the agreement before its first step."""
+        self.synced = self.origin = now
 
     def traced(self, step: int) -> bool:
         """Whether step (1-based) is traced."""
@@ -118,7 +120,7 @@ class StepTimeline:
     def synced_at(self, now: float, next_step: int) -> None:
         """The agreement after a step ended now; the trace's zero if `next_step` is its first."""
         self.synced = now
-        if self.steps is not None and next_step == self.steps[0] and self.origin is None:
+        if self.steps is not None and next_step == self.steps[0]:
             self.origin = now
 
     # -- the trace -----------------------------------------------------------------------
