@@ -188,6 +188,12 @@ def step_record(
     }
 
 
+def p95(values: Iterable[float]) -> float:
+    """The 95th percentile by nearest rank (summaries, collective statistics, cluster bench)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -228,9 +234,9 @@ def build_summary(records: list[dict[str, Any]], **facts: Any) -> dict[str, Any]
         summary["compression_ratio"] = 4 * facts["params"] / summary["payload_bytes"]
     measured = [r for r in records if not r.get("warmup")]
     for key in P95_FIELDS:
-        vals = sorted(r[key] for r in measured if r.get(key) is not None)
-        if vals:  # nearest rank
-            summary[f"{key}_p95"] = vals[min(len(vals) - 1, math.ceil(0.95 * len(vals)) - 1)]
+        vals = [r[key] for r in measured if r.get(key) is not None]
+        if vals:
+            summary[f"{key}_p95"] = p95(vals)
     if any("emulation_late_s" in r for r in records):
         late = [r["emulation_late_s"] for r in records if not r["warmup"]]
         summary["emulation_late_s"] = statistics.median(late) if late else None

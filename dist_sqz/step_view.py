@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.metrics import p95
+
 BUS_FACTOR = {
     "allreduce": lambda n: 2 * (n - 1) / n,
     "allgather": lambda n: (n - 1) / n,
@@ -34,11 +36,6 @@ def log_line(step: int, warmup: bool, world_size: int, records: list, dilation: 
         "world_size": world_size,
         "c": [[r.collective, r.payload_bytes, r.comm_time_s / dilation] for r in records],
     }
-
-
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 def collective_stats(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,7 +63,7 @@ def collective_stats(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "count": len(items),
                 "world_size": n,
                 "time_median_s": t,
-                "time_p95_s": _p95([s for _, s in items]),
+                "time_p95_s": p95(s for _, s in items),
                 "algbw_Bps": algbw,
                 "busbw_Bps": None if algbw is None else algbw * BUS_FACTOR[kind](n),
             }

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from collections.abc import Sequence
 
+from dist_sqz.metrics import p95
 from dist_sqz.units import csv, parse_rate, parse_size
 
 PREFIX = "BENCH "
@@ -83,7 +83,7 @@ def run_worker(sizes: Sequence[int], reps: int) -> dict | None:
                 "count": reps,
                 "time_s": best,  # the fit's: the fastest
                 "time_median_s": statistics.median(times),
-                "time_p95_s": sorted(times)[min(reps - 1, math.ceil(0.95 * reps) - 1)],
+                "time_p95_s": p95(times),
                 "algbw_Bps": nbytes / best,
                 "busbw_Bps": 2 * (n - 1) / n * nbytes / best,
             }
