@@ -121,6 +121,27 @@ def test_interference_and_framework_overhead():
     assert one.step_s == pytest.approx(0.3)
 
 
+def test_a_hook_that_waits_for_its_first_collective_holds_the_backward_up():
+    # One bucket ready at 10% of backward, two collectives (P then Q, as PowerSGD plans).
+    grads = [Grad(S, 0.1)]
+    s = spec()
+
+    def plan(g):
+        return [("allreduce", S), ("allreduce", S // 4)]
+
+    p_s, q_s = allreduce_time(s, S, 16), allreduce_time(s, S // 4, 16)
+    free = step_time(COMPUTE, grads, 16, s, True, plan)
+    held = step_time(COMPUTE, grads, 16, s, True, plan, blocking=1)
+    # Not waited for: both overlap backward (0.2 s); the step ends with the later of them.
+    assert free.step_s == pytest.approx(0.1 + max(0.2, 0.02 + p_s + q_s))
+    # Waited for: backward stops at 0.02 s until P is done, then runs its other 0.18 s.
+    assert held.step_s == pytest.approx(0.1 + max(0.2 + p_s, 0.02 + p_s + q_s))
+    assert held.comm_s == pytest.approx(free.comm_s)
+    # A second bucket's hook is called on the held timeline: its P queues behind nothing.
+    two = step_time(COMPUTE, [Grad(S, 0.1), Grad(S, 1.0)], 16, s, True, plan, blocking=1)
+    assert two.step_s == pytest.approx(0.1 + 0.2 + 2 * p_s + q_s)
+
+
 def test_horovod_cycles_fuse_what_is_ready():
     hvd = spec(framework={"kind": "horovod", "fusion_mb": 64, "cycle_time": "5ms"})
     # Ten 8 MiB gradients ready between 0.1 and 1 ms of backward (0.2 s): the wake-up at 0
@@ -259,6 +280,14 @@ def test_measured_curves_from_nccl_tests_and_cluster_bench():
         ]
     }
     assert read_busbw(json.dumps(bench)) == {2**22: pytest.approx(6e7)}  # the most hosts
+    bench["points"][0]["time_median_s"] = 2**22 / 4e7  # 2 hosts: busbw = algbw
+    assert read_busbw(json.dumps(bench), hosts=2) == {2**22: pytest.approx(5e7)}
+    assert read_busbw(json.dumps(bench), hosts=2, statistic="median") == {
+        2**22: pytest.approx(4e7)
+    }
+    for hosts, statistic in ((4, "fastest"), (8, "median")):  # not measured; no median times
+        with pytest.raises(UsageError, match="cluster bench"):
+            read_busbw(json.dumps(bench), "b.json", hosts, statistic)
     text = curve_yaml(table, "intra")
     s = build_spec({"gpus_per_node": 8, **yaml_load(text)})
     assert allreduce_time(s, 2**30, 8) == pytest.approx(2 * 7 / 8 * 2**30 / 362.74e9, rel=1e-3)

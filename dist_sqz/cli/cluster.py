@@ -78,6 +78,19 @@ def add(sub: argparse._SubParsersAction) -> None:
         default="intra",
         help="intra: GPUs of one node were measured; inter: one GPU per node",
     )
+    c.add_argument(
+        "--hosts",
+        type=int,
+        default=None,
+        help="cluster bench output: the host count whose points to use (default: the most)",
+    )
+    c.add_argument(
+        "--time",
+        choices=("fastest", "median"),
+        default="fastest",
+        help="cluster bench output: each size's fastest all-reduce (nccl-tests' habit) or its "
+        "median (what a training step's median meets)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +105,8 @@ def _curve(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"cluster curve: {args.file!r} not found")
-    print(curve_yaml(read_busbw(path.read_text(), args.file), args.level))
+    points = read_busbw(path.read_text(), args.file, args.hosts, args.time)
+    print(curve_yaml(points, args.level))
     return 0
 
 

@@ -80,6 +80,7 @@ def predict(
                 ddp,
                 table.__getitem__ if compressor else None,
                 encode or 0.0,
+                compressor.blocking_collectives if compressor else 0,
             )
             rows.append(
                 {

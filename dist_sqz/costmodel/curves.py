@@ -2,7 +2,8 @@
 
 Reads what people measure with: nccl-tests' `all_reduce_perf` (its text table, or the JSON
 that `-J FILE.json` writes: results[].size and .out_of_place.bus_bw, GB/s) and `dist-sqz
-cluster bench --format json` (points[].bytes and .busbw_Bps, from the most hosts measured).
+cluster bench --format json` (points[].bytes and their time, at one host count: the most
+measured unless `hosts` names one; the fastest all-reduce's busbw, or the median's).
 busBw is nccl-tests' definition: algbw x 2(N-1)/N, algbw = size / time.
 """
 
@@ -32,7 +33,20 @@ def _from_text(text: str) -> dict[int, float]:
     return out
 
 
-def _from_json(data: object) -> dict[int, float]:
+def _bench_points(data: dict, hosts: int | None, statistic: str) -> dict[int, float]:
+    counts = sorted({p["world_size"] for p in data["points"]})
+    n = counts[-1] if hosts is None else hosts
+    if n not in counts:
+        raise UsageError(f"cluster bench measured {', '.join(map(str, counts))} hosts, not {n}")
+    mine = [p for p in data["points"] if p["world_size"] == n]
+    if statistic == "fastest":  # the busbw cluster bench reports: the fastest's
+        return {int(p["bytes"]): float(p["busbw_Bps"]) for p in mine}
+    if any("time_median_s" not in p for p in mine):
+        raise UsageError("this cluster bench output has no median times; rerun cluster bench")
+    return {int(p["bytes"]): 2 * (n - 1) / n * p["bytes"] / p["time_median_s"] for p in mine}
+
+
+def _from_json(data: object, hosts: int | None, statistic: str) -> dict[int, float]:
     if isinstance(data, dict) and isinstance(data.get("results"), list):  # nccl-tests -J
         return {
             int(r["size"]): float(r["out_of_place"]["bus_bw"]) * 1e9
@@ -40,20 +54,27 @@ def _from_json(data: object) -> dict[int, float]:
             if isinstance(r, dict) and isinstance(r.get("out_of_place"), dict)
         }
     if isinstance(data, dict) and isinstance(data.get("points"), list):  # cluster bench
-        most = max(p["world_size"] for p in data["points"])
-        return {
-            int(p["bytes"]): float(p["busbw_Bps"])
-            for p in data["points"]
-            if p["world_size"] == most
-        }
+        return _bench_points(data, hosts, statistic)
     return {}
 
 
-def read_busbw(text: str, where: str = "input") -> dict[int, float]:
-    """{bytes: bus bandwidth in bytes/s} from nccl-tests or cluster bench output."""
+def read_busbw(
+    text: str, where: str = "input", hosts: int | None = None, statistic: str = "fastest"
+) -> dict[int, float]:
+    """{bytes: bus bandwidth in bytes/s} from nccl-tests or cluster bench output. For cluster
+    bench: the points of `hosts` hosts (default: the most) and the `statistic` (fastest or
+    median) of each size's all-reduces; nccl-tests' own busbw otherwise."""
     try:
-        points = _from_json(json.loads(text))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    try:
+        points = _from_json(data, hosts, statistic)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        points = {}
+    if data is None:
         points = _from_text(text)
     points = {s: b for s, b in points.items() if s > 0 and b > 0}
     if not points:

@@ -1,7 +1,7 @@
 """One data-parallel step on a cluster spec: when each gradient collective starts and ends,
 how much of it hides behind backward, and what it costs the backward it overlaps.
 
-    step(N) = (1 + f) [forward + optimizer] + max((1 + f) backward + e + k x overlapped, end)
+    step(N) = (1 + f) [forward + optimizer] + max((1 + f) backward + e + h + k x overlap, end)
 
 - Gradients become ready in reverse parameter order, each when backward has done the
   multiply-adds of the layers behind it (`ready_shares`).
@@ -18,6 +18,9 @@ how much of it hides behind backward, and what it costs the backward it overlaps
   1-GPU figures, which run without it (DDP's reducer hooks and bucket copies).
 - e: a compressor's encoding and decoding (the profile's `compress_s`), compute on the same
   device: a bucket's collectives start once it is encoded (its share, by size).
+- h: a compressor that waits inside its hook for a bucket's first collectives (PowerSGD's
+  all-reduce of P: `blocking_collectives`) holds the backward up from the hook's call until
+  they complete, queue included: backward ends the sum of those holds later.
 - end: when the last collective completes; what lies past backward is exposed.
 scaling_efficiency(N) = step(1) / step(N), step(1) = forward + backward + optimizer.
 """
@@ -91,42 +94,56 @@ def step_time(
     bucketed: bool,
     plan: Plan | None = None,
     compress_s: float = 0.0,
+    blocking: int = 0,
 ) -> Step:
     """`grads`: DDP buckets (`bucketed`) or single gradients in registration order. With a
     compressor, `plan` gives each bucket's collectives and `compress_s` the step's encoding
     and decoding compute, shared among buckets by size and done on the device that runs
-    backward: a bucket's collectives start once it is encoded, and backward ends later. On
-    one worker nothing travels, but DDP still calls the hook: the encoding is still paid."""
+    backward: a bucket's collectives start once it is encoded, and backward ends later.
+    `blocking`: how many of a bucket's collectives the hook waits for. On one worker nothing
+    travels, but DDP still calls the hook: the encoding is still paid."""
     fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
     if n <= 1:
         return Step(fwd + bwd + opt + compress_s, 0.0, 0.0, 0.0, 0)
     f = spec.framework.step_overhead
     bwd_n = bwd * (1 + f)
+    held = 0.0
     if plan is not None or bucketed or spec.framework.kind == "ddp":
-        spans = _ddp_spans(grads, n, spec, bwd_n, plan, compress_s)
+        spans, held = _ddp_spans(grads, n, spec, bwd_n, plan, compress_s, blocking)
     else:
         spans = _horovod_spans(grads, n, spec, bwd_n)
     comm = sum(e - s for s, e in spans)
     slowed = spec.interference * sum(_overlap(s, e, bwd_n) for s, e in spans)
-    backward_done = bwd_n + compress_s + slowed
+    backward_done = bwd_n + compress_s + held + slowed
     end = max([backward_done] + [e for _, e in spans])
     step = (fwd + opt) * (1 + f) + end
     return Step(step, comm, end - backward_done, slowed, len(spans))
 
 
 def _ddp_spans(
-    grads: list[Grad], n: int, spec: ClusterSpec, bwd: float, plan: Plan | None, compress_s: float
-):
-    spans, free, encoded = [], 0.0, 0.0
+    grads: list[Grad],
+    n: int,
+    spec: ClusterSpec,
+    bwd: float,
+    plan: Plan | None,
+    compress_s: float,
+    blocking: int = 0,
+) -> tuple[list[tuple[float, float]], float]:
+    """Each collective's (start, end), and how long hooks held the backward up."""
+    spans, free, encoded, held = [], 0.0, 0.0, 0.0
     total = sum(g.nbytes for g in grads) or 1
     for b in grads:
         encoded += compress_s * b.nbytes / total
-        at = max(free, b.ready * bwd + encoded)
-        for kind, size in plan(b) if plan is not None else [("allreduce", b.nbytes)]:
+        called = b.ready * bwd + encoded + held  # the hook runs on the backward's timeline
+        at = max(free, called)
+        collectives = plan(b) if plan is not None else [("allreduce", b.nbytes)]
+        for i, (kind, size) in enumerate(collectives):
             spans.append((at, at + collective_time(spec, kind, size, n)))
             at = spans[-1][1]
+            if i + 1 == blocking:
+                held += at - called
         free = at
-    return spans
+    return spans, held
 
 
 def _horovod_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float):

@@ -110,6 +110,9 @@ class Compressor:
     name = "base"
     owns_momentum = False  # True: the compressor applies momentum itself (the optimizer must not)
     encodes = True  # False: nothing to encode (compress_time_s stays 0)
+    # How many of a bucket's planned collectives `exchange` waits for before it returns: the
+    # backward is held up that long (the cost model prices it).
+    blocking_collectives = 0
 
     @dataclass
     class Options:

@@ -41,6 +41,7 @@ class PowerSGD(Compressor):
     """Rank-`powersgd_rank` PowerSGD from step `powersgd_start_step` (plain all-reduce before)."""
 
     name = "powersgd"
+    blocking_collectives = 1  # P's all-reduce, waited for inside `exchange`
 
     @dataclass
     class Options:
