@@ -40,9 +40,9 @@ COMPARISONS = [
     ("compare (default run)", RESULTS / "compare_default"),
     ("compare (time_to_accuracy)", RESULTS / "time_to_accuracy"),
 ]
-# The gradient buckets' sizes: squeezenet1_1's 2.0 and 2.9 MB, alexnet's 9.9 and 16.4 MB,
-# and 64 MB (alexnet's 67 and 151 MB ones; the curve is flat past its largest point).
-SIZES = ("2MB", "4MB", "16MB", "64MB")
+# Around the gradient buckets' sizes: squeezenet1_1's 2.0 and 2.9 MB, alexnet's 9.9 and
+# 16.4 MB, and 64 MB (alexnet's 67 and 151 MB ones: the curve is flat past its largest point).
+SIZES = ("1MB", "2MB", "4MB", "16MB", "64MB")
 
 
 def runs() -> list[dict]:
@@ -108,15 +108,24 @@ def key(link: str, n: int) -> str:
 
 
 def measure(reps: int) -> None:
-    """Bench every (shaped link, N) the rows used that OUT does not hold yet."""
-    from dist_sqz.cluster.bench import bench_cluster
+    """Bench every (shaped link, N) the rows used, at the sizes OUT does not hold yet."""
+    from dist_sqz.cluster.bench import bench_cluster, fit_ring
 
-    doc = json.loads(OUT.read_text()) if OUT.exists() else {"sizes": SIZES, "networks": {}}
-    todo = sorted({(shaped(r), r["world_size"]) for r in runs()}, key=lambda t: t[1])
-    todo = [t for t in todo if key(*t) not in doc["networks"]]
-    for i, (link, n) in enumerate(todo, 1):
+    doc = json.loads(OUT.read_text()) if OUT.exists() else {"networks": {}}
+    doc["sizes"] = SIZES
+    todo = []
+    for link, n in sorted({(shaped(r), r["world_size"]) for r in runs()}, key=lambda t: t[1]):
+        held = {p["bytes"] for p in doc["networks"].get(key(link, n), {}).get("points", [])}
+        sizes = [parse_size(s) for s in SIZES if parse_size(s) not in held]
+        if sizes:
+            todo.append((link, n, sizes))
+    for i, (link, n, sizes) in enumerate(todo, 1):
         t0 = time.perf_counter()
-        res = bench_cluster([n], link, [parse_size(s) for s in SIZES], reps=reps)
+        res = bench_cluster([n], link, sizes, reps=reps)
+        old = doc["networks"].get(key(link, n), {}).get("points", [])
+        res["points"] = sorted(old + res["points"], key=lambda p: p["bytes"])
+        a, b = fit_ring([(n, p["bytes"], p["time_s"]) for p in res["points"]])
+        res.update(latency_s=a, bandwidth_Bps=b, efficiency=b * 8 / parse_rate(link))
         doc["networks"][key(link, n)] = res
         OUT.write_text(json.dumps(doc, indent=1) + "\n")
         print(
