@@ -110,8 +110,17 @@ def test_interference_and_framework_overhead():
     t0 = step_time(COMPUTE, grads, 16, plain, bucketed=True)
     assert t0.interference_s == 0
     slowed = step_time(COMPUTE, grads, 16, spec(interference=0.2), bucketed=True)
-    overlapped = min(t0.comm_s, 0.2 * 0.9)  # the collective starts at 10% of backward
-    assert slowed.interference_s == pytest.approx(0.2 * overlapped)
+    # The collective starts at 10% of backward and ends inside it: for its c seconds backward
+    # does c / 1.2 of its work, so backward ends c x 0.2 / 1.2 later.
+    assert t0.comm_s < 0.18
+    assert slowed.interference_s == pytest.approx(t0.comm_s * 0.2 / 1.2)
+    # The gradients backward has not produced yet are late too: a second bucket, ready when
+    # backward ends, starts that much later, and a comm-bound step ends that much later.
+    two = [Grad(S, 0.1), Grad(4 * S, 1.0)]
+    a = step_time(COMPUTE, two, 16, plain, bucketed=True)
+    b = step_time(COMPUTE, two, 16, spec(interference=0.2), bucketed=True)
+    assert a.exposed_s > 0
+    assert b.step_s - a.step_s == pytest.approx(t0.comm_s * 0.2 / 1.2)
     ddp = step_time(COMPUTE, grads, 16, spec(framework={"step_overhead": 0.05}), bucketed=True)
     assert ddp.step_s == pytest.approx(t0.step_s + 0.05 * 0.3, rel=1e-6)
     # One worker: no collectives, no overheads (the 1-GPU baseline runs without them).

@@ -1,7 +1,11 @@
 """One data-parallel step on a cluster spec: when each gradient collective starts and ends,
 how much of it hides behind backward, and what it costs the backward it overlaps.
 
-    step(N) = (1 + f) [forward + optimizer] + max((1 + f) backward + e + h + k x overlap, end)
+    step(N) = (1 + f) [forward + optimizer] + max(backward done, end)
+
+Backward's own work, (1 + f) backward + e, runs on a clock (`Clock`): a second of work per
+second, 1 / (1 + k) while a collective runs beside it, none while a hook holds it (h); every
+gradient is ready when backward has done its share of that work, on that clock.
 
 - Gradients become ready in reverse parameter order, each when backward has done the
   multiply-adds of the layers behind it (`ready_shares`).
@@ -13,14 +17,15 @@ how much of it hides behind backward, and what it costs the backward it overlaps
   are done, whichever is later.
 - Each collective takes `collective.allreduce_time` (achieved bandwidth, latency, overhead).
 - Interference k (`interference`): while a collective runs beside backward, backward runs
-  k slower: it ends k x (collective time overlapped with it) later.
+  k slower, so it ends later and so do the gradients it has not produced yet: the buckets
+  after a slowed stretch are ready (and start) later too.
 - f (`framework.step_overhead`): the framework's own cost per step at N >= 2 against the
   1-GPU figures, which run without it (DDP's reducer hooks and bucket copies).
 - e: a compressor's encoding and decoding (the profile's `compress_s`), compute on the same
   device: a bucket's collectives start once it is encoded (its share, by size).
 - h: a compressor that waits inside its hook for a bucket's first collectives (PowerSGD's
   all-reduce of P: `blocking_collectives`) holds the backward up from the hook's call until
-  they complete, queue included: backward ends the sum of those holds later.
+  they complete, queue included: backward stops for that long.
 - end: when the last collective completes; what lies past backward is exposed.
 scaling_efficiency(N) = step(1) / step(N), step(1) = forward + backward + optimizer.
 """
@@ -82,8 +87,47 @@ def ddp_schedule(
     ]
 
 
-def _overlap(start: float, end: float, limit: float) -> float:
-    return max(0.0, min(end, limit) - start)
+class Clock:
+    """Backward's own work against the wall clock (seconds from backward's start): it does a
+    second of work per second, 1 / (1 + k) while a collective runs beside it, and none while
+    a hook holds it. Collectives and holds are added as they are scheduled; each starts no
+    earlier than the moment the work it depends on is done, so earlier answers stand."""
+
+    def __init__(self, k: float) -> None:
+        self.rate_beside_comm = 1 / (1 + k)
+        self.comm: list[tuple[float, float]] = []
+        self.holds: list[tuple[float, float]] = []
+
+    def _segments(self):
+        """(start, end, rate) from 0 to the last interval's end."""
+        cuts = sorted({0.0, *(x for span in self.comm + self.holds for x in span)})
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            mid = (a + b) / 2
+            if any(s <= mid < e for s, e in self.holds):
+                rate = 0.0
+            elif any(s <= mid < e for s, e in self.comm):
+                rate = self.rate_beside_comm
+            else:
+                rate = 1.0
+            yield a, b, rate
+
+    def wall(self, work: float) -> float:
+        """When backward has done `work` seconds of its work."""
+        done, t = 0.0, 0.0
+        for a, b, rate in self._segments():
+            if rate and done + (b - a) * rate >= work:
+                return a + (work - done) / rate
+            done, t = done + (b - a) * rate, b
+        return t + work - done
+
+    def work(self, wall: float) -> float:
+        """How much of its work backward has done by `wall`."""
+        done, t = 0.0, 0.0
+        for a, b, rate in self._segments():
+            if b >= wall:
+                return done + (wall - a) * rate
+            done, t = done + (b - a) * rate, b
+        return done + wall - t
 
 
 def step_time(
@@ -107,14 +151,16 @@ def step_time(
         return Step(fwd + bwd + opt + compress_s, 0.0, 0.0, 0.0, 0)
     f = spec.framework.step_overhead
     bwd_n = bwd * (1 + f)
-    held = 0.0
+    clock = Clock(spec.interference)
     if plan is not None or bucketed or spec.framework.kind == "ddp":
-        spans, held = _ddp_spans(grads, n, spec, bwd_n, plan, compress_s, blocking)
+        _ddp_spans(grads, n, spec, bwd_n, plan, compress_s, blocking, clock)
     else:
-        spans = _horovod_spans(grads, n, spec, bwd_n)
+        _horovod_spans(grads, n, spec, bwd_n, clock)
+    spans = clock.comm
     comm = sum(e - s for s, e in spans)
-    slowed = spec.interference * sum(_overlap(s, e, bwd_n) for s, e in spans)
-    backward_done = bwd_n + compress_s + held + slowed
+    backward_done = clock.wall(bwd_n + compress_s)
+    held = sum(e - s for s, e in clock.holds)
+    slowed = backward_done - bwd_n - compress_s - held
     end = max([backward_done] + [e for _, e in spans])
     step = (fwd + opt) * (1 + f) + end
     return Step(step, comm, end - backward_done, slowed, len(spans))
@@ -127,44 +173,44 @@ def _ddp_spans(
     bwd: float,
     plan: Plan | None,
     compress_s: float,
-    blocking: int = 0,
-) -> tuple[list[tuple[float, float]], float]:
-    """Each collective's (start, end), and how long hooks held the backward up."""
-    spans, free, encoded, held = [], 0.0, 0.0, 0.0
+    blocking: int,
+    clock: Clock,
+) -> None:
+    """Each bucket's collectives onto the clock, and the holds of hooks that wait."""
+    free, encoded = 0.0, 0.0
     total = sum(g.nbytes for g in grads) or 1
     for b in grads:
         encoded += compress_s * b.nbytes / total
-        called = b.ready * bwd + encoded + held  # the hook runs on the backward's timeline
+        called = clock.wall(b.ready * bwd + encoded)  # the hook runs when backward gets there
         at = max(free, called)
         collectives = plan(b) if plan is not None else [("allreduce", b.nbytes)]
         for i, (kind, size) in enumerate(collectives):
-            spans.append((at, at + collective_time(spec, kind, size, n)))
-            at = spans[-1][1]
+            clock.comm.append((at, at + collective_time(spec, kind, size, n)))
+            at = clock.comm[-1][1]
             if i + 1 == blocking:
-                held += at - called
+                clock.holds.append((called, at))
         free = at
-    return spans, held
 
 
-def _horovod_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float):
+def _horovod_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float, clock: Clock):
     """Horovod's cycle: wake, fuse what is ready (<= fusion buffer), reduce, sleep."""
     cycle = parse_duration(spec.framework.cycle_time)
     fusion = spec.framework.fusion_mb * 2**20
     pending = sorted(reversed(grads), key=lambda g: g.ready)  # backward order
-    spans, t = [], 0.0
+    t = 0.0
     while pending:
-        ready = [g for g in pending if g.ready * bwd <= t]
+        done = clock.work(t)
+        ready = [g for g in pending if g.ready * bwd <= done + 1e-12]
         if not ready:  # sleep through the cycles before the next gradient is ready
-            wait = pending[0].ready * bwd - t
+            wait = clock.wall(pending[0].ready * bwd) - t
             t += max(1, math.ceil(wait / cycle)) * cycle if cycle > 0 else wait
             continue
         pending = pending[len(ready) :]
         free = t
         for size in _fuse([g.nbytes for g in ready], fusion):
-            spans.append((free, free + allreduce_time(spec, size, n)))
-            free = spans[-1][1]
+            clock.comm.append((free, free + allreduce_time(spec, size, n)))
+            free = clock.comm[-1][1]
         t = max(t + cycle, free)
-    return spans
 
 
 def _fuse(sizes: list[int], cap: float) -> list[int]:
