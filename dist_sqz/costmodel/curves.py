@@ -10,6 +10,7 @@ busBw is nccl-tests' definition: algbw x 2(N-1)/N, algbw = size / time.
 from __future__ import annotations
 
 import json
+import math
 
 from dist_sqz.errors import UsageError
 
@@ -92,10 +93,17 @@ def _size(n: int) -> str:
     return f"{n}B"
 
 
+def _rate(bytes_per_s: float) -> str:
+    """tc's units, four significant figures: GB/s from 1 GB/s up, MB/s below."""
+    value, unit = (bytes_per_s / 1e9, "gbps") if bytes_per_s >= 1e9 else (bytes_per_s / 1e6, "mbps")
+    decimals = max(0, 3 - math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value:.{decimals}f}{unit}"
+
+
 def curve_yaml(points: dict[int, float], level: str, min_bytes: int = 2**16) -> str:
     """The spec lines: `intra:` or `inter:` with `busbw_curve:` (sizes from min_bytes up)."""
     lines = [f"{level}:", "  busbw_curve:"]
     for size, busbw in points.items():
         if size >= min_bytes:
-            lines.append(f"    {_size(size)}: {busbw / 1e9:.3f}gbps")
+            lines.append(f"    {_size(size)}: {_rate(busbw)}")
     return "\n".join(lines)
