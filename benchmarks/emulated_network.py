@@ -6,13 +6,12 @@ This does the same for this project's emulated cluster. For every (shaped link, 
 a committed emulated run used (results/compare_default, results/time_to_accuracy,
 results/validate_simulator), `measure` times bare gloo all-reduces of the gradient buckets'
 sizes on freshly built emulated hosts (`cluster bench`: the link as shaped, in real
-seconds). `emulated_rows` then predicts every committed row twice with one model: on the
-nominal link (TCP framing, what `compare` and `simulate --link` use) and on the network as
-measured (its median bus bandwidth per size, x the run's dilation D back into emulated
-seconds). Error = predicted throughput / measured - 1. *late*: the emulator's lateness (real
-work that overran the padding, a share of the step); *net of late* sets the prediction
-against the measured step less that lateness (the step the emulated cluster would have had
-with this machine's CPU out of the way).
+seconds). `emulated_rows` then predicts every committed row with one model: on the nominal link (TCP
+framing, what `compare` and `simulate --link` use); on the network as measured (its median
+bus bandwidth per size, x the run's dilation D back into emulated seconds); and on that
+network with the emulator's lateness (real work that overran the padding) added to every
+worker's compute: the prediction given the compute the emulated hosts really did, the model
+deciding whether it was exposed. Error: see `error`.
 
     python benchmarks/emulated_network.py [--part measure|report|both] [--reps 5]
 
@@ -24,6 +23,7 @@ prints the rows beside the published ones.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -146,13 +146,24 @@ def measured_spec(run: dict, networks: dict):
     return base.model_copy(update={"inter": base.inter.model_copy(update={"busbw_curve": curve})})
 
 
-def error(run: dict, step_s: float, pred: dict) -> float:
-    """A comparison's rows: predicted / measured scaling efficiency - 1 (each against its
-    own 1-worker step); validate_simulator's: measured / predicted step - 1."""
-    ratio = step_s / pred["step_time_s"] - 1
+def error(run: dict, pred: dict, base_s: float) -> float:
+    """A comparison's rows: predicted / measured scaling efficiency - 1, each against its
+    own 1-worker step (the prediction's: `base_s`); validate_simulator's: measured /
+    predicted step - 1."""
+    ratio = run["measured_step_s"] / pred["step_time_s"] - 1
     if run["one_step_s"] is None:
         return ratio
-    return (ratio + 1) * pred["compute_time_s"] / run["one_step_s"] - 1
+    return (ratio + 1) * base_s / run["one_step_s"] - 1
+
+
+def stretched(profile: dict, model: str, precision: str, factor: float) -> dict:
+    """The profile with `model`'s compute at `precision` `factor` times as long."""
+    out = copy.deepcopy(profile)
+    for entry in out["models"][model][precision].values():
+        for k in ("forward_s", "backward_s", "optimizer_s", "step_s"):
+            if k in entry:
+                entry[k] *= factor
+    return out
 
 
 def emulated_rows(networks: dict | None = None) -> list[dict]:
@@ -165,21 +176,24 @@ def emulated_rows(networks: dict | None = None) -> list[dict]:
         model, n = r["model"], r["world_size"]
         args = (r["profile"], r["batch_size"], r["precision"])
         nominal = predict([model], [n], from_flags(r["link"]), *args)[0]
+        base = nominal["compute_time_s"]
         old = simulate([model], [n], Network(parse_rate(r["link"]) / 8, 0.0), *args)[0]
-        old["compute_time_s"] = nominal["compute_time_s"]
         spec = measured_spec(r, networks)
-        on_net = predict([model], [n], spec, *args)[0] if spec is not None else None
-        step, late = r["measured_step_s"], r["late_s"]
+        on_net = late_too = None
+        if spec is not None:
+            on_net = predict([model], [n], spec, *args)[0]
+            longer = stretched(r["profile"], model, r["precision"], 1 + r["late_s"] / base)
+            late_too = predict([model], [n], spec, longer, *args[1:])[0]
         out.append(
             {
                 **{k: r[k] for k in ("source", "model", "link", "world_size", "dilation")},
                 "measured_efficiency": r["measured_efficiency"],
                 "predicted_efficiency": nominal["scaling_efficiency"],
-                "error": error(r, step, nominal),
-                "late_share": late / step,
-                "old_error": error(r, step, old),
-                "measured_error": error(r, step, on_net) if on_net else None,
-                "measured_net_of_late_error": error(r, step - late, on_net) if on_net else None,
+                "error": error(r, nominal, base),
+                "late_share": r["late_s"] / r["measured_step_s"],
+                "old_error": error(r, old, base),
+                "measured_error": error(r, on_net, base) if on_net else None,
+                "late_as_compute_error": error(r, late_too, base) if late_too else None,
             }
         )
     return out
@@ -198,7 +212,7 @@ def main() -> None:
             print(
                 f"{e['source']:28} {e['model']:14} {e['link']:8} N={e['world_size']}: "
                 f"nominal {e['error']:+.1%}  measured network "
-                + (f"{m:+.1%} (net of late {e['measured_net_of_late_error']:+.1%})" if m else "-")
+                + (f"{m:+.1%} (late as compute {e['late_as_compute_error']:+.1%})" if m else "-")
             )
 
 

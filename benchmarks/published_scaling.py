@@ -208,7 +208,7 @@ EMULATED_COLUMNS = [
     ("old error", "r", lambda e: pct(e["old_error"])),
     ("on measured network", "r", lambda e: opt_pct(e["measured_error"])),
     ("late", "r", lambda e: f"{e['late_share']:.1%}"),
-    ("net of late", "r", lambda e: opt_pct(e["measured_net_of_late_error"])),
+    ("late as compute", "r", lambda e: opt_pct(e["late_as_compute_error"])),
 ]
 
 
@@ -232,9 +232,9 @@ EMULATED_TEXT = (
     "measured network*: the same model on a spec whose network is the one measured for that "
     "row (`cluster bench` on the link as shaped at that host count, median busbw per size, x "
     "the run's dilation; `cluster curve --time median` writes it). *late*: the emulator's "
-    "lateness (real work that overran the padding, a share of the step); *net of late*: the "
-    "measured network, against the step less its lateness (what the emulated cluster would "
-    "have measured with this machine's 2 cores out of the way)."
+    "lateness (real work that overran the padding, a share of the step). *late as compute*: "
+    "the measured network, with that lateness added to each worker's compute (the model "
+    "given the compute the emulated hosts really did, on this machine's 2 cores)."
 )
 
 
@@ -277,7 +277,7 @@ def render(rows: list[dict], emulated: list[dict]) -> str:
         lines += ["Emulated rows, nominal link: " + summary([e["error"] for e in emulated], old)]
         for key, what in (
             ("measured_error", "on the measured network"),
-            ("measured_net_of_late_error", "on the measured network, net of late"),
+            ("late_as_compute_error", "on the measured network, late as compute"),
         ):
             errs = [e[key] for e in emulated if e[key] is not None]
             if errs:
