@@ -3,8 +3,8 @@
 A user predicts a real cluster from a spec of what they measured there (docs/cost-model.md:
 `dist-sqz cluster bench` or nccl-tests -> `dist-sqz cluster curve` -> a spec's busbw_curve).
 This does the same for this project's emulated cluster. For every (shaped link, host count)
-a committed emulated run used (results/compare_default, results/time_to_accuracy,
-results/validate_simulator), `measure` times bare gloo all-reduces of the gradient buckets'
+a committed emulated run used (results/compare_default, results/compare_dilated,
+results/time_to_accuracy, results/validate_simulator), `measure` times bare gloo all-reduces of the gradient buckets'
 sizes on freshly built emulated hosts (`cluster bench`: the link as shaped, in real
 seconds). `emulated_rows` then predicts every committed row with one model: on the nominal link (TCP
 framing, what `compare` and `simulate --link` use); on the network as measured (its median
@@ -39,6 +39,10 @@ OUT = RESULTS / "emulated_network.json"
 COMPARISONS = [
     ("compare (default run)", RESULTS / "compare_default"),
     ("compare (time_to_accuracy)", RESULTS / "time_to_accuracy"),
+    # `dist-sqz compare --models squeezenet1_1 --workers 1,2,4,8 --link 1gbit --dilation 12`:
+    # the default run's rows with twice its dilation at 8 workers (room on 2 cores for 8
+    # hosts' gloo threads beside their real compute).
+    ("compare (D = 12)", RESULTS / "compare_dilated"),
 ]
 # Around the gradient buckets' sizes: squeezenet1_1's 2.0 and 2.9 MB, alexnet's 9.9 and
 # 16.4 MB, and 64 MB (alexnet's 67 and 151 MB ones: the curve is flat past its largest point).

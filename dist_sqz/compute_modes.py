@@ -98,6 +98,21 @@ class ComputeMode:
         }
 
 
+def crowded_hosts(compute: dict, most: int) -> str:
+    """A line for a comparison's report (its `compute` record, its most workers) where 4 or
+    more emulated hosts shared each core at the default dilation; else ''."""
+    cores = compute.get("cores") or 0
+    if compute.get("kind") != "local" or compute.get("dilation") or not cores:
+        return ""
+    if most < 4 * cores:
+        return ""
+    return (
+        f"{most} hosts on {cores} cores: at the default dilation their gloo threads wait for "
+        "the CPU beside their real compute, so all-reduces run longer than on the bare link "
+        "(squeezenet1_1 at N = 8: 12%, docs/cost-model.md); `--dilation 12` leaves them room."
+    )
+
+
 def measure_local(shapes: dict[str, tuple[int, int]], path: Path, progress=print) -> Path:
     """Profile each model at its (batch, image size) with one thread; write `path` (the
     layout `dist-sqz profile` writes, so `dist-sqz simulate --profile` reads it)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dist_sqz.arms import row_arm
+from dist_sqz.compute_modes import crowded_hosts
 from dist_sqz.markdown import mb, ms, num, table
 from dist_sqz.plotting import pyplot
 
@@ -200,6 +201,10 @@ def write_compare_report(result: dict[str, Any], out: Path) -> None:
         *main,
         "",
     ]
+    most = max((r["world_size"] for r in ok), default=0)
+    crowded = crowded_hosts(result.get("compute") or {}, most)
+    if crowded:
+        md += [crowded, ""]
     if result.get("target_accuracy") is not None:
         md += [
             f"## Time to accuracy {result['target_accuracy']}",

@@ -291,9 +291,7 @@ def test_measured_curves_from_nccl_tests_and_cluster_bench():
     assert read_busbw(json.dumps(bench)) == {2**22: pytest.approx(6e7)}  # the most hosts
     bench["points"][0]["time_median_s"] = 2**22 / 4e7  # 2 hosts: busbw = algbw
     assert read_busbw(json.dumps(bench), hosts=2) == {2**22: pytest.approx(5e7)}
-    assert read_busbw(json.dumps(bench), hosts=2, statistic="median") == {
-        2**22: pytest.approx(4e7)
-    }
+    assert read_busbw(json.dumps(bench), hosts=2, statistic="median") == {2**22: pytest.approx(4e7)}
     for hosts, statistic in ((4, "fastest"), (8, "median")):  # not measured; no median times
         with pytest.raises(UsageError, match="cluster bench"):
             read_busbw(json.dumps(bench), "b.json", hosts, statistic)

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, build_compressor
-from dist_sqz.compute_modes import ComputeMode, measure_local_encoding
+from dist_sqz.compute_modes import ComputeMode, crowded_hosts, measure_local_encoding
 from dist_sqz.config import TrainConfig
 from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.models import build_model
@@ -118,3 +118,12 @@ def test_the_local_profile_gains_the_encoding_it_lacks_and_keeps_what_it_has(tmp
     measure_local_encoding(arms, path, progress=lines.append)
     again = json.loads(path.read_text())["models"]["squeezenet1_1"]["fp32"]["8"]["compress_s"]
     assert again == {"topk:density=0.01": 123.0} and len(lines) == 1
+
+
+def test_the_report_says_when_emulated_hosts_crowd_the_cores():
+    local = {"kind": "local", "dilation": None, "cores": 2}
+    assert crowded_hosts(local, 4) == ""  # two hosts a core: room enough
+    assert "8 hosts on 2 cores" in crowded_hosts(local, 8)
+    assert crowded_hosts({**local, "dilation": 12.0}, 8) == ""  # the user chose D
+    assert crowded_hosts({**local, "kind": "profile"}, 8) == ""
+    assert crowded_hosts({}, 8) == ""  # an older results.json without the record

@@ -46,6 +46,7 @@ def test_the_committed_rows_are_all_there():
     assert {r["source"] for r in rows} == {
         "compare (default run)",
         "compare (time_to_accuracy)",
+        "compare (D = 12)",
         "validate_simulator",
     }
     assert all(r["world_size"] >= 2 and r["dilation"] >= 1 for r in rows)
