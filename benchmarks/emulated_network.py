@@ -4,14 +4,14 @@ A user predicts a real cluster from a spec of what they measured there (docs/cos
 `dist-sqz cluster bench` or nccl-tests -> `dist-sqz cluster curve` -> a spec's busbw_curve).
 This does the same for this project's emulated cluster. For every (shaped link, host count)
 a committed emulated run used (results/compare_default, results/compare_dilated,
-results/time_to_accuracy, results/validate_simulator), `measure` times bare gloo all-reduces of the gradient buckets'
-sizes on freshly built emulated hosts (`cluster bench`: the link as shaped, in real
-seconds). `emulated_rows` then predicts every committed row with one model: on the nominal link (TCP
-framing, what `compare` and `simulate --link` use); on the network as measured (its median
-bus bandwidth per size, x the run's dilation D back into emulated seconds); and on that
-network with the emulator's lateness (real work that overran the padding) added to every
-worker's compute: the prediction given the compute the emulated hosts really did, the model
-deciding whether it was exposed. Error: see `error`.
+results/time_to_accuracy, results/validate_simulator), `measure` times bare gloo all-reduces
+of the gradient buckets' sizes on freshly built emulated hosts (`cluster bench`: the link as
+shaped, in real seconds). `emulated_rows` then predicts every committed row with one model:
+on the nominal link (TCP framing, what `compare` and `simulate --link` use); on the network
+as measured (its median bus bandwidth per size, x the run's dilation D back into emulated
+seconds); and on that network with the emulator's lateness (real work that overran the
+padding) added to every worker's compute: the prediction given the compute the emulated
+hosts really did, the model deciding whether it was exposed. Error: see `error`.
 
     python benchmarks/emulated_network.py [--part measure|report|both] [--reps 5]
 

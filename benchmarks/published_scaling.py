@@ -225,9 +225,10 @@ def summary(errs: list[float], old: list[float]) -> str:
 EMULATED_TEXT = (
     "The same model against this project's emulated cluster (`benchmarks/emulated_network.py`): "
     "the committed comparisons (`results/compare_default`, `dist-sqz compare --models "
-    "alexnet,squeezenet1_1 --workers 1,2,4,8`, and `results/time_to_accuracy`, both local "
-    "compute; error = predicted / measured scaling efficiency - 1) and `validate_simulator`'s "
-    "rows (emulated H100 compute; error = measured / predicted step - 1). *error*: on the "
+    "alexnet,squeezenet1_1 --workers 1,2,4,8`; `results/compare_dilated`, squeezenet1_1 the "
+    "same at `--dilation 12`; `results/time_to_accuracy`; all local compute; error = "
+    "predicted / measured scaling efficiency - 1) and `validate_simulator`'s rows (emulated "
+    "H100 compute; error = measured / predicted step - 1). *error*: on the "
     "nominal link, TCP framing (`from_flags`, what `compare` and `simulate --link` use). *on "
     "measured network*: the same model on a spec whose network is the one measured for that "
     "row (`cluster bench` on the link as shaped at that host count, median busbw per size, x "
