@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import dist_sqz.models  # noqa: F401 (torch and torchvision load at collection, not in a test)
+from dist_sqz.compare.plan import collective_timeout_s, shaped_link
 from dist_sqz.wandb_sink import read_offline_run
 from tests.helpers import base_env, dist_sqz
 
@@ -252,6 +254,15 @@ def test_rest_eta_scales_the_estimates_by_the_rows_run_so_far():
     assert rest_eta([], [], left, expected) is None
     # without estimates (real compute): each row at its own model's mean so far
     assert rest_eta(took, [("alexnet", 1)], left, {}) == pytest.approx(15.0 + 15.0)
+
+
+def test_a_slow_shaped_link_gives_the_collectives_time_for_the_first_broadcast():
+    # AlexNet's 244 MB from rank 0 to 7 peers in turn at 100 Mbit/s / 6, twice over.
+    slow = collective_timeout_s("alexnet", 8, shaped_link("100mbit", 6), 300.0)
+    assert slow == pytest.approx(2 * 7 * 61_100_840 * 4 * 8 / (100e6 / 6), rel=1e-3)
+    assert collective_timeout_s("squeezenet1_1", 8, shaped_link("1gbit", 6), 300.0) == 300.0
+    assert collective_timeout_s("alexnet", 8, None, 300.0) == 300.0  # not shaped
+    assert collective_timeout_s("alexnet", 1, "1mbit", 300.0) == 300.0  # nothing to send
 
 
 @pytest.mark.integration

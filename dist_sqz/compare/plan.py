@@ -27,6 +27,22 @@ def shaped_link(link: str, dilation: float) -> str:
     return format_rate(parse_rate(link) / dilation)
 
 
+def collective_timeout_s(model: str, n: int, link: str | None, floor_s: float) -> float:
+    """How long one run's collectives may take on the link as shaped (`link`; None: not
+    shaped): DDP's first broadcast carries the whole model from rank 0, at worst to one peer
+    after another; twice that, and never less than `floor_s` (train's own default). AlexNet
+    on 8 hosts at 100 Mbit/s / D = 6 needs ~12 minutes where train waits 5."""
+    if n <= 1 or not link:
+        return floor_s
+    import torch
+
+    from dist_sqz.models import build_model
+
+    with torch.device("meta"):
+        model_bytes = sum(p.numel() * p.element_size() for p in build_model(model).parameters())
+    return max(floor_s, 2 * (n - 1) * model_bytes * 8 / parse_rate(link))
+
+
 def compute_mode(cfg: CompareConfig, profile_path: Path) -> ComputeMode:
     if cfg.compute_profile:
         return ComputeMode(

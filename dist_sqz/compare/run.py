@@ -19,6 +19,7 @@ from dist_sqz.cluster import namespaces_permitted
 from dist_sqz.compare.derive import derive
 from dist_sqz.compare.plan import (
     CONFIG_FILE,
+    collective_timeout_s,
     compute_mode,
     estimate,
     format_estimate,
@@ -129,8 +130,11 @@ class Comparison:
     def run_row(self, arm: str, n: int, d: float) -> dict[str, Any]:
         """Run (or continue) one row at dilation d; its row, or its error."""
         cfg, run_dir = self.configs[arm, n], self.run_dir(arm, n)
-        if self.mode.kind != "real":
-            cfg = TrainConfig.build(cfg.to_dict(), {"dilation": d})
+        link = shaped_link(self.cfg.link, d)
+        shaped = link if self.emulate and n > 1 else None
+        timeout = collective_timeout_s(split_arm(arm)[0], n, shaped, cfg.timeout_s)
+        emulated = {"dilation": d} if self.mode.kind != "real" else {}
+        cfg = TrainConfig.build(cfg.to_dict(), emulated, {"timeout_s": timeout})
         tag = run_dir.name
         logs = self.out / "logs" / tag
         config_file = self.out / "configs" / f"{tag}.yaml"
@@ -140,14 +144,13 @@ class Comparison:
             config_file.parent.mkdir(parents=True, exist_ok=True)
             config_file.write_text(cfg.dump_yaml())
         args = runs.train_command(*args, python=False)
-        link = shaped_link(self.cfg.link, d)
         env = {"OMP_NUM_THREADS": "1"} if self.mode.kind == "local" else None
         with runs.Watch(run_dir) if self.cfg.target_accuracy is not None else nullcontext():
             ok = runs.run_job(
                 args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.kill_after_s, env
             )
         row: dict[str, Any] = row_key(arm, n) | {"dilation": d}
-        row |= {"shaped_link": link if self.emulate and n > 1 else None}
+        row |= {"shaped_link": shaped}
         row |= {"batch_size": cfg.batch_size, "image_size": cfg.image_size}
         if not ok or not (run_dir / "summary.json").exists():
             row["error"] = runs.logs_failure(logs)
