@@ -48,6 +48,7 @@ class JsonlSink:
     """Appends one JSON object per step, flushed at once (a crash loses at most one line)."""
 
     def __init__(self, path: Path, keep_below_step: int | None = None) -> None:
+        self.time_so_far_s = 0.0  # the kept steps' time: a resumed run's goes on from there
         if keep_below_step is not None and path.exists():
             # Resuming: steps after the checkpoint are run again, so drop their old lines.
             kept = [
@@ -56,6 +57,7 @@ class JsonlSink:
                 if line.strip() and json.loads(line)["step"] <= keep_below_step
             ]
             path.write_text("".join(line + "\n" for line in kept))
+            self.time_so_far_s = sum(r.get("step_time_s") or 0.0 for r in read_jsonl(path))
         self.f = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -308,10 +310,8 @@ def open_sinks(
 ) -> list[Sink]:
     """Rank 0's sinks of one run: metrics.jsonl (keeping the steps up to `keep_below_step`
     on a resume), the progress line, and W&B when asked for (with the run's `config`)."""
-    sinks: list[Sink] = [
-        JsonlSink(out / "metrics.jsonl", keep_below_step=keep_below_step),
-        ProgressSink(log.steps, log.log_every),
-    ]
+    jsonl = JsonlSink(out / "metrics.jsonl", keep_below_step=keep_below_step)
+    sinks: list[Sink] = [jsonl, ProgressSink(log.steps, log.log_every)]
     if log.wandb != "off":
         from dist_sqz.wandb_sink import WandbSink
 
@@ -324,6 +324,7 @@ def open_sinks(
                 config,
                 out,
                 job_type=config.get("model", ""),
+                train_time_s=jsonl.time_so_far_s,
             )
         )
     return sinks

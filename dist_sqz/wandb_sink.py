@@ -46,7 +46,10 @@ class WandbSink:
         config: dict,
         run_dir: Path,
         job_type: str = "",
+        train_time_s: float = 0.0,
     ) -> None:
+        """`train_time_s`: the training time before the first step logged here (a resumed
+        run's kept steps), so accuracy against training time goes on where it stopped."""
         wandb = import_wandb()
         run_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -60,7 +63,7 @@ class WandbSink:
             dir=str(run_dir),
             reinit="finish_previous",
         )
-        self.train_time_s = 0.0  # the steps' time so far: accuracy against training time
+        self.train_time_s = train_time_s  # the steps' time so far: accuracy against it
 
     def write(self, record: dict[str, Any]) -> None:
         self.train_time_s += record.get("step_time_s") or 0.0

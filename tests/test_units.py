@@ -78,10 +78,13 @@ def test_scaling_efficiency_definition():
 def test_jsonl_sink_drops_steps_after_the_checkpoint_on_resume(tmp_path):
     path = tmp_path / "metrics.jsonl"
     sink = JsonlSink(path)
+    assert sink.time_so_far_s == 0.0
     for step in range(1, 6):
-        sink.write({"step": step, "loss": float(step)})
+        sink.write({"step": step, "loss": float(step), "step_time_s": 0.5})
     sink.close()
     sink = JsonlSink(path, keep_below_step=3)
+    # W&B's training time goes on from the kept steps' (1.5 s), not from 0 or all 5 steps'.
+    assert sink.time_so_far_s == pytest.approx(1.5)
     sink.write({"step": 4, "loss": 40.0})
     sink.close()
     assert [(r["step"], r["loss"]) for r in read_jsonl(path)] == [
