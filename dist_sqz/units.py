@@ -48,6 +48,18 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
 
 
+def valid_rate(text: str) -> str:
+    """`text` itself once it reads as a rate (a config validator's body)."""
+    parse_rate(text)
+    return text
+
+
+def valid_duration(text: str) -> str:
+    """`text` itself once it reads as a duration (a config validator's body)."""
+    parse_duration(text)
+    return text
+
+
 def csv(text: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']."""
     return [x.strip() for x in text.split(",") if x.strip()]

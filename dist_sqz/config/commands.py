@@ -8,7 +8,7 @@ from pydantic import field_validator
 
 from dist_sqz.config.base import Config, WandbMode, check_model, setting
 from dist_sqz.errors import UsageError
-from dist_sqz.units import csv, parse_duration, parse_rate
+from dist_sqz.units import csv, valid_duration, valid_rate
 
 
 def _split(v: Any) -> Any:
@@ -36,15 +36,8 @@ def _arms(v: Any) -> list[str]:
     return out
 
 
-def _rate_ok(v: str) -> str:
-    parse_rate(v)
-    return v
-
-
 def _duration_ok(v: str) -> str:
-    if v:  # '' = none (a delay left out)
-        parse_duration(v)
-    return v
+    return valid_duration(v) if v else v  # '' = none (a delay left out)
 
 
 def _lists_ok(v: list[Any], info: Any) -> list[Any]:
@@ -132,7 +125,7 @@ class CompareConfig(Config):
 
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
-    _rates = field_validator("link")(_rate_ok)
+    _rates = field_validator("link")(valid_rate)
     _durations = field_validator("delay")(_duration_ok)
 
     def model_post_init(self, _context: Any) -> None:
@@ -224,7 +217,7 @@ class SimulateConfig(Config):
     _csv_lists = field_validator("models", "workers", mode="before")(_split)
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
-    _rates = field_validator("link", "intra_link")(_rate_ok)
+    _rates = field_validator("link", "intra_link")(valid_rate)
     _durations = field_validator("latency")(_duration_ok)
 
     _compression = field_validator("compression", mode="before")(_variants)
@@ -275,5 +268,5 @@ class DesignSpaceConfig(Config):
 
     _csv_lists = field_validator("squeeze_ratios", "pct3x3", mode="before")(_split)
     _fractions_ok = field_validator("squeeze_ratios", "pct3x3")(_fractions)
-    _rates = field_validator("link")(_rate_ok)
+    _rates = field_validator("link")(valid_rate)
     _durations = field_validator("latency")(_duration_ok)

@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dist_sqz.errors import UsageError
-from dist_sqz.units import parse_duration, parse_rate, parse_size
+from dist_sqz.units import parse_rate, parse_size, valid_duration, valid_rate
 
 _PACKAGE_DATA = "dist_sqz.cluster_data"
 TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame: MTU 1500, timestamps on
@@ -53,16 +53,6 @@ TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame: MTU 1500, timestamp
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-
-
-def _rate(v: str) -> str:
-    parse_rate(v)  # UsageError naming the bad value
-    return v
-
-
-def _duration(v: str) -> str:
-    parse_duration(v)
-    return v
 
 
 def _curve(v: dict[str, str]) -> dict[str, str]:
@@ -81,8 +71,8 @@ class Fabric(_Strict):
     busbw_curve: dict[str, str] = {}
     latency: str = "2us"
 
-    _r = field_validator("line_rate")(_rate)
-    _d = field_validator("latency")(_duration)
+    _r = field_validator("line_rate")(valid_rate)
+    _d = field_validator("latency")(valid_duration)
     _c = field_validator("busbw_curve")(_curve)
 
 
@@ -101,14 +91,14 @@ class Network(_Strict):
     @field_validator("nic_rate")
     @classmethod
     def _nic(cls, v: str) -> str:
-        return _rate(v)
+        return valid_rate(v)
 
     @field_validator("flow_cap")
     @classmethod
     def _cap(cls, v: str) -> str:
-        return v if v.strip() in ("0", "0bit") else _rate(v)
+        return v if v.strip() in ("0", "0bit") else valid_rate(v)
 
-    _d = field_validator("latency")(_duration)
+    _d = field_validator("latency")(valid_duration)
     _c = field_validator("busbw_curve")(_curve)
 
 
@@ -116,7 +106,7 @@ class Collective(_Strict):
     algorithm: Literal["ring", "hierarchical", "tree", "ps"] = "ring"
     overhead: str = "0us"
 
-    _d = field_validator("overhead")(_duration)
+    _d = field_validator("overhead")(valid_duration)
 
 
 class Framework(_Strict):
@@ -127,7 +117,7 @@ class Framework(_Strict):
     cycle_time: str = "5ms"
     step_overhead: float = Field(0.0, ge=0, lt=1)
 
-    _d = field_validator("cycle_time")(_duration)
+    _d = field_validator("cycle_time")(valid_duration)
 
 
 class ClusterSpec(_Strict):
