@@ -156,17 +156,14 @@ def collect(work: Path, links: list[str]) -> dict[str, Any]:
     """levers.json's content from the comparisons' folders."""
     keep = ("step_time_s", "comm_time_s", "exposed_comm_s", "compress_time_s", "sent_bytes")
     keep += ("payload_bytes", "images_per_s", "dilation", "emulation_late_s", "overran_padding")
-    sweep_rows = [
-        {"arm": r.get("arm") or r["model"], "link": link, **{k: r.get(k) for k in keep}}
-        for link in links
-        for r in rows_of(work / f"sweep-{link}")
-    ]
-    failed = [  # (arm, link, its error) of the sweep's rows that did not finish
-        (r.get("arm") or r["model"], link, r["error"])
-        for link in links
-        for r in rows_of(work / f"sweep-{link}", errors=True)
-        if r.get("error")
-    ]
+    sweep_rows, failed = [], []  # failed: (arm, link, its error) of rows that did not finish
+    for link in links:
+        for r in rows_of(work / f"sweep-{link}", errors=True):
+            arm = r.get("arm") or r["model"]
+            if r.get("error"):
+                failed.append((arm, link, r["error"]))
+            else:
+                sweep_rows.append({"arm": arm, "link": link, **{k: r.get(k) for k in keep}})
     tta_rows = [{k: v for k, v in r.items() if k != "config"} for r in rows_of(work / "tta")]
     profile = work / "profile.json"
     return {
