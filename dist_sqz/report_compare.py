@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +373,10 @@ def _accuracy_plot(rows: list[dict[str, Any]], out: Path, result: dict[str, Any]
     plt = pyplot()
 
     ns = sorted({r["world_size"] for r in rows})
-    fig, axes = plt.subplots(1, len(ns), figsize=(4 * len(ns), 3.6), squeeze=False, sharey=True)
+    width = max(4.0 * len(ns), 6.0)  # one panel still leaves the title room
+    fig, axes = plt.subplots(
+        1, len(ns), figsize=(width, 3.8), squeeze=False, sharey=True, layout="constrained"
+    )
     for ax, n in zip(axes[0], ns, strict=True):
         for r in (r for r in rows if r["world_size"] == n and r.get("accuracy_curve")):
             _, t, acc = zip(*r["accuracy_curve"], strict=True)
@@ -387,7 +391,7 @@ def _accuracy_plot(rows: list[dict[str, Any]], out: Path, result: dict[str, Any]
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("held-out accuracy")
-    fig.suptitle(f"Time to accuracy ({_mode_label(result)})", fontsize=10)
-    fig.tight_layout()
+    title = f"Time to accuracy ({_mode_label(result)})"
+    fig.suptitle(textwrap.fill(title, int(width * 14)), fontsize=10)
     fig.savefig(out / ACCURACY_PLOT, dpi=110)
     plt.close(fig)
