@@ -130,6 +130,21 @@ def test_interference_and_framework_overhead():
     assert one.step_s == pytest.approx(0.3)
 
 
+def test_the_backward_clock_slows_beside_collectives_and_stops_while_held():
+    from dist_sqz.costmodel.step import Clock
+
+    clock = Clock(k=1.0)  # half speed beside a collective
+    clock.comm.append((1.0, 3.0))
+    clock.holds.append((4.0, 5.0))
+    # 1 s at full speed, 2 s at half (1 s of work), 1 s full, 1 s held, then full speed.
+    for wall, work in ((0.5, 0.5), (1.0, 1.0), (2.0, 1.5), (3.0, 2.0), (4.0, 3.0), (4.5, 3.0)):
+        assert clock.work(wall) == pytest.approx(work)
+    assert clock.work(7.0) == pytest.approx(5.0)
+    for work, wall in ((1.5, 2.0), (2.5, 3.5), (3.5, 5.5), (10.0, 12.0)):
+        assert clock.wall(work) == pytest.approx(wall)
+    assert Clock(k=0.0).wall(2.0) == 2.0  # nothing scheduled: work is wall time
+
+
 def test_a_hook_that_waits_for_its_first_collective_holds_the_backward_up():
     # One bucket ready at 10% of backward, two collectives (P then Q, as PowerSGD plans).
     grads = [Grad(S, 0.1)]
