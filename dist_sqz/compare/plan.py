@@ -3,6 +3,7 @@ expected wall time here (the cost model x D x its step budget)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,29 @@ def shaped_link(link: str, dilation: float) -> str:
     return format_rate(parse_rate(link) / dilation)
 
 
-def collective_timeout_s(model: str, n: int, link: str | None, floor_s: float) -> float:
-    """How long one run's collectives may take on the link as shaped (`link`; None: not
-    shaped): DDP's first broadcast carries the whole model from rank 0, at worst to one peer
-    after another; twice that, and never less than `floor_s` (train's own default). AlexNet
-    on 8 hosts at 100 Mbit/s / D = 6 needs ~12 minutes where train waits 5."""
-    if n <= 1 or not link:
-        return floor_s
+@functools.lru_cache(maxsize=32)
+def _model_bytes(model: str) -> int:
     import torch
 
     from dist_sqz.models import build_model
 
     with torch.device("meta"):
-        model_bytes = sum(p.numel() * p.element_size() for p in build_model(model).parameters())
-    return max(floor_s, 2 * (n - 1) * model_bytes * 8 / parse_rate(link))
+        return sum(p.numel() * p.element_size() for p in build_model(model).parameters())
+
+
+def first_broadcast_s(model: str, n: int, link: str | None) -> float:
+    """DDP's first broadcast on the link as shaped (`link`; None: not shaped): the whole
+    model from rank 0 to one peer after another (gloo: AlexNet on 4 hosts at 100 Mbit/s / 6
+    outlasted a 300 s timeout, which a tree's 2 rounds of 117 s would not)."""
+    if n <= 1 or not link:
+        return 0.0
+    return (n - 1) * _model_bytes(model) * 8 / parse_rate(link)
+
+
+def collective_timeout_s(model: str, n: int, link: str | None, floor_s: float) -> float:
+    """How long one run's collectives may take: twice its first broadcast on the shaped link
+    (`first_broadcast_s`), and never less than `floor_s` (train's own default)."""
+    return max(floor_s, 2 * first_broadcast_s(model, n, link))
 
 
 def compute_mode(cfg: CompareConfig, profile_path: Path) -> ComputeMode:
@@ -100,11 +110,13 @@ def estimate(
     todo: list[tuple[str, int]],
     profile: str,
     overhead_s: dict[str, float] | None = None,
+    emulate: bool = True,
 ) -> list[dict[str, Any]]:
     """Each run's expected wall time here: the cost model's step time on `profile` (the
     comparison's measured or named compute) and link, times D, times its step budget (an
     upper bound with a target, which stops a run early; evaluations come on top), plus the
-    model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)."""
+    model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)
+    and DDP's first broadcast on the shaped link (`emulate`: hosts with shaped links)."""
     from dist_sqz.costmodel import from_flags, predict
     from dist_sqz.profiles import load_profile
 
@@ -122,6 +134,7 @@ def estimate(
         ]
         d = mode.dilation_for(n)
         extra = (overhead_s or {}).get(arm, 0.0)
+        extra += first_broadcast_s(model, n, shaped_link(link, d) if emulate else None)
         rows.append(
             {
                 "model": arm,
@@ -147,8 +160,9 @@ def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
     total = sum(r["wall_s"] for r in rows)
     lines.append(
         f"    in all: {bound}{_hours(total)} of wall time here (outside the steps: start-up, "
-        "model, probes, final checkpoint, measured per model by a 2-step run); a row that "
-        "overruns its padding runs again at 2 x D, extra"
+        "model, probes, final checkpoint, measured per model by a 2-step run, and DDP's first "
+        "broadcast on the shaped link); a row that overruns its padding runs again at 2 x D, "
+        "extra"
     )
     return "\n".join(lines)
 

@@ -257,7 +257,9 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             profile = Path(scratch) / "profile.json"
             comp.measure(profile)
             prof = str(profile) if comp.mode.kind == "local" else comp.mode.profile
-            plan = estimate(comp.mode, comp.configs, cfg.link, todo, prof, overheads(comp, todo))
+            plan = estimate(
+                comp.mode, comp.configs, cfg.link, todo, prof, overheads(comp, todo), comp.emulate
+            )
     else:
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
@@ -269,6 +271,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
                 todo,
                 comp.mode.profile,
                 overheads(comp, todo),
+                comp.emulate,
             )
         except UsageError:  # a model the cost model cannot take: the runs need no estimate
             plan = []
