@@ -13,6 +13,7 @@ import multiprocessing.process
 import subprocess
 
 import pytest
+import torch  # noqa: F401 (its first import runs ldconfig: here, not inside a unit test)
 
 from tests.helpers import TINY
 
