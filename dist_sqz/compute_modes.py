@@ -109,7 +109,8 @@ def crowded_hosts(compute: dict, most: int) -> str:
     return (
         f"{most} hosts on {cores} cores: at the default dilation their gloo threads wait for "
         "the CPU beside their real compute, so all-reduces run longer than on the bare link "
-        "(squeezenet1_1 at N = 8: 12%, docs/cost-model.md); `--dilation 12` leaves them room."
+        "(squeezenet1_1 at N = 8: 12%, docs/cost-model.md); a larger `--dilation` leaves them "
+        "room (12 for 8 hosts on 2 cores)."
     )
 
 

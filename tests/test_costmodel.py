@@ -307,6 +307,8 @@ def test_measured_curves_from_nccl_tests_and_cluster_bench():
     bench["points"][0]["time_median_s"] = 2**22 / 4e7  # 2 hosts: busbw = algbw
     assert read_busbw(json.dumps(bench), hosts=2) == {2**22: pytest.approx(5e7)}
     assert read_busbw(json.dumps(bench), hosts=2, statistic="median") == {2**22: pytest.approx(4e7)}
+    with pytest.raises(UsageError, match="no all-reduce sizes"):  # a bench that measured none
+        read_busbw(json.dumps({"points": []}))
     for hosts, statistic in ((4, "fastest"), (8, "median")):  # not measured; no median times
         with pytest.raises(UsageError, match="cluster bench"):
             read_busbw(json.dumps(bench), "b.json", hosts, statistic)

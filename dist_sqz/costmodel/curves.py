@@ -36,6 +36,8 @@ def _from_text(text: str) -> dict[int, float]:
 
 def _bench_points(data: dict, hosts: int | None, statistic: str) -> dict[int, float]:
     counts = sorted({p["world_size"] for p in data["points"]})
+    if not counts:
+        return {}
     n = counts[-1] if hosts is None else hosts
     if n not in counts:
         raise UsageError(f"cluster bench measured {', '.join(map(str, counts))} hosts, not {n}")
