@@ -15,7 +15,7 @@ from dist_sqz.costmodel.step import Grad, step_time
 from dist_sqz.errors import UsageError
 from dist_sqz.profiles import load_profile, published_profile
 from dist_sqz.simulate import Network, simulate
-from tests.helpers import dist_sqz
+from tests.helpers import dist_sqz, refused
 
 S = 64 * 2**20  # bytes
 COMPUTE = {"forward_s": 0.1, "backward_s": 0.2, "optimizer_s": 0.0}
@@ -317,6 +317,30 @@ def test_measured_curves_from_nccl_tests_and_cluster_bench():
     assert allreduce_time(s, 2**30, 8) == pytest.approx(2 * 7 / 8 * 2**30 / 362.74e9, rel=1e-3)
     with pytest.raises(UsageError):
         read_busbw("nothing to see")
+
+
+@pytest.mark.integration
+def test_cluster_curve_reads_a_bench_file_at_the_host_count_and_statistic_asked(tmp_path):
+    bench = {
+        "points": [
+            {
+                "world_size": 4,
+                "bytes": 2**21,
+                "time_s": 0.03,
+                "time_median_s": 0.04,
+                "busbw_Bps": 1.5 * 2**21 / 0.03,
+            },
+        ]
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    proc = dist_sqz("cluster", "curve", str(path), "--level", "inter", "--time", "median")
+    assert proc.returncode == 0, proc.stderr
+    curve = yaml_load(proc.stdout)["inter"]["busbw_curve"]
+    assert curve == {"2MB": "78.64mbps"}  # 1.5 x 2 MiB / 40 ms
+    assert "2MB: 104.9mbps" in dist_sqz("cluster", "curve", str(path)).stdout  # the fastest
+    assert "measured 4 hosts, not 8" in refused("cluster", "curve", str(path), "--hosts", "8")
+    assert "not found" in refused("cluster", "curve", str(tmp_path / "none.json"))
 
 
 def yaml_load(text: str) -> dict:
