@@ -51,13 +51,9 @@ class JsonlSink:
         self.time_so_far_s = 0.0  # the kept steps' time: a resumed run's goes on from there
         if keep_below_step is not None and path.exists():
             # Resuming: steps after the checkpoint are run again, so drop their old lines.
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= keep_below_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
-            self.time_so_far_s = sum(r.get("step_time_s") or 0.0 for r in read_jsonl(path))
+            kept = [r for r in read_jsonl(path) if r["step"] <= keep_below_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.time_so_far_s = sum(r.get("step_time_s") or 0.0 for r in kept)
         self.f = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
