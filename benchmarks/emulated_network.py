@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from dist_sqz.costmodel import from_flags, predict
-from dist_sqz.costmodel.curves import read_busbw
+from dist_sqz.costmodel.curves import bench_busbw
 from dist_sqz.profiles import load_profile
 from dist_sqz.simulate import Network, simulate
 from dist_sqz.units import format_rate, parse_rate, parse_size
@@ -144,7 +144,7 @@ def measured_spec(run: dict, networks: dict):
     bench = networks.get(key(shaped(run), run["world_size"]))
     if bench is None:
         return None
-    points = read_busbw(json.dumps(bench), "emulated network", run["world_size"], "median")
+    points = bench_busbw(bench, run["world_size"], "median")
     base = from_flags(run["link"])
     curve = {f"{s}B": f"{b * run['dilation'] * 8:.0f}bit" for s, b in points.items()}
     return base.model_copy(update={"inter": base.inter.model_copy(update={"busbw_curve": curve})})
@@ -212,11 +212,11 @@ def main() -> None:
         measure(args.reps)
     if args.part in ("report", "both"):
         for e in emulated_rows():
-            m = e["measured_error"]
+            m, late = e["measured_error"], e["late_as_compute_error"]
+            on_net = "-" if m is None else f"{m:+.1%} (late as compute {late:+.1%})"
             print(
                 f"{e['source']:28} {e['model']:14} {e['link']:8} N={e['world_size']}: "
-                f"nominal {e['error']:+.1%}  measured network "
-                + (f"{m:+.1%} (late as compute {e['late_as_compute_error']:+.1%})" if m else "-")
+                f"nominal {e['error']:+.1%}  measured network {on_net}"
             )
 
 

@@ -34,7 +34,9 @@ def _from_text(text: str) -> dict[int, float]:
     return out
 
 
-def _bench_points(data: dict, hosts: int | None, statistic: str) -> dict[int, float]:
+def bench_busbw(data: dict, hosts: int | None, statistic: str) -> dict[int, float]:
+    """{bytes: busbw} of a `cluster bench` record at `hosts` hosts (default: the most
+    measured), from each size's fastest or median all-reduce."""
     counts = sorted({p["world_size"] for p in data["points"]})
     if not counts:
         return {}
@@ -57,7 +59,7 @@ def _from_json(data: object, hosts: int | None, statistic: str) -> dict[int, flo
             if isinstance(r, dict) and isinstance(r.get("out_of_place"), dict)
         }
     if isinstance(data, dict) and isinstance(data.get("points"), list):  # cluster bench
-        return _bench_points(data, hosts, statistic)
+        return bench_busbw(data, hosts, statistic)
     return {}
 
 
