@@ -382,7 +382,8 @@ def main() -> None:
         write(json.loads((RESULTS / "levers.json").read_text()), work)
         return
     links = [x for x in args.links.split(",") if x]
-    [parse_rate(x) for x in links]  # a bad rate: one line, before anything runs
+    for link in links:  # a bad rate fails here, before anything runs
+        parse_rate(link)
     parts = set(args.part.split(","))
     if "sweep" in parts:
         sweep(work, links)
