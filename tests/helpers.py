@@ -53,9 +53,9 @@ def dist_sqz(*args: str, timeout: float = 120, env: dict[str, str] | None = None
     return run([sys.executable, "-m", "dist_sqz", *args], timeout=timeout, env=env, cwd=cwd)
 
 
-def refused(*args: str, timeout: float = 120) -> str:
+def refused(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
     """Run `dist-sqz ARGS` expecting bad input: exit 2 and one line, no traceback. The line."""
-    proc = dist_sqz(*args, timeout=timeout)
+    proc = dist_sqz(*args, timeout=timeout, env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, (args, proc.returncode, proc.stderr)
     return lines[0]
