@@ -4,6 +4,7 @@ Method, per model at batch B (default 256) and 224 px on one GPU, repeated R tim
 alternating A, B so that clocks and thermals hit both alike:
 
 - A, the reference: a plain loop in this process over torchvision's model, bf16 autocast,
+  cudnn.benchmark on,
   SGD(momentum), zero_grad / forward / cross-entropy / backward / step, each step timed with
   CUDA events; the median after warm-up.
 - B, this trainer: `torchrun --nproc-per-node 1 -m dist_sqz train --backend nccl --precision
@@ -38,6 +39,7 @@ def eager_bf16(name: str, batch: int, size: int, steps: int, warmup: int) -> flo
     import torchvision
 
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # as the reference figure and the trainer
     model = getattr(torchvision.models, name)(num_classes=1000).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device="cuda")

@@ -7,7 +7,8 @@ profiled device) through a real one-rank gloo group, so its own compute is all t
 lets error feedback, PowerSGD's Q and DGC's accumulators settle). For all-gather compressors
 the decoding then handles one payload, not N: what is measured is a lower bound on their
 decoding at N workers (top-k's decode is a scatter-add of k values per rank, small beside its
-selection over the whole bucket).
+selection over the whole bucket). The group is nccl on a GPU (gloo would copy CUDA tensors
+through the host and time that copy too), gloo on the CPU.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def measure_compression(
     """{model: {variant label: seconds per step}}."""
     started = not dist.is_initialized()
     if started:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
         comm = TorchCollectives(Ledger(1), 1)
         out: dict[str, dict[str, float]] = {}

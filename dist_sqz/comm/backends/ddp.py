@@ -123,6 +123,9 @@ class DDPBackend(Backend):
                 raise UsageError("backend nccl needs a CUDA GPU; on CPU use --backend gloo")
             self.device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(self.device)
+            # Inputs keep one shape: let cuDNN time its algorithms once and keep the fastest
+            # (what the profile and benchmarks/gpu_step.py's reference do too).
+            torch.backends.cudnn.benchmark = True
         init_process_group(self.pg_backend, env, options.timeout_s)
         self.collectives = TorchCollectives(self.ledger, env.world_size)
         self.compressor: Compressor | None = None
