@@ -71,7 +71,9 @@ def _agree(values: list[int]) -> None:
 def _worker(rank: int, world: int, port: int, args, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group(args.backend, rank=rank, world_size=world)
+    # nccl for the model's gradients, gloo for the CPU tensor of the agreement (as the trainer)
+    pg = "cpu:gloo,cuda:nccl" if args.backend == "nccl" else args.backend
+    dist.init_process_group(pg, rank=rank, world_size=world)
     device = torch.device("cuda", rank) if args.backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
