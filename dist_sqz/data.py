@@ -312,12 +312,17 @@ def train_batches(
     start: int,
     workers: int,
     pin: bool = False,
+    device: torch.device | None = None,
 ):
-    """An iterator of (x, y) for steps start..steps-1 of this rank (`ds` None: synthetic)."""
+    """An iterator of (x, y) for steps start..steps-1 of this rank (`ds` None: synthetic).
+    A synthetic batch is made once and, given a GPU `device`, kept there (as Horovod's
+    synthetic benchmark does): no step copies it again."""
     if ds is None:
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
         y = torch.randint(0, num_classes, (cfg.batch_size,), generator=g)
+        if device is not None:
+            x, y = x.to(device), y.to(device)
         return iter([(x, y)] * (cfg.steps - start))
     if num_classes < len(ds.classes):
         raise UsageError(f"num_classes {num_classes} is fewer than the data's {len(ds.classes)}")

@@ -321,6 +321,7 @@ def open_sinks(
                 out,
                 job_type=config.get("model", ""),
                 train_time_s=jsonl.time_so_far_s,
+                resume=keep_below_step is not None,
             )
         )
     return sinks

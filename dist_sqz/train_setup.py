@@ -118,6 +118,7 @@ class TrainerSetup:
             self.start_step,
             workers,
             pin,
+            self.device if pin else None,
         )
         self.held_out = held_out_batches(batching, held_set, env.rank, env.world_size, workers)
         if cfg.target_accuracy is not None and self.held_out is None:

@@ -34,6 +34,9 @@ def _numeric(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
+RUN_ID_FILE = "wandb_run_id"
+
+
 class WandbSink:
     """A metrics sink that forwards each step record to one W&B run."""
 
@@ -47,13 +50,22 @@ class WandbSink:
         run_dir: Path,
         job_type: str = "",
         train_time_s: float = 0.0,
+        resume: bool | None = None,
     ) -> None:
         """`train_time_s`: the training time before the first step logged here (a resumed
-        run's kept steps), so accuracy against training time goes on where it stopped."""
+        run's kept steps), so accuracy against training time goes on where it stopped.
+        `resume` (a train run's): False starts a W&B run and keeps its id in
+        RUN_DIR/wandb_run_id, True continues the W&B run of that id (offline, a second run
+        directory of the same id, which `wandb sync` uploads into the one run); None keeps
+        no id."""
         wandb = import_wandb()
         run_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
+        id_file = run_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if resume and id_file.exists() else None
         self.run = wandb.init(
+            id=run_id,
+            resume="allow" if run_id else None,
             mode=mode,
             project=project,
             group=group or None,
@@ -63,6 +75,8 @@ class WandbSink:
             dir=str(run_dir),
             reinit="finish_previous",
         )
+        if resume is not None and run_id is None:
+            id_file.write_text(self.run.id + "\n")
         self.train_time_s = train_time_s  # the steps' time so far: accuracy against it
 
     def write(self, record: dict[str, Any]) -> None:
@@ -139,10 +153,11 @@ def _records(data: bytes) -> list[bytes]:
 
 
 def read_offline_run(wandb_file: Path) -> dict[str, Any]:
-    """{"config": {...}, "history": [{key: value} per logged step], "summary": {...}}."""
+    """{"config": {...}, "history": [{key: value} per logged step], "summary": {...},
+    "run_id": ...}."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    result: dict[str, Any] = {"config": {}, "history": [], "summary": {}}
+    result: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "run_id": None}
     for raw in _records(Path(wandb_file).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -162,6 +177,7 @@ def read_offline_run(wandb_file: Path) -> dict[str, Any]:
                 key = item.key or "/".join(item.nested_key)
                 result["summary"][key] = json.loads(item.value_json)
         elif kind == "run":
+            result["run_id"] = rec.run.run_id
             cfg = rec.run.config
             for item in cfg.update:
                 result["config"][item.key] = json.loads(item.value_json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import base_env, read_run, run, torchrun_cmd
+from tests.helpers import base_env, read_run, run, torchrun_cmd, train_torchrun
 
 pytest.importorskip("wandb")
 
@@ -45,3 +45,20 @@ def test_offline_run_holds_every_step(tmp_path, tiny):
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, tiny):
+    """--resume logs into the W&B run it started (its id kept in RUN/wandb_run_id): offline,
+    a second run directory of the same id, holding the steps after the checkpoint."""
+    out = tmp_path / "run"
+    args = [*tiny, "--wandb", "offline", "--checkpoint-every", "2"]
+    train_torchrun(1, out, *args)
+    first_id = (out / "wandb_run_id").read_text().strip()
+    train_torchrun(1, out, "--resume", str(out), "--steps", "6", "--wandb", "offline")
+    assert (out / "wandb_run_id").read_text().strip() == first_id
+    files = sorted(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2, files
+    runs = [read_offline_run(f) for f in files]
+    assert [r["run_id"] for r in runs] == [first_id, first_id]
+    steps = [sorted(h["_step"] for h in r["history"] if "payload_bytes" in h) for r in runs]
+    assert steps == [[1, 2, 3, 4], [5, 6]]
