@@ -7,7 +7,8 @@ a named profile (docs/design.md, "Compute modes").
   workers' real work fits on this machine's cores. Each worker is one core of this machine,
   and scaling efficiency measures the network alone.
 - **real**: workers run unpadded and share this machine's cores.
-- **profile** (`compute_profile`, e.g. h100): padded to a GPU profile, D = 100 by default.
+- **profile** (`compute_profile`, e.g. h100): padded to a GPU profile, D = 100 by default,
+  doubled for a row whose real work overran the padding (a D given is kept).
 """
 
 from __future__ import annotations
@@ -33,19 +34,24 @@ class ComputeMode:
     profile: str = ""  # a shipped profile's name or a .json path ('' for real)
     precision: str = "fp32"
     batch_size: int = 0  # the emulated per-worker batch (0 = the run's)
-    dilation: float | None = None  # fixed D; None = chosen per worker count (local)
+    # fixed D; None = this mode's choice (per worker count locally, PROFILE_DILATION under a
+    # profile), doubled for a row whose real work overran the padding
+    dilation: float | None = None
 
     @property
     def adaptive(self) -> bool:
         """D is this mode's to choose (and to raise where real work overran the padding)."""
-        return self.kind == "local" and self.dilation is None
+        return self.kind != "real" and self.dilation is None
 
     def dilation_for(self, n: int) -> float:
-        """D for a run of n workers: given, or large enough that n one-thread workers fit."""
+        """D for a run of n workers: given, the profile default, or (local) large enough that
+        n one-thread workers fit."""
         if self.kind == "real":
             return 1.0
         if self.dilation is not None:
             return self.dilation
+        if self.kind == "profile":
+            return PROFILE_DILATION
         return LOCAL_MARGIN * max(1.0, n / cores())
 
     def train_settings(self, n: int) -> dict[str, Any]:
@@ -82,8 +88,9 @@ class ComputeMode:
             )
         return (
             f"emulated compute from profile {self.profile} ({self.precision}, batch "
-            f"{self.batch_size} per GPU), time-dilated x{self.dilation_for(1):g}: links shaped "
-            "to link / D, times reported divided back"
+            f"{self.batch_size} per GPU), time-dilated x{self.dilation_for(1):g}"
+            + (", doubled for a row whose real work overran the padding" if self.adaptive else "")
+            + ": links shaped to link / D, times reported divided back"
         )
 
     def to_dict(self) -> dict[str, Any]:

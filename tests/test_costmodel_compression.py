@@ -176,3 +176,21 @@ def test_break_even_table_marks_the_rows_whose_encoding_is_unknown():
     lines = text.splitlines()
     assert any(x.startswith("alexnet         topk ") for x in lines)
     assert any(x.startswith("squeezenet1_1   dgc* ") for x in lines)
+
+
+def test_the_shipped_h100_profile_is_what_the_gpu_session_measured():
+    """dist_sqz/profile_data/h100.json is benchmarks/gpu_profile.py's merge of the measured
+    files in benchmarks/results/gpu/ over the derived profile: nothing edited by hand."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gpu_profile", root / "benchmarks/gpu_profile.py")
+    gp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gp)
+    read = [json.loads((gp.RESULTS / f).read_text()) for f in gp.DEFAULT_INPUTS]
+    assert json.loads(gp.SHIPPED.read_text()) == gp.merged(*read)
+    shipped = load_profile("h100")
+    assert set(shipped["measured"]) == {"alexnet", "resnet50", "squeezenet1_0", "squeezenet1_1"}
+    entry = shipped["models"]["squeezenet1_1"]["bf16_cl"]["256"]
+    assert entry["backward_s"] < 2 * entry["forward_s"]  # measured, not the assumed 1:2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,6 +101,19 @@ def test_local_mode_pads_encoding_a_gpu_profile_does_not():
     assert ComputeMode("local", "p.json").train_settings(4)["pad_encoding"] is True
     assert ComputeMode("profile", "h100", dilation=100).train_settings(4)["pad_encoding"] is False
     assert ComputeMode("real").train_settings(4) == {}
+
+
+def test_a_gpu_profile_chooses_its_dilation_and_doubles_it_unless_given():
+    from dist_sqz.compare.plan import compute_mode
+    from dist_sqz.compute_modes import PROFILE_DILATION
+    from dist_sqz.config import CompareConfig
+
+    chosen = compute_mode(CompareConfig(compute_profile="h100"), Path("p.json"))
+    assert chosen.adaptive and chosen.dilation_for(4) == PROFILE_DILATION
+    assert "doubled for a row" in chosen.describe()
+    given = compute_mode(CompareConfig(compute_profile="h100", dilation=50), Path("p.json"))
+    assert not given.adaptive and given.dilation_for(4) == 50
+    assert "doubled" not in given.describe()
 
 
 def test_the_local_profile_gains_the_encoding_it_lacks_and_keeps_what_it_has(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from dist_sqz.arms import split_arm
-from dist_sqz.compute_modes import PROFILE_DILATION, ComputeMode
+from dist_sqz.compute_modes import ComputeMode
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import UsageError
 from dist_sqz.units import format_rate, parse_rate
@@ -60,7 +60,7 @@ def compute_mode(cfg: CompareConfig, profile_path: Path) -> ComputeMode:
             cfg.compute_profile,
             cfg.compute_precision,
             cfg.compute_batch_size,
-            cfg.dilation or PROFILE_DILATION,
+            cfg.dilation,
         )
     if cfg.compute == "real":
         return ComputeMode("real")
