@@ -1,4 +1,5 @@
-"""W&B offline: a 2-worker run leaves exactly one offline run, read back from its .wandb file."""
+"""W&B offline: a 2-worker run leaves exactly one offline run, read back from its .wandb file;
+a resumed run goes on in the same W&B run."""
 
 from __future__ import annotations
 
