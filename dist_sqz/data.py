@@ -311,12 +311,13 @@ def train_batches(
     world_size: int,
     start: int,
     workers: int,
-    pin: bool = False,
     device: torch.device | None = None,
 ):
-    """An iterator of (x, y) for steps start..steps-1 of this rank (`ds` None: synthetic).
-    A synthetic batch is made once and, given a GPU `device`, kept there (as Horovod's
-    synthetic benchmark does): no step copies it again."""
+    """An iterator of (x, y) for steps start..steps-1 of this rank (`ds` None: synthetic),
+    for `device` (None: the CPU). A synthetic batch is made once and kept on the device (as
+    Horovod's synthetic benchmark does): no step copies it again. A loader pins its batches
+    for a GPU."""
+    pin = device is not None and device.type == "cuda"
     if ds is None:
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)

@@ -104,7 +104,6 @@ class TrainerSetup:
 
     def _setup_data(self, train_set: Any, held_set: Any, num_classes: int) -> None:
         cfg, env = self.cfg, self.env
-        pin = self.device.type == "cuda"
         workers = cfg.data_workers
         if workers is None:
             workers = default_workers(cfg.data, env.local_world_size)
@@ -117,8 +116,7 @@ class TrainerSetup:
             env.world_size,
             self.start_step,
             workers,
-            pin,
-            self.device if pin else None,
+            self.device,
         )
         self.held_out = held_out_batches(batching, held_set, env.rank, env.world_size, workers)
         if cfg.target_accuracy is not None and self.held_out is None:
