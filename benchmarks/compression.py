@@ -42,8 +42,9 @@ from pathlib import Path
 
 import yaml
 
-from dist_sqz import metrics, runs
-from dist_sqz.plotting import pyplot
+from dist_sqz import runs
+from dist_sqz.observe import metrics
+from dist_sqz.observe.plotting import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -28,10 +28,10 @@ import json
 import time
 from pathlib import Path
 
+from dist_sqz.compute.profiles import load_profile
 from dist_sqz.costmodel import from_flags, predict
 from dist_sqz.costmodel.curves import bench_busbw
-from dist_sqz.profiles import load_profile
-from dist_sqz.simulate import Network, simulate
+from dist_sqz.costmodel.simulate import Network, simulate
 from dist_sqz.units import format_rate, parse_rate, parse_size
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -2,7 +2,7 @@
 
 Reads the profiles `dist-sqz profile` wrote on the GPU (224 px: eager fp32 and bf16 +
 channels_last with each compressor's encoding; the compiled entries) and writes
-`dist_sqz/profile_data/h100.json`: every measured model's entries replace the derived ones;
+`dist_sqz/compute/profile_data/h100.json`: every measured model's entries replace the derived ones;
 models the session did not measure keep their derived entries, listed under `derived` with
 the split they were derived by (from `benchmarks/results/gpu/h100_derived.json`, the profile
 as shipped before any GPU was lent). Prints, per model, precision and batch, the measured step
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "dist_sqz" / "profile_data" / "h100.json"
+SHIPPED = ROOT / "dist_sqz" / "compute" / "profile_data" / "h100.json"
 RESULTS = ROOT / "benchmarks" / "results" / "gpu"
 # merged()'s inputs, in its order: the derived profile, the measured one, the compiled one
 DEFAULT_INPUTS = ("h100_derived.json", "profile_224.json", "profile_compile.json")

@@ -14,7 +14,7 @@
 #
 # On a machine without pydantic, put its wheels in .whl/ first (the script installs them
 # into /tmp/site). Afterwards, on any machine: python benchmarks/gpu_profile.py merges the
-# profiles into dist_sqz/profile_data/h100.json.
+# profiles into dist_sqz/compute/profile_data/h100.json.
 set -u
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"

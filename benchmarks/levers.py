@@ -310,7 +310,7 @@ def tta_lines(data: dict[str, Any]) -> list[str]:
 
 
 def plot_sweep(data: dict[str, Any], path: Path) -> bool:
-    from dist_sqz.plotting import pyplot
+    from dist_sqz.observe.plotting import pyplot
 
     if not data["sweep"]:
         return False

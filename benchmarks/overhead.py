@@ -1,5 +1,5 @@
 """Cost of dist_sqz's accounting: plain DDP (no comm hook) vs DDP with the accounted hook;
-and the cost of the straggler and overlap figures (`timeline.py`): the accounted step with
+and the cost of the straggler and overlap figures (`observe/timeline.py`): the accounted step with
 the per-step agreement as it was (4 flags) vs with the timing figures riding it (7 values,
 and the rank's own interval arithmetic over the step's collectives).
 
@@ -38,7 +38,7 @@ from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import build_compressor
 from dist_sqz.config import TrainConfig
 from dist_sqz.models import build_model
-from dist_sqz.timeline import StepTimeline
+from dist_sqz.observe.timeline import StepTimeline
 
 
 class _HookState:

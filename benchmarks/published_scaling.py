@@ -3,7 +3,7 @@
 For each published row (a single-GPU throughput and an N-GPU throughput on a named system),
 builds a profile from the row's own single-GPU figure (`dist-sqz profile --published`'s
 function: step = batch / images_per_s, split 1:2 between forward and backward), predicts
-the N-GPU throughput on the system's shipped cluster spec (`dist_sqz/cluster_data/`), and
+the N-GPU throughput on the system's shipped cluster spec (`dist_sqz/costmodel/cluster_data/`), and
 prints the error beside the old model's (nominal link rate per worker, a flat ring, ideal
 overlap, no overheads: `simulate`'s model before cluster specs).
 
@@ -21,10 +21,10 @@ import json
 import statistics
 from pathlib import Path
 
+from dist_sqz.compute.profiles import published_profile
 from dist_sqz.costmodel import load_spec, predict
-from dist_sqz.markdown import table
-from dist_sqz.profiles import published_profile
-from dist_sqz.simulate import Network, simulate
+from dist_sqz.costmodel.simulate import Network, simulate
+from dist_sqz.observe.markdown import table
 from dist_sqz.units import parse_rate
 
 HOROVOD = "Horovod README, 2017 (TF + Horovod, tf_cnn_benchmarks, synthetic data, batch 64)"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from dist_sqz import runs
-from dist_sqz.metrics import eta_text
+from dist_sqz.observe.metrics import eta_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

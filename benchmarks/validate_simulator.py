@@ -38,11 +38,11 @@ from pathlib import Path
 from dist_sqz.cluster import namespaces_permitted
 from dist_sqz.cluster.bench import bench_cluster
 from dist_sqz.compare import compare, shaped_link
+from dist_sqz.compute.profiles import load_profile
 from dist_sqz.config import CompareConfig
 from dist_sqz.costmodel import from_flags
-from dist_sqz.metrics import scaling_efficiency
-from dist_sqz.profiles import load_profile
-from dist_sqz.simulate import Network, simulate
+from dist_sqz.costmodel.simulate import Network, simulate
+from dist_sqz.observe.metrics import scaling_efficiency
 from dist_sqz.units import parse_rate, parse_size
 
 IMAGE_SIZE = {"alexnet": 64}  # the real compute only has to fit in the padding

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from dist_sqz.metrics import read_jsonl
+from dist_sqz.observe.metrics import read_jsonl
 
 ERROR_PREFIX = "dist-sqz: error:"
 

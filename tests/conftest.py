@@ -12,10 +12,18 @@ from __future__ import annotations
 import multiprocessing.process
 import subprocess
 
+import matplotlib
 import pytest
 import torch  # noqa: F401 (its first import runs ldconfig: here, not inside a unit test)
 
-from tests.helpers import TINY
+# Matplotlib builds its font cache on first use by running `fc-list` where fontconfig is
+# installed: built here, once per test run, before the guard below refuses processes.
+matplotlib.use("Agg")
+from matplotlib import font_manager  # noqa: E402
+
+font_manager.fontManager.get_default_weight()
+
+from tests.helpers import TINY  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,7 +16,7 @@ import yaml
 
 import dist_sqz.models  # noqa: F401 (torch and torchvision load at collection, not in a test)
 from dist_sqz.compare.plan import collective_timeout_s, first_broadcast_s, shaped_link
-from dist_sqz.wandb_sink import read_offline_run
+from dist_sqz.observe.wandb_sink import read_offline_run
 from tests.helpers import base_env, dist_sqz
 
 
@@ -146,7 +146,7 @@ def test_time_to_accuracy_with_recipes(tmp_path):
 def test_claim_lines_at_equal_accuracy():
     """The claim per N, from rows as compare writes them: who reaches the target sooner, by
     how much, with how many fewer bytes; a model that missed it is named."""
-    from dist_sqz.report_compare import claim_lines
+    from dist_sqz.compare.report import claim_lines
 
     def row(model, n, payload, t, images_per_s=100.0):
         return {
@@ -185,8 +185,8 @@ def test_claim_lines_at_equal_accuracy():
 def test_levers_at_each_n_and_the_claim_stays_uncompressed():
     """Compressed arms are ranked beside the models at each N, bytes beside each; the
     paper's claim compares the uncompressed models only."""
-    from dist_sqz.arms import arm_name, row_arm, split_arm
-    from dist_sqz.report_compare import claim_lines, lever_lines
+    from dist_sqz.compare.arms import arm_name, row_arm, split_arm
+    from dist_sqz.compare.report import claim_lines, lever_lines
 
     assert arm_name("alexnet", "none") == "alexnet"
     assert split_arm(arm_name("alexnet", "powersgd:rank=2")) == ("alexnet", "powersgd:rank=2")

@@ -14,7 +14,7 @@ import pytest
 from dist_sqz.cli import build_parser, config_from_args
 from dist_sqz.comm.compression import COMPRESSORS, build_compressor
 from dist_sqz.config import TrainConfig, load_yaml
-from dist_sqz.recipes import available, recipe
+from dist_sqz.training.recipes import available, recipe
 from tests.helpers import ROOT, dist_sqz, read_run, write_cifar
 
 OLD_RUN = ROOT / "tests" / "data" / "run_before_structure_step2"

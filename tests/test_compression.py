@@ -335,8 +335,8 @@ def test_resume_restores_per_rank_compressor_state(tmp_path, tiny, name):
 
 
 def test_rank_state_keeps_two_generations(tmp_path):
-    from dist_sqz import checkpoint
     from dist_sqz.errors import UsageError
+    from dist_sqz.training import checkpoint
 
     for step in (2, 4, 6):
         checkpoint.save_rank_state(tmp_path, 1, step, {"r": torch.full((3,), float(step))})

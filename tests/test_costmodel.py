@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from dist_sqz.compute.profiles import load_profile, published_profile
 from dist_sqz.costmodel import from_flags, load_spec, predict, shipped
 from dist_sqz.costmodel.collective import allreduce_time, inter_busbw
+from dist_sqz.costmodel.simulate import Network, simulate
 from dist_sqz.costmodel.spec import TCP_FRAMING, build_spec
 from dist_sqz.costmodel.step import Grad, step_time
 from dist_sqz.errors import UsageError
-from dist_sqz.profiles import load_profile, published_profile
-from dist_sqz.simulate import Network, simulate
 from tests.helpers import dist_sqz, refused
 
 S = 64 * 2**20  # bytes

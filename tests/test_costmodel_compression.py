@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from dist_sqz.compute.profiles import load_profile, published_profile
 from dist_sqz.costmodel import from_flags, load_spec, predict
 from dist_sqz.errors import UsageError
-from dist_sqz.profiles import load_profile, published_profile
 from tests.helpers import dist_sqz, refused
 
 
@@ -179,7 +179,7 @@ def test_break_even_table_marks_the_rows_whose_encoding_is_unknown():
 
 
 def test_the_shipped_h100_profile_is_what_the_gpu_session_measured():
-    """dist_sqz/profile_data/h100.json is benchmarks/gpu_profile.py's merge of the measured
+    """dist_sqz/compute/profile_data/h100.json is benchmarks/gpu_profile.py's merge of the measured
     files in benchmarks/results/gpu/ over the derived profile: nothing edited by hand."""
     import importlib.util
     from pathlib import Path

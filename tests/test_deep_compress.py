@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from dist_sqz import huffman
-from dist_sqz.deep_compress import gap_symbols, kmeans_1d, magnitude_masks, positions_from
+from dist_sqz.paper.deep_compress import (
+    gap_symbols,
+    huffman,
+    kmeans_1d,
+    magnitude_masks,
+    positions_from,
+)
 from tests.helpers import dist_sqz
 
 

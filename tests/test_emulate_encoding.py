@@ -14,9 +14,9 @@ import torch.distributed as dist
 from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket, build_compressor
-from dist_sqz.compute_modes import ComputeMode, crowded_hosts, measure_local_encoding
+from dist_sqz.compute.emulate import EmulatedCompute
+from dist_sqz.compute.modes import ComputeMode, crowded_hosts, measure_local_encoding
 from dist_sqz.config import TrainConfig
-from dist_sqz.emulate import EmulatedCompute
 from dist_sqz.models import build_model
 
 
@@ -105,7 +105,7 @@ def test_local_mode_pads_encoding_a_gpu_profile_does_not():
 
 def test_a_gpu_profile_chooses_its_dilation_and_doubles_it_unless_given():
     from dist_sqz.compare.plan import compute_mode
-    from dist_sqz.compute_modes import PROFILE_DILATION
+    from dist_sqz.compute.modes import PROFILE_DILATION
     from dist_sqz.config import CompareConfig
 
     chosen = compute_mode(CompareConfig(compute_profile="h100"), Path("p.json"))

@@ -11,9 +11,9 @@ import re
 import pytest
 import torch
 
-from dist_sqz import checkpoint
-from dist_sqz.health import StallWatch
-from dist_sqz.recipes import recipe
+from dist_sqz.training import checkpoint
+from dist_sqz.training.health import StallWatch
+from dist_sqz.training.recipes import recipe
 from tests.helpers import (
     base_env,
     dist_sqz,

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from dist_sqz.emulate import EmulatedCompute
+from dist_sqz.compute.emulate import EmulatedCompute
+from dist_sqz.compute.profiles import profile_image_size
+from dist_sqz.costmodel.simulate import Network, allreduce_time, ddp_buckets, simulate
 from dist_sqz.models import build_model
-from dist_sqz.profiles import profile_image_size
-from dist_sqz.simulate import Network, allreduce_time, ddp_buckets, simulate
 from tests.helpers import dist_sqz, refused, train_torchrun
 
 

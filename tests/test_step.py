@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from dist_sqz.config import TrainConfig
-from dist_sqz.train import Trainer
+from dist_sqz.training.trainer import Trainer
 
 
 def test_train_step_in_one_process(tmp_path):

@@ -1,5 +1,6 @@
-"""Stragglers, overlap and traces (`timeline.py`): the interval arithmetic on known spans, and
-a 2-worker traced run whose trace holds every rank's phases and collectives on one clock."""
+"""Stragglers, overlap and traces (`observe/timeline.py`): the interval arithmetic on known
+spans, and a 2-worker traced run whose trace holds every rank's phases and collectives on one
+clock."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dist_sqz.step_view import collective_stats
-from dist_sqz.timeline import StepTimeline, merge_trace, overlap_frac, parse_steps, union
+from dist_sqz.observe.step_view import collective_stats
+from dist_sqz.observe.timeline import StepTimeline, merge_trace, overlap_frac, parse_steps, union
 from tests.helpers import TINY, dist_sqz, read_run, train_torchrun
 
 

@@ -15,10 +15,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import StepSampler, datasets_for, held_out_batches
-from dist_sqz.evaluate import evaluate
 from dist_sqz.models import build_model
-from dist_sqz.optim import lr_at
+from dist_sqz.training.data import StepSampler, datasets_for, held_out_batches
+from dist_sqz.training.evaluate import evaluate
+from dist_sqz.training.optim import lr_at
 from tests.helpers import (
     base_env,
     checkpoint_step,

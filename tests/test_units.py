@@ -6,10 +6,16 @@ import json
 
 import pytest
 
+from dist_sqz.compute.profiles import compute_times, load_profile, shipped
 from dist_sqz.config import CompareConfig, SimulateConfig, TrainConfig, parse_set
 from dist_sqz.errors import UsageError
-from dist_sqz.metrics import JsonlSink, build_summary, medians, read_jsonl, scaling_efficiency
-from dist_sqz.profiles import compute_times, load_profile, shipped
+from dist_sqz.observe.metrics import (
+    JsonlSink,
+    build_summary,
+    medians,
+    read_jsonl,
+    scaling_efficiency,
+)
 from dist_sqz.units import parse_counts, parse_duration, parse_rate, parse_size
 
 

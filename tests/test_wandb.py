@@ -9,7 +9,7 @@ from tests.helpers import base_env, read_run, run, torchrun_cmd, train_torchrun
 
 pytest.importorskip("wandb")
 
-from dist_sqz.wandb_sink import read_offline_run  # noqa: E402
+from dist_sqz.observe.wandb_sink import read_offline_run  # noqa: E402
 
 pytestmark = pytest.mark.integration  # every test here starts processes
 

@@ -10,7 +10,7 @@ import pytest
 
 wr_interface = pytest.importorskip("wandb_workspaces.reports.v2.interface")
 
-from dist_sqz.wandb_report import REPORT_FILE, Offline, build_report, definition, publish  # noqa: E402
+from dist_sqz.observe.wandb_report import REPORT_FILE, Offline, build_report, definition, publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "time_to_accuracy"
 

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / "deep_compress"
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; choose another --out")
-    from dist_sqz.deep_compress import RunData, compress, format_table
+    from dist_sqz.paper.deep_compress import RunData, compress, format_table
 
     run = RunData(run_dir)  # a missing or foreign run fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -108,9 +108,9 @@ def _decode(args: argparse.Namespace) -> int:
     import torch
 
     from dist_sqz.config import TrainConfig
-    from dist_sqz.data import datasets_for
-    from dist_sqz.deep_compress import decode, held_out_accuracy
     from dist_sqz.models import build_model
+    from dist_sqz.paper.deep_compress import decode, held_out_accuracy
+    from dist_sqz.training.data import datasets_for
 
     path = Path(args.decode)
     if not path.is_file():

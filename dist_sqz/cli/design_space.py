@@ -32,11 +32,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dist_sqz.compute.profiles import load_profile
     from dist_sqz.config import DesignSpaceConfig
     from dist_sqz.costmodel import from_flags
-    from dist_sqz.design_space import format_table, plot, sweep
     from dist_sqz.errors import UsageError
-    from dist_sqz.profiles import load_profile
+    from dist_sqz.paper.design_space import format_table, plot, sweep
 
     cfg = config_from_args(DesignSpaceConfig, args)
     out = Path(args.out) if args.out else None

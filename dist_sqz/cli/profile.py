@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dist_sqz.comm.compression.variants import parse_variants
+    from dist_sqz.compute.profiler import PRECISIONS, profile, write
     from dist_sqz.models import model_spec
-    from dist_sqz.profiler import PRECISIONS, profile, write
     from dist_sqz.units import csv, parse_counts
 
     if args.published:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         models, batches, precisions, args.image_size, args.steps, args.warmup, args.compile
     )
     if variants:
-        from dist_sqz.profile_compress import measure_compression, merge
+        from dist_sqz.compute.profile_compress import measure_compression, merge
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         merge(result, measure_compression(models, variants, device, args.steps, args.warmup))
@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
 def _published(args: argparse.Namespace) -> int:
     import json
 
+    from dist_sqz.compute.profiles import published_profile
     from dist_sqz.models import model_spec
-    from dist_sqz.profiles import published_profile
     from dist_sqz.units import csv
 
     if args.batch_size < 1 or not args.precision or not args.device:

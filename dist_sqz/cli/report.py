@@ -38,7 +38,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dist_sqz.report import write_runs_report
+    from dist_sqz.observe.report import write_runs_report
 
     for r in args.runs:
         if not Path(r).is_dir():
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def _collectives(dirs: list[Path], fmt: str) -> int:
     import json
 
-    from dist_sqz.step_view import collective_stats, format_stats, read_log
+    from dist_sqz.observe.step_view import collective_stats, format_stats, read_log
 
     result = {}
     for d in dirs:
@@ -83,7 +83,7 @@ def _wandb_report(dirs: list[Path], target: str) -> int:
 
     from dist_sqz.compare import load_for_resume
     from dist_sqz.compare.plan import wandb_group
-    from dist_sqz.wandb_report import Offline, build_report, parse_target, publish
+    from dist_sqz.observe.wandb_report import Offline, build_report, parse_target, publish
 
     entity, project = parse_target(target)
     if len(dirs) != 1 or not (dirs[0] / "results.json").is_file():

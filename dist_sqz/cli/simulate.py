@@ -31,10 +31,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dist_sqz.compute.profiles import load_profile
     from dist_sqz.config import SimulateConfig
     from dist_sqz.costmodel import from_flags, load_spec, predict
-    from dist_sqz.profiles import load_profile
-    from dist_sqz.simulate import format_table, plot
+    from dist_sqz.costmodel.simulate import format_table, plot
 
     cfg = config_from_args(SimulateConfig, args)
     net = (

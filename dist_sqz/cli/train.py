@@ -33,7 +33,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def resume_line(where: str, step: int) -> str:
     """Which checkpoint a resumed run continues from, and the others kept beside it."""
-    from dist_sqz import checkpoint
+    from dist_sqz.training import checkpoint
 
     path = checkpoint.resume_file(where)
     others = [
@@ -44,10 +44,10 @@ def resume_line(where: str, step: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dist_sqz import checkpoint
     from dist_sqz.comm.env import is_main_process
     from dist_sqz.config import TrainConfig
-    from dist_sqz.train import Trainer
+    from dist_sqz.training import checkpoint
+    from dist_sqz.training.trainer import Trainer
 
     ckpt = checkpoint.load(args.resume) if args.resume else None
     under = [ckpt["config"]] if ckpt else []

@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Sequence
 
-from dist_sqz.metrics import p95
+from dist_sqz.observe.metrics import p95
 from dist_sqz.units import csv, parse_rate, parse_size
 
 PREFIX = "BENCH "

@@ -4,10 +4,10 @@ time to accuracy."""
 
 from __future__ import annotations
 
-from dist_sqz.compute_modes import ComputeMode
+from dist_sqz.compute.modes import ComputeMode
 from dist_sqz.config import CompareConfig
 from dist_sqz.errors import UsageError
-from dist_sqz.metrics import scaling_efficiency
+from dist_sqz.observe.metrics import scaling_efficiency
 from dist_sqz.units import parse_rate
 
 
@@ -20,8 +20,8 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
     """Efficiency against the same arm's 1-worker row (else the model's uncompressed one);
     the cost model fed the same profile, link and compressor; with a target, the projection
     of time to accuracy onto an H100 cluster."""
+    from dist_sqz.compute.profiles import load_profile
     from dist_sqz.costmodel import from_flags, predict
-    from dist_sqz.profiles import load_profile
 
     link_bps = parse_rate(cfg.link)
     net = from_flags(cfg.link)  # the emulated hosts' links: TCP over the shaped rate

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from dist_sqz.arms import split_arm
-from dist_sqz.compute_modes import ComputeMode
+from dist_sqz.compare.arms import split_arm
+from dist_sqz.compute.modes import ComputeMode
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import UsageError
 from dist_sqz.units import format_rate, parse_rate
@@ -75,7 +75,7 @@ def run_config(
     from dist_sqz.comm.compression.variants import parse_variant
 
     if cfg.target_accuracy is not None:
-        from dist_sqz.recipes import recipe
+        from dist_sqz.training.recipes import recipe
 
         base = {**recipe(cfg.data, model, cfg.recipes), "target_accuracy": cfg.target_accuracy}
     else:
@@ -117,8 +117,8 @@ def estimate(
     upper bound with a target, which stops a run early; evaluations come on top), plus the
     model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)
     and DDP's first broadcast on the shaped link (`emulate`: hosts with shaped links)."""
+    from dist_sqz.compute.profiles import load_profile
     from dist_sqz.costmodel import from_flags, predict
-    from dist_sqz.profiles import load_profile
 
     if mode.kind == "real":
         return []

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from dist_sqz import runs
-from dist_sqz.arms import arm_name, row_arm, split_arm
 from dist_sqz.cluster import namespaces_permitted
+from dist_sqz.compare.arms import arm_name, row_arm, split_arm
 from dist_sqz.compare.derive import derive
 from dist_sqz.compare.plan import (
     CONFIG_FILE,
@@ -27,10 +27,10 @@ from dist_sqz.compare.plan import (
     shaped_link,
     wandb_group,
 )
-from dist_sqz.compute_modes import LATE_FRACTION, measure_local, measure_local_encoding
+from dist_sqz.compute.modes import LATE_FRACTION, measure_local, measure_local_encoding
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import Stopped, UsageError
-from dist_sqz.metrics import eta_seconds
+from dist_sqz.observe.metrics import eta_seconds
 
 RESULT_FIELDS = (
     "payload_bytes",
@@ -235,13 +235,13 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
     """Run every (model, N) not yet finished; write results.json after each row, then the
     report. Returns the result; its `failed` lists rows that did not finish."""
     if cfg.compute_profile:
-        from dist_sqz.profiles import compute_times, load_profile
+        from dist_sqz.compute.profiles import compute_times, load_profile
 
         prof = load_profile(cfg.compute_profile)
         for m in cfg.models:
             compute_times(prof, m, cfg.compute_batch_size, cfg.compute_precision)
     if cfg.wandb != "off":
-        from dist_sqz.wandb_sink import import_wandb
+        from dist_sqz.observe.wandb_sink import import_wandb
 
         import_wandb()
     if not resume and not cfg.estimate and out.exists() and any(out.iterdir()):
@@ -319,12 +319,12 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         took.append((arm, time.perf_counter() - t0))
         print(f"    {_row_line(row)} ({time.perf_counter() - t0:.0f}s)", flush=True)
     result = comp.write(time.perf_counter() - t_start)
-    from dist_sqz.report_compare import write_compare_report
+    from dist_sqz.compare.report import write_compare_report
 
     write_compare_report(result, out)
     if cfg.wandb != "off":
-        from dist_sqz.report_compare import PLOTS
-        from dist_sqz.wandb_sink import WandbSink
+        from dist_sqz.compare.report import PLOTS
+        from dist_sqz.observe.wandb_sink import WandbSink
 
         meta = {k: v for k, v in result.items() if k != "rows"}
         sink = WandbSink(cfg.wandb, cfg.wandb_project, comp.group, "compare", meta, out, "compare")

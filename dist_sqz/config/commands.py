@@ -27,7 +27,7 @@ def _variants(v: Any) -> list[str]:
 
 def _arms(v: Any) -> list[str]:
     """Arms `MODEL` or `MODEL+COMPRESSOR[:key=value...]`, each checked and normalised."""
-    from dist_sqz.arms import arm_name, split_arm
+    from dist_sqz.compare.arms import arm_name, split_arm
 
     out = []
     for arm in _split(v):
@@ -132,7 +132,7 @@ class CompareConfig(Config):
         if self.warmup_steps >= self.steps:
             raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
         if self.arms:
-            from dist_sqz.arms import split_arm
+            from dist_sqz.compare.arms import split_arm
 
             pairs = [split_arm(a) for a in self.arms]
             implied = {
@@ -164,7 +164,7 @@ class CompareConfig(Config):
                 f"with --target-accuracy the recipes set {', '.join(fixed)}; drop "
                 f"--{fixed[0].replace('_', '-')} (or edit configs/{self.data}_<model>.yaml)"
             )
-        from dist_sqz.recipes import recipe
+        from dist_sqz.training.recipes import recipe
 
         for m in self.models:
             recipe(self.data, m, self.recipes)  # UsageError naming the recipes there are

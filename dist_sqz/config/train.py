@@ -166,7 +166,7 @@ class TrainConfig(Config):
     @field_validator("trace_steps")
     @classmethod
     def _trace_steps(cls, v: str) -> str:
-        from dist_sqz.timeline import parse_steps
+        from dist_sqz.observe.timeline import parse_steps
 
         try:
             parse_steps(v)
@@ -177,7 +177,7 @@ class TrainConfig(Config):
     @field_validator("data")
     @classmethod
     def _data(cls, v: str) -> str:
-        from dist_sqz.data import check_data
+        from dist_sqz.training.data import check_data
 
         check_data(v)
         return v

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dist_sqz.errors import UsageError
 from dist_sqz.units import parse_rate, parse_size, valid_duration, valid_rate
 
-_PACKAGE_DATA = "dist_sqz.cluster_data"
+_PACKAGE_DATA = "dist_sqz.costmodel.cluster_data"
 TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame: MTU 1500, timestamps on
 
 

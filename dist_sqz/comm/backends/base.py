@@ -95,7 +95,7 @@ class Backend:
     def step(self, optimizer: torch.optim.Optimizer, scaler: Any = None) -> torch.Tensor | None:
         """Apply the step to averaged gradients, clipped to `grad_clip_norm` if set; the
         averaged gradients' norm before clipping. A step whose gradients are not finite is
-        not applied (the trainer then stops or skips it: `health.py`). (DDP's gradients are
+        not applied (the trainer then stops or skips it: `training/health.py`). (DDP's gradients are
         averaged once backward returns; bucketed backends average in `SyncOptimizer.step`,
         which checks and clips after averaging.) With fp16's gradient `scaler` the gradients
         are unscaled first and a step whose gradients overflowed is skipped by the scaler, as

@@ -154,7 +154,7 @@ class StallWatch:
 
     def warning(self) -> str:
         """The one line that says the run stalled, why it likely did, and what to do."""
-        from dist_sqz.recipes import available
+        from dist_sqz.training.recipes import available
 
         recipe = (
             f"the recipe (--config configs/{self.recipe}.yaml)"

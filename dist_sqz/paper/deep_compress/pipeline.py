@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from dist_sqz.deep_compress.codec import decode, sparse_bytes, write_file
-from dist_sqz.deep_compress.prune import finetune_masked, magnitude_masks, prunable
-from dist_sqz.deep_compress.rundata import RunData
-from dist_sqz.deep_compress.share import finetune_centroids, share_weights
 from dist_sqz.models import build_model, count_params
+from dist_sqz.paper.deep_compress.codec import decode, sparse_bytes, write_file
+from dist_sqz.paper.deep_compress.prune import finetune_masked, magnitude_masks, prunable
+from dist_sqz.paper.deep_compress.rundata import RunData
+from dist_sqz.paper.deep_compress.share import finetune_centroids, share_weights
 
 MB = 2**20
 PAPER_ALEXNET_MB = 240.0  # the paper's Table 2: dense fp32 AlexNet

@@ -17,12 +17,9 @@ from typing import Any
 
 import torch
 
-from dist_sqz import checkpoint
 from dist_sqz.comm.accounting import StepComm, sent_bytes
 from dist_sqz.errors import CommFailure, RunFailure, Stopped
-from dist_sqz.evaluate import evaluate
-from dist_sqz.health import Diverged
-from dist_sqz.metrics import (
+from dist_sqz.observe.metrics import (
     JsonlSink,
     Logging,
     build_summary,
@@ -31,12 +28,15 @@ from dist_sqz.metrics import (
     read_jsonl,
     step_record,
 )
-from dist_sqz.optim import lr_at, set_lr
+from dist_sqz.observe.step_view import log_line
+from dist_sqz.observe.timeline import merge_trace, write_trace
 from dist_sqz.options import pick
-from dist_sqz.step import StepResult, step_seed
-from dist_sqz.step_view import log_line
-from dist_sqz.timeline import merge_trace, write_trace
-from dist_sqz.train_setup import TrainerSetup
+from dist_sqz.training import checkpoint
+from dist_sqz.training.evaluate import evaluate
+from dist_sqz.training.health import Diverged
+from dist_sqz.training.optim import lr_at, set_lr
+from dist_sqz.training.setup import TrainerSetup
+from dist_sqz.training.step import StepResult, step_seed
 
 
 class Trainer(TrainerSetup):

@@ -5,7 +5,7 @@ forward + loss, backward, SGD-momentum step. Medians over `steps` after `warmup`
 fp32, and on CUDA bf16_cl (bf16 autocast + channels_last); with `compile`, each also under
 torch.compile, keyed `<precision>+compile` (the first compiled steps are warm-up and are
 left out like any other). The JSON it writes is what
-`dist-sqz simulate --profile FILE` reads (the shipped profiles in dist_sqz/profile_data
+`dist-sqz simulate --profile FILE` reads (the shipped profiles in dist_sqz/compute/profile_data
 have the same layout).
 """
 

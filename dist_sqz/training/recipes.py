@@ -17,7 +17,7 @@ import yaml
 
 from dist_sqz.errors import UsageError
 
-_PACKAGE_DATA = "dist_sqz.recipe_data"
+_PACKAGE_DATA = "dist_sqz.training.recipe_data"
 
 
 def available(folder: str = "") -> dict[str, str]:

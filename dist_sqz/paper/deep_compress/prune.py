@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dist_sqz.deep_compress.rundata import RunData
+from dist_sqz.paper.deep_compress.rundata import RunData
 
 
 def prunable(model: nn.Module) -> list[str]:

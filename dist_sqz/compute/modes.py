@@ -126,7 +126,7 @@ def measure_local(shapes: dict[str, tuple[int, int]], path: Path, progress=print
     layout `dist-sqz profile` writes, so `dist-sqz simulate --profile` reads it)."""
     import torch
 
-    from dist_sqz.profiler import profile_model
+    from dist_sqz.compute.profiler import profile_model
 
     result: dict[str, Any] = {
         "device": "this machine, one core (torch threads = 1)",
@@ -171,7 +171,7 @@ def measure_local_encoding(arms: list[tuple[str, str]], path: Path, progress=pri
         return
     import torch
 
-    from dist_sqz.profile_compress import measure_compression, merge
+    from dist_sqz.compute.profile_compress import measure_compression, merge
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

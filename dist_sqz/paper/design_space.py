@@ -26,15 +26,15 @@ import yaml
 
 from dist_sqz import runs
 from dist_sqz.comm.accounting import sent_bytes
+from dist_sqz.compute.profiles import compute_times, profile_image_size
 from dist_sqz.costmodel import ClusterSpec
 from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.costmodel.step import ddp_schedule, step_time
 from dist_sqz.errors import RunFailure
-from dist_sqz.metrics import eta_text
 from dist_sqz.models import build_model, count_params
 from dist_sqz.models.stats import gflops
-from dist_sqz.plotting import pyplot
-from dist_sqz.profiles import compute_times, profile_image_size
+from dist_sqz.observe.metrics import eta_text
+from dist_sqz.observe.plotting import pyplot
 
 REFERENCE = "squeezenet1_0"  # = sqz_family at its defaults, layer for layer
 # What the paper's Fig. 3 labels (ImageNet top-5 accuracy, model size in MB): said beside
@@ -123,7 +123,7 @@ def sweep(
 
 def train_point(name: str, steps: int) -> dict[str, Any]:
     """Held-out digits accuracy of `name` after `steps` steps of the squeezenet1_0 recipe."""
-    from dist_sqz.recipes import recipe
+    from dist_sqz.training.recipes import recipe
 
     keys = recipe("digits", REFERENCE)
     keys.update(model=name, steps=steps, warmup_steps=1, eval_every=0)

@@ -6,10 +6,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from dist_sqz.arms import row_arm
-from dist_sqz.compute_modes import crowded_hosts
-from dist_sqz.markdown import mb, ms, num, table
-from dist_sqz.plotting import pyplot
+from dist_sqz.compare.arms import row_arm
+from dist_sqz.compute.modes import crowded_hosts
+from dist_sqz.observe.markdown import mb, ms, num, table
+from dist_sqz.observe.plotting import pyplot
 
 PLOTS = ("bytes_per_step.png", "scaling_efficiency.png", "throughput.png")
 ACCURACY_PLOT = "accuracy_vs_time.png"

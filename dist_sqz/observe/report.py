@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dist_sqz.markdown import ms, num
-from dist_sqz.metrics import scaling_efficiency
-from dist_sqz.plotting import pyplot
-from dist_sqz.report_compare import claim_lines, write_compare_report
-from dist_sqz.step_view import step_section
+from dist_sqz.compare.report import claim_lines, write_compare_report
+from dist_sqz.observe.markdown import ms, num
+from dist_sqz.observe.metrics import scaling_efficiency
+from dist_sqz.observe.plotting import pyplot
+from dist_sqz.observe.step_view import step_section
 
 
 def _load_runs(dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, dict]]]:
@@ -17,7 +17,7 @@ def _load_runs(dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path,
     import json
 
     from dist_sqz.errors import UsageError
-    from dist_sqz.metrics import read_jsonl
+    from dist_sqz.observe.metrics import read_jsonl
 
     runs, compares = [], []
     for d in dirs:

@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from dist_sqz.comm.buckets import ddp_bucket_groups
+from dist_sqz.compute.profiles import compute_times, profile_image_size
 from dist_sqz.costmodel import ClusterSpec, predict
 from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.errors import UsageError
-from dist_sqz.metrics import scaling_efficiency
 from dist_sqz.models import build_model
-from dist_sqz.plotting import pyplot
-from dist_sqz.profiles import compute_times, profile_image_size
+from dist_sqz.observe.metrics import scaling_efficiency
+from dist_sqz.observe.plotting import pyplot
 
 TOPOLOGIES = ("ring", "tree", "ps", "hierarchical")
 

@@ -309,7 +309,7 @@ def open_sinks(
     jsonl = JsonlSink(out / "metrics.jsonl", keep_below_step=keep_below_step)
     sinks: list[Sink] = [jsonl, ProgressSink(log.steps, log.log_every)]
     if log.wandb != "off":
-        from dist_sqz.wandb_sink import WandbSink
+        from dist_sqz.observe.wandb_sink import WandbSink
 
         sinks.append(
             WandbSink(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dist_sqz.deep_compress.rundata import RunData
+from dist_sqz.paper.deep_compress.rundata import RunData
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dist_sqz import huffman
-from dist_sqz.deep_compress.rundata import RunData
-from dist_sqz.deep_compress.share import Shared
 from dist_sqz.errors import UsageError
+from dist_sqz.paper.deep_compress import huffman
+from dist_sqz.paper.deep_compress.rundata import RunData
+from dist_sqz.paper.deep_compress.share import Shared
 
 MAGIC = b"DSQZDC1\n"
 GAP_LIMIT = 255  # longest gap one symbol holds; 0 is the filler "255 further"

@@ -16,7 +16,7 @@ from typing import Any
 from dist_sqz.errors import UsageError
 
 PHASES = ("forward_s", "backward_s", "optimizer_s")
-_PACKAGE_DATA = "dist_sqz.profile_data"
+_PACKAGE_DATA = "dist_sqz.compute.profile_data"
 
 
 def shipped() -> list[str]:

@@ -41,7 +41,7 @@ def parse_target(text: str) -> tuple[str, str]:
 
 def build_report(result: dict[str, Any], entity: str, project: str, group: str, name: str):
     """The Report object (nothing is sent)."""
-    from dist_sqz.report_compare import claim_lines, lever_lines
+    from dist_sqz.compare.report import claim_lines, lever_lines
 
     wr = _reports()
     runs = wr.Runset(entity=entity, project=project, name=group, filters=f"Group = '{group}'")

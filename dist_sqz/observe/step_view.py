@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dist_sqz.metrics import p95
+from dist_sqz.observe.metrics import p95
 
 BUS_FACTOR = {
     "allreduce": lambda n: 2 * (n - 1) / n,
@@ -103,7 +103,7 @@ def format_stats(rows: list[dict[str, Any]]) -> str:
 
 def gantt(trace: dict[str, Any], path: Path, step: int | None = None) -> int | None:
     """One traced step as a Gantt chart (a row per rank and track); the step drawn."""
-    from dist_sqz.plotting import pyplot
+    from dist_sqz.observe.plotting import pyplot
 
     spans = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     steps = sorted({e["args"]["step"] for e in spans})

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from dist_sqz.compute.profiles import compute_times, load_profile, profile_image_size
+from dist_sqz.costmodel.simulate import ready_shares
 from dist_sqz.models import build_model
-from dist_sqz.profiles import compute_times, load_profile, profile_image_size
-from dist_sqz.simulate import ready_shares
 
 
 def _wait_until(deadline: float) -> float:

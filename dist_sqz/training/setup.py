@@ -10,12 +10,20 @@ from typing import Any
 
 import torch
 
-from dist_sqz import checkpoint
 from dist_sqz.comm.backends import BACKENDS, Backend, BackendOptions
 from dist_sqz.comm.compression import build_compressor
 from dist_sqz.comm.env import LaunchEnv, launch_env, share_cpu_threads
+from dist_sqz.compute.emulate import EmulatedCompute
+from dist_sqz.compute.profiles import compute_times, load_profile
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import (
+from dist_sqz.errors import UsageError
+from dist_sqz.models import build_model, check_input_size, count_params
+from dist_sqz.observe.metrics import Sink, tx_counter
+from dist_sqz.observe.timeline import StepTimeline, parse_steps
+from dist_sqz.observe.wandb_sink import import_wandb
+from dist_sqz.options import pick
+from dist_sqz.training import checkpoint
+from dist_sqz.training.data import (
     Batching,
     datasets_for,
     default_workers,
@@ -23,18 +31,10 @@ from dist_sqz.data import (
     num_classes_of,
     train_batches,
 )
-from dist_sqz.emulate import EmulatedCompute
-from dist_sqz.errors import UsageError
-from dist_sqz.health import NonFiniteGuard, StallWatch
-from dist_sqz.metrics import Sink, tx_counter
-from dist_sqz.models import build_model, check_input_size, count_params
-from dist_sqz.optim import Schedule, sgd
-from dist_sqz.options import pick
-from dist_sqz.profiles import compute_times, load_profile
-from dist_sqz.step import TrainStep
-from dist_sqz.stopping import StepControl
-from dist_sqz.timeline import StepTimeline, parse_steps
-from dist_sqz.wandb_sink import import_wandb
+from dist_sqz.training.health import NonFiniteGuard, StallWatch
+from dist_sqz.training.optim import Schedule, sgd
+from dist_sqz.training.step import TrainStep
+from dist_sqz.training.stopping import StepControl
 
 
 def _workers(n: int) -> str:

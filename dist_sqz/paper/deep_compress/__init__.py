@@ -26,11 +26,11 @@ The pipeline, on the run's final weights (`checkpoints/last.pt`):
 Sizes are in MB of 2^20 bytes, as the paper's (AlexNet 240 MB, SqueezeNet 4.8 MB).
 """
 
-from dist_sqz.deep_compress.codec import decode, gap_symbols, positions_from
-from dist_sqz.deep_compress.pipeline import compress, format_table
-from dist_sqz.deep_compress.prune import magnitude_masks
-from dist_sqz.deep_compress.rundata import RunData, held_out_accuracy
-from dist_sqz.deep_compress.share import kmeans_1d
+from dist_sqz.paper.deep_compress.codec import decode, gap_symbols, positions_from
+from dist_sqz.paper.deep_compress.pipeline import compress, format_table
+from dist_sqz.paper.deep_compress.prune import magnitude_masks
+from dist_sqz.paper.deep_compress.rundata import RunData, held_out_accuracy
+from dist_sqz.paper.deep_compress.share import kmeans_1d
 
 __all__ = [
     "RunData",

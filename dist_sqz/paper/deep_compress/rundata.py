@@ -13,11 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from dist_sqz.config import TrainConfig
-from dist_sqz.data import Batching, datasets_for, held_out_batches, num_classes_of, train_batches
 from dist_sqz.errors import UsageError
-from dist_sqz.evaluate import evaluate
 from dist_sqz.models import build_model
 from dist_sqz.options import pick
+from dist_sqz.training.data import (
+    Batching,
+    datasets_for,
+    held_out_batches,
+    num_classes_of,
+    train_batches,
+)
+from dist_sqz.training.evaluate import evaluate
 
 
 def held_out_accuracy(model: nn.Module, cfg: TrainConfig, held: Any) -> float:
@@ -30,7 +36,7 @@ class RunData:
     """A finished run's model, recipe and data: what every stage trains and evaluates on."""
 
     def __init__(self, run_dir: Path) -> None:
-        from dist_sqz import checkpoint
+        from dist_sqz.training import checkpoint
 
         ckpt = checkpoint.load(run_dir)
         self.cfg = TrainConfig.build(ckpt["config"])
