@@ -27,6 +27,14 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def compressors(but: tuple[str, ...] = ("none",)) -> list[str]:
+    """Every registered compressor except `but`: tests that exercise compressors take them
+    from the registry, so a new one is covered with no edit to a test."""
+    from dist_sqz.comm.compression import COMPRESSORS
+
+    return [n for n in COMPRESSORS.names() if n not in but]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

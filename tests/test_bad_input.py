@@ -238,6 +238,31 @@ def test_bad_input_to_other_commands(tmp_path, cli, args, words):
     assert list(tmp_path.iterdir()) == []
 
 
+BAD_SETTINGS = [
+    ("topk:density=abc", "density must be float; got 'abc'"),
+    ("topk:density=5", "density must be <= 1"),
+    ("powersgd:rank=0", "rank must be > 0, got 0"),
+    ("dgc:nesterov=maybe", "nesterov must be bool; got 'maybe'"),
+]
+COMMANDS_WITH_COMPRESSION = [
+    ["simulate", "--models", "alexnet", "--workers", "2", "--compression"],
+    ["compare", "--estimate", "--models", "alexnet", "--workers", "1,2", "--compression"],
+    ["profile", "--models", "alexnet", "--out", "p.json", "--compression"],
+]
+
+
+@pytest.mark.parametrize("value, words", BAD_SETTINGS)
+@pytest.mark.parametrize("command", COMMANDS_WITH_COMPRESSION, ids=lambda c: c[0])
+def test_a_compressor_setting_obeys_the_train_settings_rule(tmp_path, cli, command, value, words):
+    """`name:key=value` is checked by the same rule as `--set`/YAML (the train setting's own
+    type and range), in every command that takes compressors."""
+    proc = cli(*command, value)
+    assert_usage_error(proc, words, value)
+    assert list(tmp_path.iterdir()) == []
+    arm = cli("compare", "--estimate", "--workers", "1,2", "--arms", f"alexnet+{value}")
+    assert_usage_error(arm, words)
+
+
 @pytest.mark.integration
 def test_usage_error_of_rank_1_reaches_the_terminal(tmp_path, tiny):
     """Only rank 1 lacks its compressor state: rank 1 says so, once, and every rank exits 2

@@ -7,9 +7,9 @@ uninterrupted run."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
+import torch
 
 from dist_sqz.cli import build_parser, config_from_args
 from dist_sqz.comm.compression import COMPRESSORS, build_compressor
@@ -81,9 +81,22 @@ def test_a_checkpoint_written_before_the_restructure_resumes(tmp_path):
     args += ["--compression-density", "0.1", "--lr", "0.01", "--out", str(tmp_path / "new")]
     proc = dist_sqz("train", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    metrics, resumed = read_run(run)
+    metrics, _ = read_run(run)
     assert [m["step"] for m in metrics] == list(range(1, 7))
-    assert resumed["param_checksum"] == read_run(Path(tmp_path / "new"))[1]["param_checksum"]
+    # Its first 4 steps were computed on the machine that wrote it: the arithmetic is the
+    # same here, the CPU's kernels need not be (AVX-512 against AVX2 moved the 4-step state
+    # by 2.4e-6, relative), so the two runs agree within float tolerance, not bit for bit.
+    fresh, _ = read_run(tmp_path / "new")
+    for old_step, new_step in zip(metrics, fresh, strict=True):
+        assert old_step["loss"] == pytest.approx(new_step["loss"], rel=1e-4)
+    resumed, computed = (
+        torch.load(r / "checkpoints" / "last.pt", weights_only=True)["model"]
+        for r in (run, tmp_path / "new")
+    )
+    assert resumed.keys() == computed.keys()
+    for name, value in computed.items():
+        gap = float((resumed[name] - value).norm() / (value.norm() + 1e-12))
+        assert gap <= 1e-4, (name, gap)
 
 
 def test_a_new_compressor_is_one_class_and_one_registry_line():

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import base_env, cluster_leftovers, read_run, torchrun_cmd, train_torchrun
+from tests.helpers import (
+    base_env,
+    cluster_leftovers,
+    compressors,
+    read_run,
+    torchrun_cmd,
+    train_torchrun,
+)
 
 pytestmark = pytest.mark.integration  # every test here starts processes
 
@@ -256,7 +263,7 @@ def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
     assert "stopped by SIGTERM" in stdout + stderr, (stdout + stderr)[-3000:]
 
 
-@pytest.mark.parametrize("compression", ["fp16", "bf16", "int8", "dgc", "powersgd"])
+@pytest.mark.parametrize("compression", compressors(but=("none", "topk")))
 def test_sigterm_and_resume_under_every_compressor(tmp_path, compression):
     """Each compressor's state (error feedback, momentum correction, warm-started factors)
     saved at the step every rank stopped after, and restored exactly (topk: above)."""

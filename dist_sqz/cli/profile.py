@@ -52,8 +52,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dist_sqz.comm.compression.variants import parse_variants
     from dist_sqz.compute.profiler import PRECISIONS, profile, write
+    from dist_sqz.config.variants import parse_variants
     from dist_sqz.models import model_spec
     from dist_sqz.units import csv, parse_counts
 

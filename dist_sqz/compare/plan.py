@@ -72,7 +72,7 @@ def run_config(
 ) -> TrainConfig:
     """The training config of one compare run (validated: a model that cannot take the
     image size fails here, before anything starts)."""
-    from dist_sqz.comm.compression.variants import parse_variant
+    from dist_sqz.config.variants import parse_variant
 
     if cfg.target_accuracy is not None:
         from dist_sqz.training.recipes import recipe

@@ -159,7 +159,7 @@ def measure_local_encoding(arms: list[tuple[str, str]], path: Path, progress=pri
     """Each compressor's encoding and decoding per step, on one core, into the local profile
     at `path` (`compress_s`, as `dist-sqz profile --compression` writes it): those the
     profile lacks, so that a resumed comparison keeps what it measured."""
-    from dist_sqz.comm.compression.variants import parse_variant
+    from dist_sqz.config.variants import parse_variant
 
     result = json.loads(path.read_text())
     missing: dict[str, list[str]] = {}  # model -> its compressors the profile lacks

@@ -24,7 +24,7 @@ from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.buckets import DEFAULT_BUCKET_CAP_MB, ddp_bucket_groups
 from dist_sqz.comm.collectives import TorchCollectives
 from dist_sqz.comm.compression import Bucket
-from dist_sqz.comm.compression.variants import Variant
+from dist_sqz.config.variants import Variant
 from dist_sqz.models import build_model
 
 

@@ -64,7 +64,7 @@ class Config(BaseModel):
         try:
             return cls(**merged)
         except ValidationError as e:
-            raise UsageError(_one_line(e)) from None
+            raise UsageError(one_line(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -76,9 +76,11 @@ class Config(BaseModel):
 _EXAMPLES = {"workers": "1,2,4", "models": "alexnet,squeezenet1_1"}
 
 
-def _one_line(e: ValidationError) -> str:
+def one_line(e: ValidationError, name: str | None = None) -> str:
+    """A validation error as one line naming the setting (`name` where the error has no
+    location of its own: a single value validated alone)."""
     err = e.errors()[0]
-    name = str(err["loc"][0]) if err["loc"] else "config"
+    name = str(err["loc"][0]) if err["loc"] else name or "config"
     if len(err["loc"]) > 1:  # one item of a list: name the list, show the item
         return f"{name} takes values like {_EXAMPLES.get(name, '1,2')}; got {err.get('input')!r}"
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")

@@ -17,7 +17,7 @@ def _split(v: Any) -> Any:
 
 def _variants(v: Any) -> list[str]:
     """Compression variants (`topk:density=0.001`), each checked, as normalised labels."""
-    from dist_sqz.comm.compression.variants import parse_variants
+    from dist_sqz.config.variants import parse_variants
 
     items = _split(v)
     if not items:

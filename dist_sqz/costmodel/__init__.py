@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from dist_sqz.comm.accounting import sent_bytes
-from dist_sqz.comm.compression.variants import parse_variant
 from dist_sqz.compute.profiles import compress_time, compute_times, profile_image_size
+from dist_sqz.config.variants import parse_variant
 from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.costmodel.spec import ClusterSpec, from_flags, load_spec, shipped
 from dist_sqz.costmodel.step import Grad, ddp_schedule, gradients, step_time

@@ -143,6 +143,14 @@ class HorovodBackend(Backend):
         self, model: nn.Module, optimizer: torch.optim.Optimizer, compressor: Compressor
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         hvd = self.hvd
+        wire = getattr(compressor, "dtype", None)  # what a cast compressor all-reduces
+        if wire is not None and not self._reduces(wire, next(model.parameters()).device):
+            import horovod
+
+            raise UsageError(
+                f"backend horovod {horovod.__version__} cannot all-reduce {wire} tensors "
+                f"(compression {compressor.name}); use fp16 here, or backend gloo, nccl or mpi"
+            )
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         native = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}
         if compressor.name in native:
@@ -161,6 +169,19 @@ class HorovodBackend(Backend):
             model, compressor, self.collectives, self.options.bucket_cap_mb
         )
         return model, SyncOptimizer(optimizer, self.exchange, self.options.grad_clip_norm)
+
+    @staticmethod
+    def _reduces(dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether Horovod has an all-reduce for this tensor type, by its own rule (the check
+        `allreduce_async_` makes before anything is sent; 0.28.1's CPU ops have no bfloat16,
+        and a bf16 run died with a traceback at its first bucket)."""
+        from horovod.torch.mpi_ops import _allreduce_function_factory, _check_function
+
+        try:
+            _check_function(_allreduce_function_factory, torch.zeros(1, dtype=dtype, device=device))
+        except ValueError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def compute_only(self) -> Iterator[None]:
