@@ -141,3 +141,11 @@ def test_the_report_says_when_emulated_hosts_crowd_the_cores():
     assert crowded_hosts({**local, "dilation": 12.0}, 8) == ""  # the user chose D
     assert crowded_hosts({**local, "kind": "profile"}, 8) == ""
     assert crowded_hosts({}, 8) == ""  # an older results.json without the record
+
+
+def test_a_report_names_the_comparisons_own_profile_relative_to_its_folder(tmp_path):
+    """A report moved or committed names no path of the machine that made it."""
+    out = tmp_path / "cmp"
+    mode = ComputeMode("local", str(out / "profile.json"))
+    assert "(profile.json)" in mode.describe(out) and str(tmp_path) not in mode.describe(out)
+    assert str(out / "profile.json") in mode.describe()  # a log line keeps the full path

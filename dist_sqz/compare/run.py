@@ -182,7 +182,7 @@ class Comparison:
             "batch_size": self.cfg.batch_size,
             "data": self.cfg.data,
             "target_accuracy": self.cfg.target_accuracy,
-            "compute": self.mode.to_dict() | {"description": self.mode.describe()},
+            "compute": self.mode.to_dict() | {"description": self.mode.describe(self.out)},
             "rows": rows,
             "failed": [
                 f"{row_arm(r)} x {r['world_size']}: {r['error']}" for r in rows if r.get("error")

@@ -68,7 +68,12 @@ class ComputeMode:
             "pad_encoding": self.kind == "local",
         }
 
-    def describe(self) -> str:
+    def describe(self, folder: Path | None = None) -> str:
+        """One line for logs and reports; a profile inside `folder` (the comparison's own)
+        is named relative to it, so a report moved or committed names no machine's path."""
+        profile = self.profile
+        if folder is not None and profile and Path(profile).is_relative_to(folder):
+            profile = str(Path(profile).relative_to(folder))
         if self.kind == "real":
             return (
                 f"real compute: all workers share this machine's {cores()} cores, so "
@@ -83,11 +88,11 @@ class ComputeMode:
             )
             return (
                 "emulated compute, N copies of this machine: each worker padded to one core's "
-                f"measured forward/backward/optimizer times ({self.profile}); time-dilated {d}"
+                f"measured forward/backward/optimizer times ({profile}); time-dilated {d}"
                 ", links shaped to link / D, times reported divided back"
             )
         return (
-            f"emulated compute from profile {self.profile} ({self.precision}, batch "
+            f"emulated compute from profile {profile} ({self.precision}, batch "
             f"{self.batch_size} per GPU), time-dilated x{self.dilation_for(1):g}"
             + (", doubled for a row whose real work overran the padding" if self.adaptive else "")
             + ": links shaped to link / D, times reported divided back"
