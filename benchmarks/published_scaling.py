@@ -3,7 +3,7 @@
 For each published row (a single-GPU throughput and an N-GPU throughput on a named system),
 builds a profile from the row's own single-GPU figure (`dist-sqz profile --published`'s
 function: step = batch / images_per_s, split 1:2 between forward and backward), predicts
-the N-GPU throughput on the system's shipped cluster spec (`dist_sqz/costmodel/cluster_data/`), and
+the N-GPU throughput on the system's shipped cluster spec (`costmodel/cluster_data/`), and
 prints the error beside the old model's (nominal link rate per worker, a flat ring, ideal
 overlap, no overheads: `simulate`'s model before cluster specs).
 

@@ -10,7 +10,7 @@ import torch
 
 from dist_sqz.compute.profiles import load_profile, published_profile
 from dist_sqz.costmodel import from_flags, load_spec, predict, shipped
-from dist_sqz.costmodel.collective import allreduce_time, inter_busbw
+from dist_sqz.costmodel.collective import allreduce_time, busbw
 from dist_sqz.costmodel.simulate import Network, simulate
 from dist_sqz.costmodel.spec import TCP_FRAMING, build_spec
 from dist_sqz.costmodel.step import Grad, step_time
@@ -56,18 +56,18 @@ def test_one_node_uses_the_fabric_and_more_nodes_share_the_nic():
 
 def test_tcp_flow_cap_and_framing():
     tcp = spec(inter={"transport": "tcp", "achieved": TCP_FRAMING, "flow_cap": "1gbps"})
-    assert inter_busbw(tcp.inter, S) == pytest.approx(1e9)  # 12.5 x 0.956 capped at 1 GB/s
+    assert busbw(tcp.inter, S) == pytest.approx(1e9)  # 12.5 x 0.956 capped at 1 GB/s
     two = spec(inter={"transport": "tcp", "achieved": TCP_FRAMING, "flow_cap": "1gbps", "flows": 2})
-    assert inter_busbw(two.inter, S) == pytest.approx(2e9)
+    assert busbw(two.inter, S) == pytest.approx(2e9)
     uncapped = spec(inter={"transport": "tcp", "achieved": TCP_FRAMING})
-    assert inter_busbw(uncapped.inter, S) == pytest.approx(12.5e9 * 1448 / 1514)
+    assert busbw(uncapped.inter, S) == pytest.approx(12.5e9 * 1448 / 1514)
 
 
 def test_measured_busbw_curve_is_interpolated_in_log_size():
     s = spec(inter={"busbw_curve": {"1MB": "1gbps", "64MB": "4gbps"}, "latency": "50us"})
-    assert inter_busbw(s.inter, 2**20) == pytest.approx(1e9)
-    assert inter_busbw(s.inter, 8 * 2**20) == pytest.approx(2.5e9)  # half way in log size
-    assert inter_busbw(s.inter, 2**30) == pytest.approx(4e9)  # flat beyond the last point
+    assert busbw(s.inter, 2**20) == pytest.approx(1e9)
+    assert busbw(s.inter, 8 * 2**20) == pytest.approx(2.5e9)  # half way in log size
+    assert busbw(s.inter, 2**30) == pytest.approx(4e9)  # flat beyond the last point
     # A measured curve carries its latency: the spec's 50 us is not added on top.
     assert allreduce_time(s, S, 16) == pytest.approx(2 * 15 / 16 * S / 4e9)
 

@@ -27,13 +27,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 
-from dist_sqz.costmodel.spec import ClusterSpec, Fabric, Network, has_flow_cap
-from dist_sqz.units import parse_duration, parse_rate, parse_size
+from dist_sqz.costmodel.spec import ClusterSpec, Fabric, Network
 
 
-def _curve_busbw(curve: dict[str, str], size: float) -> float:
+def _curve_busbw(points: tuple[tuple[float, float], ...], size: float) -> float:
     """Bytes/s at `size`, linear in log(size) between measured points, flat beyond them."""
-    points = sorted((parse_size(s), parse_rate(r) / 8) for s, r in curve.items())
     sizes = [s for s, _ in points]
     if size <= sizes[0]:
         return points[0][1] * size / sizes[0]  # below the smallest point: latency-bound
@@ -45,24 +43,14 @@ def _curve_busbw(curve: dict[str, str], size: float) -> float:
     return b0 + t * (b1 - b0)
 
 
-def intra_busbw(fabric: Fabric, size: float) -> float:
-    if fabric.busbw_curve:
-        return _curve_busbw(fabric.busbw_curve, size)
-    return parse_rate(fabric.line_rate) / 8 * fabric.achieved
-
-
-def inter_busbw(net: Network, size: float) -> float:
-    """The node's bytes/s out (and in) for all-reduce traffic: all of its NICs."""
-    if net.busbw_curve:
-        return _curve_busbw(net.busbw_curve, size)
-    per_nic = parse_rate(net.nic_rate) / 8 * net.achieved
-    if net.transport == "tcp" and has_flow_cap(net):
-        per_nic = min(per_nic, net.flows * parse_rate(net.flow_cap) / 8)
-    return net.nics * per_nic
+def busbw(level: Fabric | Network, size: float) -> float:
+    """The level's bytes/s for a collective of `size` (a network: the node's, all NICs)."""
+    si = level.si
+    return _curve_busbw(si.curve, size) if si.curve else si.busbw_Bps
 
 
 def _latency(level: Fabric | Network) -> float:
-    return 0.0 if level.busbw_curve else parse_duration(level.latency)
+    return 0.0 if level.si.curve else level.si.latency_s
 
 
 def _ring_latency(spec: ClusterSpec, n: int, nodes: int, passes: int) -> float:
@@ -75,8 +63,8 @@ def _ring_latency(spec: ClusterSpec, n: int, nodes: int, passes: int) -> float:
 
 def _ring_busbw(spec: ClusterSpec, nodes: int, size: float) -> float:
     """The slowest level a ring crosses: the fabric, and across nodes the NICs too."""
-    b = intra_busbw(spec.intra, size)
-    return b if nodes == 1 else min(b, inter_busbw(spec.inter, size))
+    b = busbw(spec.intra, size)
+    return b if nodes == 1 else min(b, busbw(spec.inter, size))
 
 
 def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
@@ -85,9 +73,9 @@ def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
         return 0.0
     g = min(spec.gpus_per_node, n)
     nodes = math.ceil(n / g)
-    b_in = intra_busbw(spec.intra, size)
+    b_in = busbw(spec.intra, size)
     a_in = _latency(spec.intra)
-    overhead = parse_duration(spec.collective.overhead)
+    overhead = spec.collective.overhead_s
     alg = spec.collective.algorithm
     b = _ring_busbw(spec, nodes, size)
     a = a_in if nodes == 1 else _latency(spec.inter)
@@ -96,10 +84,10 @@ def allreduce_time(spec: ClusterSpec, size: float, n: int) -> float:
         return overhead + latency + 2 * (n - 1) / n * size / b
     if alg == "hierarchical":
         intra = 2 * ((g - 1) * a_in + (g - 1) / g * size / b_in)
-        b_out = inter_busbw(spec.inter, size)
+        b_out = busbw(spec.inter, size)
         inter = 2 * (nodes - 1) * a + 2 * (nodes - 1) / nodes * size / b_out
         return overhead + intra + inter
-    per_worker = b if nodes == 1 else inter_busbw(spec.inter, size) / g
+    per_worker = b if nodes == 1 else busbw(spec.inter, size) / g
     if alg == "tree":
         return overhead + 2 * math.ceil(math.log2(n)) * (a + size / per_worker)
     return overhead + 2 * (a + n * size / per_worker)  # ps
@@ -113,7 +101,7 @@ def allgather_time(spec: ClusterSpec, payload: float, n: int) -> float:
     nodes = math.ceil(n / min(spec.gpus_per_node, n))
     b = _ring_busbw(spec, nodes, n * payload)
     latency = _ring_latency(spec, n, nodes, passes=1)
-    return parse_duration(spec.collective.overhead) + latency + (n - 1) * payload / b
+    return spec.collective.overhead_s + latency + (n - 1) * payload / b
 
 
 def collective_time(spec: ClusterSpec, kind: str, payload: float, n: int) -> float:

@@ -32,20 +32,22 @@ A spec names each physical quantity the model uses (docs/cost-model.md explains 
     interference: 0.1              # share by which backward slows while a collective runs
     sources: {key: where the figure comes from}
 
-Unknown keys, bad units and out-of-range values are UsageErrors of one line.
+Unknown keys, bad units and out-of-range values are UsageErrors of one line. The strings
+keep what the file says (summaries print them); each level's `si` holds its numbers in SI
+units (bytes/s, seconds), parsed once when the spec is built: all the model's arithmetic reads.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from dist_sqz.errors import UsageError
-from dist_sqz.units import parse_rate, parse_size, valid_duration, valid_rate
+from dist_sqz.units import parse_duration, parse_rate, parse_size, valid_duration, valid_rate
 
 _PACKAGE_DATA = "dist_sqz.costmodel.cluster_data"
 TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame: MTU 1500, timestamps on
@@ -53,6 +55,25 @@ TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame: MTU 1500, timestamp
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    _si: Any = PrivateAttr(None)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy validated again, so that its `si` follows the updated strings (and a bad
+        update is refused as a file's would be)."""
+        return type(self).model_validate({**dict(self), **(update or {})})
+
+
+class LevelSI(NamedTuple):
+    """A fabric's or a network's numbers: bytes/s of the level (all its NICs', before any
+    curve), seconds per hop, and the measured curve as (bytes, bytes/s) points by size."""
+
+    busbw_Bps: float
+    latency_s: float
+    curve: tuple[tuple[float, float], ...]
+
+
+def _points(curve: dict[str, str]) -> tuple[tuple[float, float], ...]:
+    return tuple(sorted((parse_size(s), parse_rate(r) / 8) for s, r in curve.items()))
 
 
 def _curve(v: dict[str, str]) -> dict[str, str]:
@@ -60,6 +81,10 @@ def _curve(v: dict[str, str]) -> dict[str, str]:
         parse_size(size)
         parse_rate(rate)
     return v
+
+
+def has_flow_cap(inter: Network) -> bool:
+    return inter.flow_cap.strip() not in ("0", "0bit")
 
 
 class Fabric(_Strict):
@@ -74,6 +99,14 @@ class Fabric(_Strict):
     _r = field_validator("line_rate")(valid_rate)
     _d = field_validator("latency")(valid_duration)
     _c = field_validator("busbw_curve")(_curve)
+
+    def model_post_init(self, _context: Any) -> None:
+        rate = parse_rate(self.line_rate) / 8 * self.achieved
+        self._si = LevelSI(rate, parse_duration(self.latency), _points(self.busbw_curve))
+
+    @property
+    def si(self) -> LevelSI:
+        return self._si
 
 
 class Network(_Strict):
@@ -101,12 +134,32 @@ class Network(_Strict):
     _d = field_validator("latency")(valid_duration)
     _c = field_validator("busbw_curve")(_curve)
 
+    def model_post_init(self, _context: Any) -> None:
+        """The node's bytes/s out (and in) for all-reduce traffic: all of its NICs, each at
+        its achieved share, and under TCP at most `flows` x the flow cap."""
+        per_nic = parse_rate(self.nic_rate) / 8 * self.achieved
+        if self.transport == "tcp" and has_flow_cap(self):
+            per_nic = min(per_nic, self.flows * parse_rate(self.flow_cap) / 8)
+        latency = parse_duration(self.latency)
+        self._si = LevelSI(self.nics * per_nic, latency, _points(self.busbw_curve))
+
+    @property
+    def si(self) -> LevelSI:
+        return self._si
+
 
 class Collective(_Strict):
     algorithm: Literal["ring", "hierarchical", "tree", "ps"] = "ring"
     overhead: str = "0us"
 
     _d = field_validator("overhead")(valid_duration)
+
+    def model_post_init(self, _context: Any) -> None:
+        self._si = parse_duration(self.overhead)
+
+    @property
+    def overhead_s(self) -> float:
+        return self._si
 
 
 class Framework(_Strict):
@@ -118,6 +171,13 @@ class Framework(_Strict):
     step_overhead: float = Field(0.0, ge=0, lt=1)
 
     _d = field_validator("cycle_time")(valid_duration)
+
+    def model_post_init(self, _context: Any) -> None:
+        self._si = parse_duration(self.cycle_time)
+
+    @property
+    def cycle_s(self) -> float:
+        return self._si
 
 
 class ClusterSpec(_Strict):
@@ -139,10 +199,6 @@ class ClusterSpec(_Strict):
             f"x{inter.achieved:.3g}{f' (flow cap {inter.flow_cap})' if has_flow_cap(inter) else ''}"
             f"; {self.collective.algorithm}, {self.framework.kind}"
         )
-
-
-def has_flow_cap(inter: Network) -> bool:
-    return inter.flow_cap.strip() not in ("0", "0bit")
 
 
 def shipped() -> list[str]:

@@ -41,7 +41,6 @@ from torch import nn
 from dist_sqz.comm.buckets import ddp_bucket_groups
 from dist_sqz.costmodel.collective import allreduce_time, collective_time
 from dist_sqz.costmodel.spec import ClusterSpec
-from dist_sqz.units import parse_duration
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ def _ddp_spans(
 
 def _horovod_spans(grads: list[Grad], n: int, spec: ClusterSpec, bwd: float, clock: Clock):
     """Horovod's cycle: wake, fuse what is ready (<= fusion buffer), reduce, sleep."""
-    cycle = parse_duration(spec.framework.cycle_time)
+    cycle = spec.framework.cycle_s
     fusion = spec.framework.fusion_mb * 2**20
     pending = sorted(reversed(grads), key=lambda g: g.ready)  # backward order
     t = 0.0
