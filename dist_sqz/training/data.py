@@ -7,7 +7,12 @@
 - `imagefolder:PATH`: one sub-folder of images per class; `PATH/train` and `PATH/val` when
   both exist (ImageNet's layout), else PATH itself with no held-out split.
 - `cifar10:PATH`: the CIFAR-10 python batches (`data_batch_1..5`, `test_batch`) in PATH or
-  in PATH/cifar-10-batches-py (the layout torchvision's CIFAR10 downloads), read directly.
+  in PATH/cifar-10-batches-py (the layout torchvision's CIFAR10 downloads), read directly
+  (`cifar`: the classes are its `batches.meta`'s).
+
+A user's data is checked before the job forms and before anything is written: every CIFAR
+batch is read whole, every image file of a folder is opened and verified (`check_images`);
+a fault is one line naming the file.
 
 Exactly resumable at any step: each epoch's order is a permutation seeded by (seed, epoch),
 sharded over ranks, and the `StepSampler` yields step s's indices whatever step the run
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dist_sqz.errors import UsageError
+from dist_sqz.training.cifar import BATCHES, CifarBatches
 
 _MEAN = [0.485, 0.456, 0.406]
 _STD = [0.229, 0.224, 0.225]
@@ -95,37 +101,6 @@ class TransformDataset(Dataset):
             return self.train_tf(img), int(label)
 
 
-class CifarBatches(Dataset):
-    """CIFAR-10's python batches as PIL images: data_batch_1..5 (train) or test_batch.
-    Each is a pickled dict of uint8 rows (3 x 32 x 32, channel-major) and labels."""
-
-    def __init__(self, folder: Path, train: bool) -> None:
-        import pickle
-
-        import numpy as np
-
-        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-        data, labels = [], []
-        for name in names:
-            if not (folder / name).is_file():
-                raise UsageError(f"CIFAR-10 batch {folder / name} is missing")
-            with open(folder / name, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            data.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels += [int(x) for x in batch[b"labels"]]
-        self.images = np.concatenate(data).transpose(0, 2, 3, 1)  # to H x W x C
-        self.labels = labels
-        self.classes = [str(i) for i in range(10)]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        from PIL import Image
-
-        return Image.fromarray(self.images[i]), self.labels[i]
-
-
 def _transforms(size: int, small: bool) -> tuple[Any, Any]:
     """(augmented, plain) transforms: resized crop + flip for photos at ImageNet scale; pad-4
     crop + flip for 32 px images (CIFAR's standard), resized to `size`."""
@@ -151,16 +126,13 @@ def _split_dirs(path: str) -> tuple[Path, Path | None]:
     return root, None
 
 
-CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-
-
 def _cifar_folder(path: str) -> Path:
     """The folder holding the CIFAR-10 python batches: PATH itself, or
     PATH/cifar-10-batches-py (torchvision's download layout); UsageError naming the batches
     missing from the folder that holds the most of them."""
     root = Path(path)
     candidates = [root, root / "cifar-10-batches-py"]
-    missing = {c: [f for f in CIFAR_BATCHES if not (c / f).is_file()] for c in candidates}
+    missing = {c: [f for f in BATCHES if not (c / f).is_file()] for c in candidates}
     best = min(candidates, key=lambda c: len(missing[c]))
     if not missing[best]:
         return best
@@ -185,7 +157,22 @@ def check_data(data: str) -> None:
         _cifar_folder(path)
 
 
-def _imagefolder(folder: Path, size: int, spec: str) -> TransformDataset:
+def check_images(paths: list[str]) -> None:
+    """Open every image and verify it (its header, and for PNG every chunk's checksum)
+    without decoding the pixels: a file that is not an image, or is cut short, is one line
+    here rather than a traceback in a loader worker mid-run."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except Exception as e:  # whatever PIL raises for a damaged file
+            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            raise UsageError(f"{path} does not read as an image ({reason})") from None
+
+
+def _imagefolder(folder: Path, size: int, spec: str, check: bool) -> TransformDataset:
     from torchvision import datasets
 
     try:
@@ -195,11 +182,14 @@ def _imagefolder(folder: Path, size: int, spec: str) -> TransformDataset:
             f"{spec}: {folder} holds no usable images ({str(e).splitlines()[0][:120]}); "
             "put images in one sub-folder per class"
         ) from None
+    if check:
+        check_images([p for p, _ in base.samples])
     return TransformDataset(base, *_transforms(size, small=False))
 
 
-def datasets_for(data: str, size: int) -> tuple[Dataset | None, Dataset | None]:
-    """(training set, held-out set or None) of `data`; (None, None) for synthetic data."""
+def datasets_for(data: str, size: int, check: bool = True) -> tuple[Dataset | None, Dataset | None]:
+    """(training set, held-out set or None) of `data`; (None, None) for synthetic data.
+    `check`: verify every image file of a folder (one process per host does it)."""
     kind, _, path = data.partition(":")
     if kind == "synthetic":
         return None, None
@@ -207,8 +197,8 @@ def datasets_for(data: str, size: int) -> tuple[Dataset | None, Dataset | None]:
         return DigitsDataset(size, train=True), DigitsDataset(size, train=False)
     if kind == "imagefolder":
         train, val = _split_dirs(path)
-        held = _imagefolder(val, size, data) if val else None
-        return _imagefolder(train, size, data), held
+        held = _imagefolder(val, size, data, check) if val else None
+        return _imagefolder(train, size, data, check), held
     if kind == "cifar10":
         folder = _cifar_folder(path)
         tfs = _transforms(size, small=True)
@@ -222,6 +212,16 @@ def datasets_for(data: str, size: int) -> tuple[Dataset | None, Dataset | None]:
 def num_classes_of(train: Dataset | None) -> int:
     """Classes of a training set (synthetic data, None: 1000, ImageNet's)."""
     return 1000 if train is None else len(train.classes)
+
+
+def check_head(num_classes: int, train: Dataset | None, data: str) -> None:
+    """A classifier narrower than the data's classes cannot learn them: refused. A wider one
+    is the recipes' choice (docs/training.md: the paper's 1000-way head on 10 classes)."""
+    if train is not None and num_classes < len(train.classes):
+        raise UsageError(
+            f"num_classes {num_classes} is fewer than the {len(train.classes)} classes of "
+            f"{data}; set --num-classes 0 (from the data) or at least {len(train.classes)}"
+        )
 
 
 class StepSampler(Sampler):
@@ -325,8 +325,7 @@ def train_batches(
         if device is not None:
             x, y = x.to(device), y.to(device)
         return iter([(x, y)] * (cfg.steps - start))
-    if num_classes < len(ds.classes):
-        raise UsageError(f"num_classes {num_classes} is fewer than the data's {len(ds.classes)}")
+    check_head(num_classes, ds, "the data")
     augment = cfg.augment == "standard"
     sampler = StepSampler(
         len(ds), cfg.batch_size, rank, world_size, cfg.seed, start, cfg.steps, augment

@@ -25,6 +25,7 @@ from dist_sqz.options import pick
 from dist_sqz.training import checkpoint
 from dist_sqz.training.data import (
     Batching,
+    check_head,
     datasets_for,
     default_workers,
     held_out_batches,
@@ -72,8 +73,10 @@ class TrainerSetup:
         """What can be checked before the job forms: the data, the model's input size, the
         checkpoint's world size and step, W&B, the compute profile."""
         env, resume = self.env, self.resume
-        train_set, held_set = datasets_for(cfg.data, cfg.image_size)
+        # Image files are verified by one process per host (the data may be each node's own).
+        train_set, held_set = datasets_for(cfg.data, cfg.image_size, env.local_rank == 0)
         num_classes = cfg.num_classes or num_classes_of(train_set)
+        check_head(num_classes, train_set, cfg.data)
         check_input_size(cfg.model, cfg.image_size, num_classes)
         self.start_step = 0
         if resume is not None:
