@@ -164,6 +164,36 @@ def test_stall_watch():
         assert not off.stalled
 
 
+def test_a_slow_learner_at_chance_is_not_stalled_a_dead_one_is():
+    """Held-out accuracy at chance three times in a row is a stall only while the training
+    loss does not fall; a stall that recovers is cleared, with when and why."""
+    slow = StallWatch(50, 0, 10, 1000, "squeezenet1_1", 0.003, "cifar10:/x")
+    dead = StallWatch(50, 0, 10, 1000, "squeezenet1_1", 1e-9, "cifar10:/x")
+    step = 0
+    for accuracy in (0.117, 0.105, 0.092):  # the issue's evaluations
+        for _ in range(200):
+            step += 1
+            slow.loss(step, 2.40 - 0.0004 * step)  # 2.40 -> 2.16 over 600 steps
+            dead.loss(step, 2.3026 + (0.03 if step % 2 else -0.03))  # noisy, not falling
+        slow.accuracy(step, accuracy)
+        dead.accuracy(step, accuracy)
+    assert not slow.stalled and dead.stalled_at == 600
+    assert "training loss did not fall" in dead.warning()
+    dead.accuracy(800, 0.158)
+    assert not dead.stalled and dead.cleared == (800, "held-out accuracy 0.158 is above chance")
+    assert "cleared at step 800" in dead.cleared_line()
+
+
+def test_stall_advice_never_names_what_the_run_uses():
+    from dist_sqz.training.recipes import recipe, uses_recipe
+
+    settings = {**recipe("cifar10", "squeezenet1_1"), "data": "cifar10:/mine", "steps": 1600}
+    assert uses_recipe(settings) and not uses_recipe({**settings, "lr": 0.1})
+    on = StallWatch(50, 0, 10, 10, "squeezenet1_1", 0.003, "cifar10:/mine", on_recipe=True)
+    _feed(on, [math.log(10)] * 50)
+    assert on.stalled and "configs/cifar10_squeezenet1_1.yaml" not in on.warning()
+
+
 ISSUE_CIFAR = ["--model", "squeezenet1_1", "--image-size", "32", "--batch-size", "32"]
 ISSUE_CIFAR += ["--steps", "300", "--lr", "0.003", "--nesterov", "--lr-schedule", "cosine"]
 ISSUE_CIFAR += ["--lr-warmup-steps", "30", "--label-smoothing", "0.1", "--eval-every", "100"]

@@ -15,14 +15,19 @@ killing every class channel of a 10-way head; an lr too high for the recipe) pre
 same distribution for every image: the loss sits at ln(classes) to within a hair, whatever
 the batch, and held-out accuracy at chance. After the lr warm-up, `stall_window` steps in a
 row with rank 0's loss within 0.01 of ln(C) (C = the data's classes or the model's outputs),
-or three evaluations in a row at or below 1.25 / C, make one warning line naming the likely
-cause and the fix; `stalled` goes into summary.json and W&B, and `stop_when_stalled` ends
-the run there (exit 1).
+or three evaluations in a row at or below 1.25 / C while the training loss has not fallen
+(its median over the steps before each of those evaluations down by less than 2%: a slow
+learner on a hard dataset sat at chance for three evaluations while its loss fell, then
+rose to 0.34), make one warning line naming the likely cause and a fix the run does not
+already use; `stalled` goes into summary.json and W&B, and `stop_when_stalled` ends the run
+there (exit 1). A run that recovers (held-out accuracy above chance, or the loss off ln(C)
+for `stall_window` steps) has the stall cleared, with when and why.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from dist_sqz.errors import RunFailure
@@ -30,6 +35,7 @@ from dist_sqz.errors import RunFailure
 STALL_LOSS_TOL = 0.01
 STALL_EVALS = 3
 CHANCE_MARGIN = 1.25
+LEARNING_MARGIN = 0.02  # a training loss down this share over the evaluations is learning
 
 
 class Diverged(RunFailure):
@@ -105,17 +111,22 @@ class StallWatch:
         model: str,
         lr: float,
         data: str = "",
+        on_recipe: bool = False,
     ) -> None:
         self.window, self.after_step, self.model, self.lr = window, after_step, model, lr
         self.recipe = f"{data.partition(':')[0]}_{model}"
+        self.on_recipe = on_recipe  # the run already uses that recipe: never advise it
         self.num_classes = num_classes
         classes = {num_classes} | ({data_classes} if data_classes else set())
         self.levels = sorted(math.log(c) for c in classes if c > 1)
         self.chance = CHANCE_MARGIN / (data_classes or num_classes)
         self.on = bool(window) and data_classes is not None  # synthetic data cannot stall
         self.run_since: int | None = None  # first step of the current run at ln(C)
-        self.chance_evals: list[float] = []
+        self.off_since: int | None = None  # first step of the current run off ln(C)
+        self.since_eval: list[float] = []  # training losses since the last evaluation
+        self.chance_evals: list[tuple[float, float]] = []  # (accuracy, median loss before)
         self.stalled_at: int | None = None
+        self.cleared: tuple[int, str] | None = None  # (step, why) of a stall that recovered
         self.why = ""
         self.by_accuracy = False
 
@@ -123,10 +134,27 @@ class StallWatch:
     def stalled(self) -> bool:
         return self.stalled_at is not None
 
+    def _at_chance(self, loss: float) -> bool:
+        return math.isfinite(loss) and any(abs(loss - lv) <= STALL_LOSS_TOL for lv in self.levels)
+
+    def _clear(self, step: int, why: str) -> None:
+        self.cleared = (step, why)
+        self.stalled_at, self.by_accuracy, self.why = None, False, ""
+        self.chance_evals, self.run_since = [], None
+
     def loss(self, step: int, loss: float) -> None:
-        if not self.on or self.stalled or step <= self.after_step:
+        if not self.on or step <= self.after_step:
             return
-        if math.isfinite(loss) and any(abs(loss - lv) <= STALL_LOSS_TOL for lv in self.levels):
+        self.since_eval.append(loss)
+        at_chance = self._at_chance(loss)
+        if self.stalled:
+            self.off_since = None if at_chance else (self.off_since or step)
+            if not self.by_accuracy and self.off_since and step - self.off_since + 1 >= self.window:
+                self._clear(
+                    step, f"the loss ({loss:.4f}) has left ln(classes) since step {self.off_since}"
+                )
+            return
+        if at_chance:
             self.run_since = self.run_since or step
             if step - self.run_since + 1 >= self.window:
                 self.stalled_at = step
@@ -138,29 +166,42 @@ class StallWatch:
             self.run_since = None
 
     def accuracy(self, step: int, accuracy: float) -> None:
-        if not self.on or self.stalled or step <= self.after_step:
+        if not self.on or step <= self.after_step:
             return
+        before = [x for x in self.since_eval if math.isfinite(x)]
+        self.since_eval = []
         if accuracy > self.chance:
             self.chance_evals = []
+            if self.stalled:
+                self._clear(step, f"held-out accuracy {accuracy:.3f} is above chance")
             return
-        self.chance_evals.append(accuracy)
-        if len(self.chance_evals) >= STALL_EVALS:
-            self.stalled_at, self.by_accuracy = step, True
-            accs = ", ".join(f"{a:.3f}" for a in self.chance_evals)
-            self.why = (
-                f"held-out accuracy has been at chance at {STALL_EVALS} evaluations in a row "
-                f"({accs})"
-            )
+        if self.stalled:
+            return
+        self.chance_evals.append((accuracy, statistics.median(before) if before else math.nan))
+        if len(self.chance_evals) < STALL_EVALS:
+            return
+        first, last = self.chance_evals[-STALL_EVALS][1], self.chance_evals[-1][1]
+        if last < first * (1 - LEARNING_MARGIN):  # at chance, but its loss is falling
+            return
+        self.stalled_at, self.by_accuracy = step, True
+        evals = self.chance_evals[-STALL_EVALS:]
+        accs = ", ".join(f"{a:.3f}" for a, _ in evals)
+        self.why = (
+            f"held-out accuracy has been at chance at {STALL_EVALS} evaluations in a row "
+            f"({accs}) while the training loss did not fall ({first:.4f} -> {last:.4f})"
+        )
 
     def warning(self) -> str:
-        """The one line that says the run stalled, why it likely did, and what to do."""
+        """The one line that says the run stalled, why it likely did, and what to do (never
+        what the run already does)."""
         from dist_sqz.training.recipes import available
 
-        recipe = (
-            f"the recipe (--config configs/{self.recipe}.yaml)"
-            if self.recipe in available()
-            else "a recipe (configs/)"
-        )
+        if self.on_recipe:
+            recipe = "a different --seed (the run already uses the recipe)"
+        elif self.recipe in available():
+            recipe = f"the recipe (--config configs/{self.recipe}.yaml)"
+        else:
+            recipe = "a recipe (configs/)"
         dead_head = self.model.startswith("squeezenet") and self.num_classes < 1000
         if self.by_accuracy and not dead_head:
             fix = (
@@ -180,3 +221,7 @@ class StallWatch:
             )
         at = self.stalled_at
         return f"dist-sqz: warning: training has stalled at step {at}: {self.why}; {fix}"
+
+    def cleared_line(self) -> str:
+        step, why = self.cleared or (0, "")
+        return f"dist-sqz: note: the stall is cleared at step {step}: {why}"

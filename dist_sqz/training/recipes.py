@@ -62,3 +62,28 @@ def recipe(data: str, model: str, folder: str = "") -> dict[str, Any]:
     if path:
         keys["data"] = f"{kind}:{path}"
     return keys
+
+
+# What a run may change and still train by its recipe: where the data is, how long it runs
+# and how often it is watched.
+NOT_THE_RECIPE = {
+    "data",
+    "steps",
+    "warmup_steps",
+    "eval_every",
+    "log_every",
+    "checkpoint_every",
+    "compute_probe_steps",
+    "target_accuracy",
+}
+
+
+def uses_recipe(settings: dict[str, Any]) -> bool:
+    """Whether a run trains by its data and model's shipped recipe (every setting of the
+    recipe but its length and watching has the recipe's value), so that advice does not send
+    it where it already is."""
+    try:
+        wanted = recipe(settings.get("data", ""), settings.get("model", ""))
+    except UsageError:
+        return False
+    return all(settings.get(k) == v for k, v in wanted.items() if k not in NOT_THE_RECIPE)

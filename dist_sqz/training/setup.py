@@ -34,6 +34,7 @@ from dist_sqz.training.data import (
 )
 from dist_sqz.training.health import NonFiniteGuard, StallWatch
 from dist_sqz.training.optim import Schedule, sgd
+from dist_sqz.training.recipes import uses_recipe
 from dist_sqz.training.step import TrainStep
 from dist_sqz.training.stopping import StepControl
 
@@ -211,6 +212,7 @@ class TrainerSetup:
             cfg.model,
             cfg.lr,
             cfg.data,
+            uses_recipe(cfg.to_dict()),
         )
         self.ckpt = checkpoint.Checkpointer(
             self.out,

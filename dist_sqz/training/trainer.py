@@ -276,6 +276,10 @@ class Trainer(TrainerSetup):
             self.stall_warned = True
             record["stalled"] = True
             print(self.stall.warning(), flush=True)
+        elif self.stall_warned and not self.stall.stalled:  # it recovered: say so, once
+            self.stall_warned = False
+            record["stalled"] = False
+            print(self.stall.cleared_line(), flush=True)
 
     def _stop(self, step: int, signum: int) -> None:
         """Save this step's state on every rank, then end the run (no summary: it did not
@@ -351,6 +355,9 @@ class Trainer(TrainerSetup):
         summary["replicas_consistent"] = len(set(checksums)) == 1
         summary["stalled"] = self.stall.stalled
         summary["stalled_at_step"] = self.stall.stalled_at
+        cleared = self.stall.cleared
+        summary["stall_cleared_at_step"] = cleared[0] if cleared else None
+        summary["stall_cleared_why"] = cleared[1] if cleared else None
         summary["nonfinite_steps"] = self.guard.skipped
         summary["config"] = self.cfg.to_dict()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
