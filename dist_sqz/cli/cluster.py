@@ -1,4 +1,5 @@
-"""`dist-sqz cluster run|bench`: jobs and all-reduce benchmarks on emulated hosts."""
+"""`dist-sqz cluster run|bench|curve|up|down`: jobs, all-reduce benchmarks and a Slurm test
+cluster on emulated hosts."""
 
 from __future__ import annotations
 
@@ -62,6 +63,25 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--reps", type=int, default=3, help="timed all-reduces per size")
     b.add_argument("--format", choices=("text", "json"), default="text")
+    u = csub.add_parser(
+        "up",
+        help="a real Slurm cluster whose nodes are emulated hosts (for testing --launcher slurm)",
+        description="Starts K emulated hosts (shaped links) and Slurm's own daemons on them: "
+        "munged, slurmctld on the bridge, one slurmd per host in its namespace with its own "
+        "hostname. The cluster outlives the command; `dist-sqz cluster down` stops it. Prints "
+        "sinfo and the SLURM_CONF to export. Needs root and launch/install_slurm.sh.",
+        epilog="example: dist-sqz cluster up --hosts 4 --link 1gbit --slurm && export "
+        "SLURM_CONF=$(cat /run/dist_sqz/slurm.current)",
+    )
+    u.add_argument("--hosts", type=int, required=True, help="number of nodes K")
+    u.add_argument("--link", default="1gbit", help="each node's link rate (tc units: 1gbit)")
+    u.add_argument("--slurm", action="store_true", help="run Slurm on the hosts (required)")
+    csub.add_parser(
+        "down",
+        help="stop every Slurm test cluster here (daemons, namespaces, links)",
+        description="Stops every daemon and removes every namespace and link a `cluster up "
+        "--slurm` made, also what a crashed one left behind. Safe to repeat.",
+    )
     c = csub.add_parser(
         "curve",
         help="measured all-reduce bus bandwidth -> a cluster spec's busbw_curve",
@@ -94,9 +114,32 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.cluster_command == "curve":
-        return _curve(args)
-    return _run(args) if args.cluster_command == "run" else _bench(args)
+    actions = {"curve": _curve, "run": _run, "bench": _bench, "up": _up, "down": _down}
+    return actions[args.cluster_command](args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from dist_sqz.cluster import Cluster, slurm
+
+    if not args.slurm:
+        raise UsageError(
+            "cluster up starts a Slurm cluster: add --slurm (for one job on emulated hosts, "
+            "`dist-sqz cluster run`)"
+        )
+    Cluster(args.hosts, args.link)  # validates the host count and the link first
+    folder = slurm.up(args.hosts, args.link)
+    print(slurm.sinfo(folder))
+    print(f"dist-sqz cluster: Slurm up, {args.hosts} nodes at {args.link}; state in {folder}")
+    print(f"export SLURM_CONF={folder / 'slurm.conf'}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from dist_sqz.cluster import slurm
+
+    slots = slurm.down()
+    print(f"dist-sqz cluster: stopped {len(slots)} Slurm test cluster(s)")
+    return 0
 
 
 def _curve(args: argparse.Namespace) -> int:

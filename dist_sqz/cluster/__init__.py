@@ -1,5 +1,6 @@
 """Emulated multi-host clusters on one machine: hosts and links (`netns`), jobs on them
-(`launch`), and the all-reduce benchmark between them (`bench`)."""
+(`launch`), the all-reduce benchmark between them (`bench`), and a real Slurm cluster on them
+(`slurm`)."""
 
 from dist_sqz.cluster.netns import Cluster, namespaces_permitted
 

@@ -94,6 +94,7 @@ def run_config(
         {
             "trace_steps": f"{first}-{last}" if first <= last else "",
             "out": str(out),
+            "backend": cfg.backend,
             "wandb": cfg.wandb,
             "wandb_project": cfg.wandb_project,
             "wandb_group": cfg.wandb_group,

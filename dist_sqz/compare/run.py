@@ -27,6 +27,8 @@ from dist_sqz.compare.plan import (
     shaped_link,
     wandb_group,
 )
+from dist_sqz.compare.slurm import preflight, slurm_options
+from dist_sqz.compare.slurm import run_row as slurm_row
 from dist_sqz.compute.modes import LATE_FRACTION, measure_local, measure_local_encoding
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import Stopped, UsageError
@@ -84,9 +86,13 @@ class Comparison:
         if resume:
             old = json.loads((out / "results.json").read_text()) if self.has_results else {}
             self.rows = [r for r in old.get("rows", []) if not r.get("error")]
-        self.emulate, why = namespaces_permitted()
+        self.slurm = slurm_options(cfg) if cfg.launcher == "slurm" else None
+        self.emulate, why = (False, "") if self.slurm else namespaces_permitted()
         self.note = (
-            ""
+            "Rows ran as Slurm jobs (one per row; srun steps inside an allocation) on the "
+            "cluster's own network; links not shaped by compare."
+            if self.slurm
+            else ""
             if self.emulate
             else f"Emulated hosts unavailable ({why}); ran local processes over loopback, "
             "links unshaped."
@@ -145,15 +151,24 @@ class Comparison:
             config_file.write_text(cfg.dump_yaml())
         args = runs.train_command(*args, python=False)
         env = {"OMP_NUM_THREADS": "1"} if self.mode.kind == "local" else None
-        with runs.Watch(run_dir) if self.cfg.target_accuracy is not None else nullcontext():
-            ok = runs.run_job(
-                args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.kill_after_s, env
-            )
         row: dict[str, Any] = row_key(arm, n) | {"dilation": d}
+        with runs.Watch(run_dir) if self.cfg.target_accuracy is not None else nullcontext():
+            if self.slurm:
+                job = slurm_row(
+                    self.slurm, args, n, self.out / "slurm", tag, logs, self.cfg.kill_after_s, env
+                )
+                ok, row["slurm"] = job.state == "COMPLETED", job.record()
+            else:
+                ok = runs.run_job(
+                    args, n, self.emulate, link, self.cfg.delay, logs, self.cfg.kill_after_s, env
+                )
         row |= {"shaped_link": shaped}
         row |= {"batch_size": cfg.batch_size, "image_size": cfg.image_size}
         if not ok or not (run_dir / "summary.json").exists():
             row["error"] = runs.logs_failure(logs)
+            if self.slurm:
+                job_line = f"Slurm job {job.job_id} {job.state}"
+                row["error"] = f"{job_line} ({job.reason}): {row['error']}"
             return row
         s = json.loads((run_dir / "summary.json").read_text())
         row["params"] = s["params"]
@@ -248,6 +263,8 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         raise UsageError(
             f"{out} already holds a comparison; choose another --out or --resume {out}"
         )
+    if cfg.launcher == "slurm" and not cfg.estimate:
+        preflight(slurm_options(cfg), cfg.workers)  # before any job or folder
     comp = Comparison(cfg, out, resume)
     if comp.note:
         print(f"dist-sqz compare: note: {comp.note}", flush=True)
@@ -291,6 +308,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
     expected = {(r["model"], r["world_size"]): r["wall_s"] for r in plan}
     for k, (arm, n) in enumerate(todo):
         where = f"emulated hosts, {cfg.link}" if comp.emulate and n > 1 else "local"
+        where = f"Slurm, {n // comp.slurm.per_node} node(s)" if comp.slurm else where
         d = comp.mode.dilation_for(n)
         eta = rest_eta(took, todo[:k], todo[k:], expected)
         eta = f"; rest ETA {eta / 60:.0f} min" if eta is not None else ""
@@ -351,4 +369,9 @@ def _row_line(row: dict[str, Any]) -> str:
         )
     if row.get("overran_padding"):
         line += f"; real work overran the padding by {row['emulation_late_s'] * 1e3:.0f} ms"
+    job = row.get("slurm")
+    if job and job.get("queue_s") is not None:
+        line += (
+            f"; Slurm job {job['job_id']}: queued {job['queue_s']:.0f}s, ran {job['run_s']:.0f}s"
+        )
     return line

@@ -118,6 +118,30 @@ class CompareConfig(Config):
     wandb: WandbMode = setting("off", "Weights & Biases logging")
     wandb_project: str = setting("dist_sqz", "W&B project")
     wandb_group: str = setting("", "W&B group (default compare-<out folder name>)")
+    backend: Literal["gloo", "nccl"] = setting("gloo", "the runs' backend: gloo (CPU), nccl (GPUs)")
+    launcher: Literal["emulated", "slurm"] = setting(
+        "emulated",
+        "emulated: one emulated host per worker here (or local processes); slurm: each row "
+        "a Slurm job (an srun step inside an allocation), docs/own-cluster.md",
+    )
+    partition: str = setting("", "slurm: the partition ('' = the default one)")
+    account: str = setting("", "slurm: the account to charge ('' = yours by default)")
+    time_limit: str = setting("", "slurm: each row's --time (e.g. 30:00; '' = the partition's)")
+    gpus_per_node: int = setting(
+        0, "slurm: GPUs per node, one worker each (0: one worker per node)", ge=0
+    )
+    sbatch_args: str = setting("", "slurm: more sbatch arguments, e.g. '--qos=high --exclusive'")
+    socket_ifname: str = setting(
+        "", "slurm: the nodes' interface for gloo/NCCL sockets and wire bytes (e.g. ib0, eth0)"
+    )
+    signal_s: int = setting(
+        120, "slurm: SIGTERM this many seconds before the time limit (checkpoint, resume)", gt=0
+    )
+    cluster: str = setting(
+        "",
+        "price each row on this cluster spec (a shipped name or a YAML file, as simulate "
+        "--cluster) instead of the emulated link",
+    )
 
     _compression = field_validator("compression", mode="before")(_variants)
     _arms = field_validator("arms", mode="before")(_arms)
@@ -131,6 +155,14 @@ class CompareConfig(Config):
     def model_post_init(self, _context: Any) -> None:
         if self.warmup_steps >= self.steps:
             raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
+        slurm_only = {"partition", "account", "time_limit", "gpus_per_node", "sbatch_args"}
+        if self.launcher != "slurm" and slurm_only & self.model_fields_set:
+            key = sorted(slurm_only & self.model_fields_set)[0]
+            raise UsageError(f"--{key.replace('_', '-')} needs --launcher slurm")
+        if self.cluster:
+            from dist_sqz.costmodel.spec import load_spec
+
+            load_spec(self.cluster)  # a wrong key or a missing file: one line, now
         if self.arms:
             from dist_sqz.compare.arms import split_arm
 
