@@ -37,6 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from dist_sqz.errors import UsageError
 
     cfg = config_from_args(CompareConfig, args)
+    if cfg.collect:
+        from dist_sqz.compare.collect import collect, write
+
+        out = Path(cfg.out or f"runs/collect-{time.strftime('%Y%m%d-%H%M%S')}")
+        result = collect([Path(r) for r in cfg.collect], cfg)
+        write(result, out)
+        print((out / "report.md").read_text())
+        print(f"dist-sqz compare: collected {len(result['rows'])} runs into {out}")
+        return 0
     resuming = bool(cfg.resume)
     if resuming:
         others = sorted(cfg.model_fields_set - {"resume"})

@@ -22,10 +22,14 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
     of time to accuracy onto an H100 cluster."""
     from dist_sqz.compute.profiles import load_profile
     from dist_sqz.costmodel import from_flags, predict
+    from dist_sqz.costmodel.spec import load_spec
 
     link_bps = parse_rate(cfg.link)
-    net = from_flags(cfg.link)  # the emulated hosts' links: TCP over the shaped rate
-    prof = load_profile(mode.profile) if mode.kind != "real" else None
+    # The user's cluster where a spec is given, else the emulated hosts' links (TCP over the
+    # shaped rate); real compute is priced from a profile measured on that cluster's GPU.
+    net = load_spec(cfg.cluster) if cfg.cluster else from_flags(cfg.link)
+    prof_name = mode.profile if mode.kind != "real" else cfg.profile
+    prof = load_profile(prof_name) if prof_name else None
     h100 = load_profile("h100") if any(r.get("steps_to_accuracy") for r in rows) else None
     for row in rows:
         if row.get("error"):
@@ -54,14 +58,16 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
             else None
         )
         batch = cfg.compute_batch_size if mode.kind == "profile" else None
+        batch = row["batch_size"] if mode.kind == "real" else batch
         row["simulated_efficiency"] = None
         if prof is not None:
-            b = batch or int(next(iter(prof["models"][row["model"]][mode.precision])))
-            sim = predict([row["model"]], [row["world_size"]], net, prof, b, mode.precision, comp)
+            precision = mode.precision if mode.kind != "real" else cfg.compute_precision
+            b = batch or int(next(iter(prof["models"][row["model"]][precision])))
+            sim = predict([row["model"]], [row["world_size"]], net, prof, b, precision, comp)
             # Against the same base as the measured efficiency (the arm's own N = 1 row,
             # whose encoding runs too, else the model's uncompressed one).
             base_comp = (base or {}).get("compression") or "none"
-            one = predict([row["model"]], [1], net, prof, b, mode.precision, base_comp)[0]
+            one = predict([row["model"]], [1], net, prof, b, precision, base_comp)[0]
             row["simulated_efficiency"] = scaling_efficiency(
                 sim[0]["images_per_s"], row["world_size"], one["images_per_s"]
             )

@@ -144,7 +144,8 @@ def _setup(result: dict[str, Any]) -> str:
         else result["note"]
     )
     compute = (result.get("compute") or {}).get("description", "real compute")
-    return f"{what}; gloo; {hosts}. Compute: {compute}."
+    priced = f" Cost model: cluster spec {result['cluster']}." if result.get("cluster") else ""
+    return f"{what}; {result.get('backend', 'gloo')}; {hosts}. Compute: {compute}.{priced}"
 
 
 def write_compare_report(result: dict[str, Any], out: Path) -> None:

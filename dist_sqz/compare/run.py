@@ -183,7 +183,7 @@ class Comparison:
 
     def result(self, elapsed_s: float) -> dict[str, Any]:
         rows = sorted(self.rows, key=lambda r: self.plan.index((row_arm(r), r["world_size"])))
-        derive(rows, self.cfg, self.mode, self.emulate)
+        derive(rows, self.cfg, self.mode, self.emulate or self.slurm is not None)
         return {
             "models": self.cfg.models,
             "compression": self.cfg.compression,
@@ -197,6 +197,9 @@ class Comparison:
             "batch_size": self.cfg.batch_size,
             "data": self.cfg.data,
             "target_accuracy": self.cfg.target_accuracy,
+            "backend": self.cfg.backend,
+            "launcher": self.cfg.launcher,
+            "cluster": self.cfg.cluster,
             "compute": self.mode.to_dict() | {"description": self.mode.describe(self.out)},
             "rows": rows,
             "failed": [

@@ -142,10 +142,20 @@ class CompareConfig(Config):
         "price each row on this cluster spec (a shipped name or a YAML file, as simulate "
         "--cluster) instead of the emulated link",
     )
+    collect: list[str] = setting(
+        [],
+        "build results.json and report.md from these finished train run folders (made "
+        "anywhere, any launcher) instead of running anything",
+    )
+    profile: str = setting(
+        "",
+        "with --compute real: the profile the cost model prices each row with (measured by "
+        "`dist-sqz profile` on the cluster's GPU; a shipped name or a .json file)",
+    )
 
     _compression = field_validator("compression", mode="before")(_variants)
     _arms = field_validator("arms", mode="before")(_arms)
-    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+    _csv_lists = field_validator("models", "workers", "collect", mode="before")(_split)
 
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
@@ -163,6 +173,10 @@ class CompareConfig(Config):
             from dist_sqz.costmodel.spec import load_spec
 
             load_spec(self.cluster)  # a wrong key or a missing file: one line, now
+        if self.profile:
+            from dist_sqz.compute.profiles import load_profile
+
+            load_profile(self.profile)
         if self.arms:
             from dist_sqz.compare.arms import split_arm
 
