@@ -1,0 +1,203 @@
+"""`compare --launcher slurm` on a real Slurm cluster (Slurm's own daemons) whose 4 nodes are
+emulated hosts at 1 Gbit/s: rows as jobs, faults (a cancelled job, SIGTERM to compare),
+bad input before any job, and `compare --collect` of the rows' train runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import base_env, dist_sqz, read_run
+
+pytestmark = pytest.mark.integration
+
+ROW = ["--models", "squeezenet1_1", "--socket-ifname", "eth0", "--launcher", "slurm"]
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    from dist_sqz.cluster import namespaces_permitted
+    from dist_sqz.cluster.slurm import missing_daemons
+
+    ok, why = namespaces_permitted()
+    lack = missing_daemons()
+    if not ok or lack:
+        reason = why or f"Slurm not installed ({', '.join(lack)}): launch/install_slurm.sh"
+        if os.environ.get("DIST_SQZ_REQUIRE_NETNS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    up = dist_sqz("cluster", "up", "--hosts", "4", "--link", "1gbit", "--slurm", timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    conf = next(x for x in up.stdout.splitlines() if x.startswith("export SLURM_CONF="))
+    env = base_env(SLURM_CONF=conf.split("=", 1)[1])
+    assert "4   idle" in up.stdout or "idle" in up.stdout
+    yield env
+    down = dist_sqz("cluster", "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert (
+        "dsqz" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
+
+
+def _squeue(env) -> list[str]:
+    proc = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, env=env)
+    return proc.stdout.split("\n") if proc.stdout.strip() else []
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_rows_run_as_slurm_jobs_and_collect_gives_the_same_table(tmp_path, slurm_env):
+    out = tmp_path / "cmp"
+    proc = dist_sqz(
+        "compare", *ROW, "--workers", "1,2", "--out", str(out), env=slurm_env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _results(out)["rows"]
+    assert [r["world_size"] for r in rows] == [1, 2] and not any(r.get("error") for r in rows)
+    for r in rows:
+        job = r["slurm"]
+        assert job["state"] == "COMPLETED" and job["job_id"].isdigit()
+        assert job["nodes"].startswith("d") and job["queue_s"] is not None
+    two = rows[1]
+    assert two["sent_bytes"] == 4_941_984 and two["wire_bytes"] >= two["sent_bytes"]
+    assert 0 < two["scaling_efficiency"] <= 1.05
+    assert "queued" in proc.stdout and (out / "slurm" / "squeezenet1_1-n2.sbatch").is_file()
+
+    runs = sorted(str(p) for p in (out / "runs").iterdir())
+    again = tmp_path / "collected"
+    proc = dist_sqz("compare", "--collect", ",".join(runs), "--out", str(again), env=slurm_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    keys = (
+        "world_size",
+        "images_per_s",
+        "scaling_efficiency",
+        "simulated_efficiency",
+        "sent_bytes",
+        "wire_bytes",
+        "analytic_efficiency",
+    )
+    assert [{k: r[k] for k in keys} for r in _results(again)["rows"]] == [
+        {k: r[k] for k in keys} for r in rows
+    ]
+
+    odd = tmp_path / "odd"
+    shutil.copytree(runs[1], odd)
+    cfg = yaml.safe_load((odd / "config.yaml").read_text())
+    (odd / "config.yaml").write_text(yaml.safe_dump({**cfg, "batch_size": 16}))
+    proc = dist_sqz("compare", "--collect", f"{runs[0]},{odd}", "--out", str(tmp_path / "x"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "differ in batch_size" in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def _wait_for(pred, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _steps(run: Path) -> int:
+    metrics = run / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
+def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_path, slurm_env):
+    out = tmp_path / "cmp"
+    args = [*ROW, "--workers", "2,1", "--steps", "150", "--out", str(out)]
+    cmd = [sys.executable, "-m", "dist_sqz", "compare", *args]
+    proc = subprocess.Popen(
+        cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    run = out / "runs" / "squeezenet1_1-n2"
+    _wait_for(lambda: _steps(run) >= 5, 300, "the 2-node row to take 5 steps")
+    job = _wait_for(
+        lambda: [x.split()[0] for x in _squeue(slurm_env) if "RUNNING" in x], 30, "its job"
+    )[0]
+    subprocess.run(["scancel", job], env=slurm_env, check=True)
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]  # a row failed
+    rows = {r["world_size"]: r for r in _results(out)["rows"]}
+    assert rows[2]["slurm"]["job_id"] == job and rows[2]["slurm"]["state"] == "CANCELLED"
+    assert "CANCELLED" in rows[2]["error"] and not rows[1].get("error")
+    stopped_at = _steps(run)
+    assert (run / "checkpoints" / "last.pt").exists() and 5 <= stopped_at < 150
+
+    proc = dist_sqz("compare", "--resume", str(out), env=slurm_env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resuming from" in (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
+    metrics, _ = read_run(run)
+    assert [m["step"] for m in metrics] == list(range(1, 151))  # continued, not restarted
+    assert not any(r.get("error") for r in _results(out)["rows"])
+
+
+def test_sigterm_to_compare_cancels_its_job(tmp_path, slurm_env):
+    out = tmp_path / "cmp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "dist_sqz",
+        "compare",
+        *ROW,
+        "--workers",
+        "2",
+        "--steps",
+        "400",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(lambda: _steps(out / "runs" / "squeezenet1_1-n2") >= 3, 300, "steps")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 143, stdout[-3000:] + stderr[-3000:]
+    assert "cancelled" in stderr and _squeue(slurm_env) == []
+    assert _results(out)["rows"][0]["error"].startswith("stopped by SIGTERM")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--partition", "gpu"], ["partition gpu"]),
+        (["--workers", "8"], ["needs 8 nodes", "has 4"]),
+        (["--workers", "2", "--gpus-per-node", "4"], ["not a whole number of nodes"]),
+        (["--sbatch-args=--constraint=nosuchfeature"], ["sbatch --test-only"]),
+        (["--cluster", "BAD"], ["cluster spec"]),
+    ],
+)
+def test_bad_input_is_one_line_before_any_job(tmp_path, slurm_env, args, words):
+    if args[:2] == ["--cluster", "BAD"]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("name: mine\ninter:\n  nic_rate: 100gbit\n  bogus: 1\n")
+        args = ["--cluster", str(bad)]
+    before = _squeue(slurm_env)
+    out = tmp_path / "cmp"
+    proc = dist_sqz("compare", *ROW, *args, "--out", str(out), env=slurm_env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert not out.exists() and _squeue(slurm_env) == before
+
+
+def test_no_sbatch_on_path_is_one_line(tmp_path, slurm_env):
+    env = {**slurm_env, "PATH": str(tmp_path)}  # no Slurm client anywhere on it
+    proc = dist_sqz("compare", *ROW, "--out", str(tmp_path / "c"), env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "sbatch" in lines[0], proc.stderr
