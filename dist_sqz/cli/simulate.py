@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from dist_sqz.costmodel.simulate import format_table, plot
 
     cfg = config_from_args(SimulateConfig, args)
+    if cfg.calibrate:
+        return _calibrate(cfg)
     net = (
         load_spec(cfg.cluster)
         if cfg.cluster
@@ -85,4 +87,33 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(format_table(rows, header))
+    return 0
+
+
+def _calibrate(cfg) -> int:
+    """`simulate --calibrate RESULTS`: fit, show every row against the fit, write the spec."""
+    from pathlib import Path
+
+    from dist_sqz.costmodel import from_flags, load_spec
+    from dist_sqz.costmodel.calibrate import calibrate, check_table, load_rows, spec_yaml
+
+    rows, result = load_rows(cfg.calibrate)
+    base = load_spec(cfg.cluster) if cfg.cluster else from_flags(result.get("link") or cfg.link)
+    on = cfg.calibrate_on or None
+    spec, summary = calibrate(base, rows, result, on)
+    print(f"calibrated on {', '.join(summary['rows'])}:")
+    for term, value in summary["terms"].items():
+        print(f"  {term} = {value:.4g}")
+    print("\nbefore (the spec as given):")
+    print(check_table(base, rows, result, on))
+    print("\nafter (each model's compute scaled by its N = 1 row, the terms fitted):")
+    print(check_table(spec, rows, result, on, summary["scales"]))
+    text = spec_yaml(spec, summary)
+    if cfg.calibrated:
+        Path(cfg.calibrated).write_text(text)
+        print(
+            f"\nwrote the calibrated spec to {cfg.calibrated} (simulate --cluster {cfg.calibrated})"
+        )
+    else:
+        print("\n" + text)
     return 0

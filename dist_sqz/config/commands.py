@@ -260,7 +260,19 @@ class SimulateConfig(Config):
         "which squeezenet1_1 uncompressed outruns alexnet with each",
     )
 
-    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+    calibrate: str = setting(
+        "",
+        "fit the spec's inter.achieved, collective.overhead and interference to the step "
+        "times of this comparison (its folder or results.json), then predict every row",
+    )
+    calibrate_on: list[int] = setting(
+        [],
+        "--calibrate: fit on the rows of these worker counts only (default: all); the rest "
+        "are held out",
+    )
+    calibrated: str = setting("", "--calibrate: write the calibrated spec to this YAML file")
+
+    _csv_lists = field_validator("models", "workers", "calibrate_on", mode="before")(_split)
     _lists_ok = field_validator("models", "workers")(_lists_ok)
 
     _rates = field_validator("link", "intra_link")(valid_rate)
