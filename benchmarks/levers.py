@@ -39,6 +39,7 @@ import math
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -360,9 +361,14 @@ def write(data: dict[str, Any], work: Path) -> None:
     ]
     if plot_sweep(data, RESULTS / "levers_step_time.png"):
         md += ["![step time against link rate](levers_step_time.png)", ""]
-    acc = work / "tta" / "accuracy_vs_time.png"
-    if acc.exists():
-        shutil.copy(acc, RESULTS / "levers_accuracy.png")
+    curves = [r for r in data["tta"] if r.get("accuracy_curve")]
+    if curves:  # drawn from the rows, as compare draws it (titles fitted to the figure)
+        from dist_sqz.compare.report import ACCURACY_PLOT, _accuracy_plot
+
+        with tempfile.TemporaryDirectory() as tmp:
+            shown = {"target_accuracy": 0.95, "link": "1gbit", "emulated_hosts": True}
+            _accuracy_plot(curves, Path(tmp), shown | {"compute": {"kind": "local"}})
+            shutil.copy(Path(tmp) / ACCURACY_PLOT, RESULTS / "levers_accuracy.png")
     if (RESULTS / "levers_accuracy.png").exists() and data["tta"]:
         md += ["![accuracy against time](levers_accuracy.png)", ""]
     (RESULTS / "levers.md").write_text("\n".join(md))

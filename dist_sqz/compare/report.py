@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from dist_sqz.compare.arms import row_arm
 from dist_sqz.compute.modes import crowded_hosts
 from dist_sqz.observe.markdown import mb, ms, num, table
-from dist_sqz.observe.plotting import pyplot
+from dist_sqz.observe.plotting import fit_title, pyplot
 
 PLOTS = ("bytes_per_step.png", "scaling_efficiency.png", "throughput.png")
 ACCURACY_PLOT = "accuracy_vs_time.png"
@@ -328,7 +327,7 @@ def _plots(rows: list[dict[str, Any]], out: Path, label: str) -> None:
     else:
         ax.text(0.5, 0.5, "one worker only: nothing is sent", ha="center", transform=ax.transAxes)
     ax.set_ylabel("sent bytes / step / rank (log)")
-    ax.set_title(f"Gradient bytes per step\n({label})", fontsize=10)
+    fit_title(ax, f"Gradient bytes per step\n({label})")
     fig.tight_layout()
     fig.savefig(out / PLOTS[0], dpi=110)
     plt.close(fig)
@@ -358,7 +357,7 @@ def _plots(rows: list[dict[str, Any]], out: Path, label: str) -> None:
         ax.set_xticks(sorted({r["world_size"] for r in rows}))
         ax.set_xlabel("workers N")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}\n({label})", fontsize=10)
+        fit_title(ax, f"{title}\n({label})")
         if key == "scaling_efficiency":
             ax.set_ylim(0, 1.1)
         if ax.get_legend_handles_labels()[0]:  # no N=1 run: no efficiency to plot
@@ -393,6 +392,6 @@ def _accuracy_plot(rows: list[dict[str, Any]], out: Path, result: dict[str, Any]
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("held-out accuracy")
     title = f"Time to accuracy ({_mode_label(result)})"
-    fig.suptitle(textwrap.fill(title, int(width * 14)), fontsize=10)
+    fit_title(fig, title)
     fig.savefig(out / ACCURACY_PLOT, dpi=110)
     plt.close(fig)
