@@ -224,3 +224,16 @@ def test_batch_norm_models_train_and_refuse_too_small_inputs(tmp_path):
     assert proc.returncode == 2
     assert "image_size 32 is too small for inception_v3; use at least 75" in proc.stderr
     assert not (tmp_path / "small").exists()
+
+
+def test_the_shipped_zoo_facts_are_the_models_own_counts():
+    """`dist-sqz models` reads models/zoo_facts.json instead of building every model; the
+    file must be what the registered models count now (regenerate it with
+    `stats.zoo_facts()` after adding one)."""
+    import json
+
+    from dist_sqz.cli.models import fact_row, shipped_facts
+    from dist_sqz.models.stats import model_row, zoo_facts
+
+    assert shipped_facts() == json.loads(json.dumps(zoo_facts()))["models"]
+    assert fact_row("alexnet", shipped_facts()["alexnet"], 4) == model_row("alexnet", 4)

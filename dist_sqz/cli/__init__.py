@@ -83,7 +83,10 @@ def config_from_args(cls: Any, args: argparse.Namespace, *under: dict[str, Any])
     return cls.build(*layers)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line. Only the subcommand `argv` names gets its flags (building them
+    reads the plug-in registries, which import torch: 1.5 s of every `--help`); the others
+    are listed with their one-line help. `argv` None: every subcommand in full."""
     parser = Parser(
         prog="dist-sqz",
         description="Data-parallel training that measures exactly what gradient exchange "
@@ -91,8 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name in COMMANDS:
-        import_module(f"dist_sqz.cli.{name}").add(sub)
+        module = import_module(f"dist_sqz.cli.{name}")
+        if argv is None or chosen.replace("-", "_") == name:
+            module.add(sub)
+        else:
+            sub.add_parser(name.replace("_", "-"), help=module.HELP)
     return parser
 
 
@@ -111,7 +119,8 @@ def report_usage_error(e: UsageError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv).parse_args(argv)
         return import_module(f"dist_sqz.cli.{args.command.replace('-', '_')}").run(args)
     except UsageError as e:
         report_usage_error(e)

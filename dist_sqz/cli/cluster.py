@@ -10,11 +10,13 @@ from pathlib import Path
 from dist_sqz.cli import Parser
 from dist_sqz.errors import Stopped, UsageError
 
+HELP = "emulated multi-host cluster on this machine (network namespaces, shaped links)"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cluster",
-        help="emulated multi-host cluster on this machine (network namespaces, shaped links)",
+        help=HELP,
         description="Emulated cluster: K network namespaces on a bridge, each host's link "
         "shaped with tc. Needs root. Each cluster is private to the command that made it: "
         "several run at once.",

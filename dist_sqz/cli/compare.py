@@ -9,13 +9,15 @@ from pathlib import Path
 
 from dist_sqz.cli import add_config_flags, config_from_args
 
+HELP = "the main job: models x worker counts on emulated hosts, with a report"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     from dist_sqz.config import CompareConfig
 
     p = sub.add_parser(
         "compare",
-        help="the main job: models x worker counts on emulated hosts, with a report",
+        help=HELP,
         description="Trains each model at each worker count (one emulated host per worker, "
         "links shaped to --link; local processes where namespaces are not permitted) and "
         "writes results.json (after every run), report.md and PNG plots to --out. By default "

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from dist_sqz.errors import UsageError
 
+HELP = "Deep Compression of a trained run: prune, share weights, Huffman-code"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "deep-compress",
-        help="Deep Compression of a trained run: prune, share weights, Huffman-code",
+        help=HELP,
         description="Deep Compression (Han et al. 2016) of RUN_DIR's final weights: magnitude "
         "pruning to --keep (per layer, or --scope global), fine-tuning with the mask fixed on "
         "the run's data, k-means weight sharing at each of --bits with centroid fine-tuning, "

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from dist_sqz.cli import add_config_flags, config_from_args
 
+HELP = "the SqueezeNet paper's design-space sweeps (Fig. 3) in bytes and scaling"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     from dist_sqz.config import DesignSpaceConfig
 
     p = sub.add_parser(
         "design-space",
-        help="the SqueezeNet paper's design-space sweeps (Fig. 3) in bytes and scaling",
+        help=HELP,
         description="Sweeps the SqueezeNet family over the squeeze ratio SR (at pct3x3 0.5) "
         "and the share of 3x3 expand filters pct3x3 (at SR 0.5), as the paper's Fig. 3 does; "
         "for each point: parameters, fp32 MB, payload and sent bytes per step at N, and the "

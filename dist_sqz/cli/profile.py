@@ -7,11 +7,13 @@ from pathlib import Path
 
 from dist_sqz.errors import UsageError
 
+HELP = "measure forward/backward/optimizer time per model on this device"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
-        help="measure forward/backward/optimizer time per model on this device",
+        help=HELP,
         description="Times forward, backward and the optimizer step for each model, batch "
         "size and precision on this device (GPU if present) and writes a profile JSON for "
         "`dist-sqz simulate --profile FILE` and `--compute-profile FILE`.",

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from dist_sqz.errors import UsageError
 
+HELP = "Markdown + PNG report from finished runs"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="Markdown + PNG report from finished runs",
+        help=HELP,
         description="Reads finished run directories (train runs: metrics.jsonl + "
         "summary.json; compare folders: results.json) and writes report.md with plots: "
         "per-step bytes and time, scaling curves, a compression table.",

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from dist_sqz.cli import add_config_flags, config_from_args
 
+HELP = "cost model: step time and scaling efficiency at N workers"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     from dist_sqz.config import SimulateConfig
 
     p = sub.add_parser(
         "simulate",
-        help="cost model: step time and scaling efficiency at N workers",
+        help=HELP,
         description="Predicts step time, scaling efficiency and throughput from the model's "
         "gradient buckets, a compute profile and a cluster: a spec (--cluster: fabrics, "
         "achieved bandwidth, latency, framework, interference; docs/cost-model.md) or a "

@@ -6,13 +6,15 @@ import argparse
 
 from dist_sqz.cli import add_config_flags, config_from_args
 
+HELP = "one training run (under torchrun, mpirun or horovodrun, or alone)"
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     from dist_sqz.config import TrainConfig
 
     p = sub.add_parser(
         "train",
-        help="one training run (under torchrun, mpirun or horovodrun, or alone)",
+        help=HELP,
         description=(
             "One data-parallel training run with exact per-step accounting of the bytes and "
             "time of gradient exchange. Launch it under torchrun, mpirun or horovodrun; alone it "
