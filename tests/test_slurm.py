@@ -201,3 +201,22 @@ def test_no_sbatch_on_path_is_one_line(tmp_path, slurm_env):
     proc = dist_sqz("compare", *ROW, "--out", str(tmp_path / "c"), env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "sbatch" in lines[0], proc.stderr
+
+
+def test_a_row_near_its_time_limit_checkpoints_and_resume_continues_it(tmp_path, slurm_env):
+    """--time-limit 1 (minute) with SIGTERM 40 s before it: the row stops at a step boundary
+    with a checkpoint after about 20 s, is recorded with Slurm's state and the run's line,
+    and --resume continues it from that checkpoint, not from step 0."""
+    out = tmp_path / "cmp"
+    args = [*ROW, "--workers", "2", "--steps", "3000", "--time-limit", "1", "--signal-s", "40"]
+    proc = dist_sqz("compare", *args, "--out", str(out), env=slurm_env, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = _results(out)["rows"][0]
+    assert "stopped by SIGTERM" in row["error"] and row["slurm"]["state"] != "COMPLETED"
+    run = out / "runs" / "squeezenet1_1-n2"
+    first = _steps(run)
+    assert (run / "checkpoints" / "last.pt").exists() and 0 < first < 3000
+    dist_sqz("compare", "--resume", str(out), env=slurm_env, timeout=600)
+    log = (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
+    assert f"(step {first})" in log and _steps(run) > first  # continued from its checkpoint
+    assert _squeue(slurm_env) == []

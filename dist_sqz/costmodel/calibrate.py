@@ -50,8 +50,12 @@ def load_rows(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _profile_of(result: dict[str, Any]) -> tuple[dict[str, Any], str, int | None]:
-    """(profile, precision, batch or None: the profile's own) the rows were priced with."""
+    """(profile, precision, batch or None: the profile's own) the rows were priced with: a
+    comparison's compute record, or a profile given as such (`pricing`: published rows)."""
     from dist_sqz.compute.profiles import load_profile
+
+    if "pricing" in result:
+        return result["pricing"]
 
     compute = result.get("compute") or {}
     name = compute.get("profile") or ""
