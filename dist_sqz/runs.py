@@ -23,6 +23,7 @@ import yaml
 from dist_sqz.observe.metrics import read_jsonl
 
 ERROR_PREFIX = "dist-sqz: error:"
+STOPPED_PREFIX = "dist-sqz: stopped by"  # a run stopped by a signal, with its checkpoint
 
 
 def train_command(*args: str, nproc: int | None = None, python: bool = True) -> list[str]:
@@ -68,10 +69,11 @@ def resume_or_start(out: Path, *start_args: str) -> list[str]:
 
 
 def failure_line(text: str) -> str:
-    """One line saying why a run failed, from its output: the run's own error line, else
-    the exit code or signal torchrun reports for a worker, else the last exception line."""
+    """One line saying why a run failed, from its output: the run's own error line (or the
+    line of a run a signal stopped), else the exit code or signal torchrun reports for a
+    worker, else the last exception line."""
     lines = [x.strip() for x in text.splitlines() if x.strip()]
-    ours = [x for x in lines if x.startswith(ERROR_PREFIX)]
+    ours = [x for x in lines if x.startswith((ERROR_PREFIX, STOPPED_PREFIX))]
     if ours:
         return ours[-1][:300]
     died = [x.split(":", 1)[1].strip() for x in lines if x.startswith(("exitcode", "traceback"))]
