@@ -220,3 +220,40 @@ def test_a_row_near_its_time_limit_checkpoints_and_resume_continues_it(tmp_path,
     log = (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
     assert f"(step {first})" in log and _steps(run) > first  # continued from its checkpoint
     assert _squeue(slurm_env) == []
+
+
+def test_a_node_whose_slurmd_dies_mid_row_fails_the_row_in_one_line(tmp_path, slurm_env):
+    """slurmd of one of the row's nodes killed: Slurm takes the node down and ends the job;
+    the row is recorded with Slurm's state, nothing hangs past the collective timeout, and
+    the node comes back once its slurmd is started again."""
+    from dist_sqz.cluster.slurm import start_slurmd, state_dir
+
+    conf = Path(slurm_env["SLURM_CONF"])
+    slot = int(conf.parent.name[len("slurm") :])
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "dist_sqz", "compare", *ROW, "--workers", "2", "--steps"]
+    cmd += ["3000", "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    run = out / "runs" / "squeezenet1_1-n2"
+    _wait_for(lambda: _steps(run) >= 5, 300, "the row to take 5 steps")
+    victim = f"d{slot}n1"
+    pid = int((state_dir(slot) / f"slurmd.{victim}.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    row = _results(out)["rows"][0]
+    assert row["slurm"]["state"] in ("NODE_FAIL", "FAILED", "CANCELLED"), row
+    assert row["error"].startswith(f"Slurm job {row['slurm']['job_id']} ")
+    assert time.monotonic() - t0 < 400  # the collective timeout and Slurm's, not forever
+    assert _squeue(slurm_env) == []
+    start_slurmd(slot, 1)
+    sinfo = ["sinfo", "-h", "-N", "-n", victim, "-o", "%T"]
+
+    def back() -> bool:
+        state = subprocess.run(sinfo, capture_output=True, text=True, env=slurm_env).stdout
+        return state.strip().startswith("idle")
+
+    _wait_for(back, 120, f"{victim} back")

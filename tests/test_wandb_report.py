@@ -101,3 +101,25 @@ def test_online_the_report_is_saved_and_its_url_returned(tmp_path, monkeypatch):
     assert api.created == [("dist_sqz", "team")]
     spec = json.loads(api._service_api.sent[-1]["spec"])
     assert len(spec["blocks"]) >= 4 and not (tmp_path / REPORT_FILE).exists()
+
+
+def test_the_publish_line_names_only_runs_that_exist(tmp_path, monkeypatch, capsys):
+    """A comparison made without --wandb has no offline runs to sync: the line says to rerun
+    it with --wandb offline; with some, it names exactly those."""
+    import shutil
+
+    from dist_sqz.cli import main
+
+    def no_network():
+        raise Exception("not logged in to W&B")
+
+    monkeypatch.setattr(wr_interface, "_get_api", no_network)
+    cmp = tmp_path / "cmp"
+    shutil.copytree(RESULTS, cmp)
+    assert main(["report", str(cmp), "--wandb-report", "team/dist_sqz"]) == 0
+    line = capsys.readouterr().out
+    assert "wandb sync" not in line and "--wandb offline" in line
+    run = cmp / "runs" / "alexnet-n2" / "wandb" / "offline-run-20261207_000000-abc"
+    run.mkdir(parents=True)
+    assert main(["report", str(cmp), "--wandb-report", "team/dist_sqz"]) == 0
+    assert f"wandb sync {run}" in capsys.readouterr().out

@@ -97,10 +97,18 @@ def _wandb_report(dirs: list[Path], target: str) -> int:
     try:
         url = publish(report, out)
     except Offline as e:
+        # Name only the offline runs that exist: a comparison made without --wandb has none.
+        offline = sorted(str(p) for p in out.glob("**/wandb/offline-run-*") if p.is_dir())
+        step = (
+            f"sync its runs ({len(offline)}: wandb sync {' '.join(offline)}), then run this "
+            "command again"
+            if offline
+            else f"rerun the comparison with --wandb offline (its rows' runs are what the "
+            f"report shows; {out} has none), sync them, then run this command again"
+        )
         print(
             f"dist-sqz report: W&B not reachable; wrote the report's definition to {e}. To "
-            f"publish it: sync the runs (wandb sync {out}/runs/*/wandb/offline-run-* "
-            f"{out}/wandb/offline-run-*), then run this command again"
+            f"publish it: {step}"
         )
         return 0
     print(f"dist-sqz report: saved the W&B Report: {url}")

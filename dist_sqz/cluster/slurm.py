@@ -115,6 +115,17 @@ def _wait(what: str, ready, folder: Path) -> None:
     raise UsageError(f"the Slurm test cluster did not come up: {what} (logs in {folder})")
 
 
+def start_slurmd(slot: int, i: int) -> None:
+    """Node i's slurmd, in its namespace with its own hostname (also to bring back a node
+    whose slurmd died: `ReturnToService=2` takes it back once it registers)."""
+    folder, name = state_dir(slot), node_name(slot, i)
+    script = f"hostname {name} && exec slurmd -D -f {folder / 'slurm.conf'}"
+    _spawn(
+        ["ip", "netns", "exec", f"{PREFIX}{slot}-h{i}", "unshare", "--uts", "sh", "-c", script],
+        folder / f"slurmd.{name}.out",
+    )
+
+
 def env_for(folder: Path) -> dict[str, str]:
     return {**os.environ, "SLURM_CONF": str(folder / "slurm.conf")}
 
@@ -174,12 +185,7 @@ def up(hosts: int, link: str) -> Path:
             env=env,
         )
         for i in range(hosts):
-            name = node_name(slot, i)
-            script = f"hostname {name} && exec slurmd -D -f {folder / 'slurm.conf'}"
-            _spawn(
-                ["ip", "netns", "exec", hosts_.ns(i), "unshare", "--uts", "sh", "-c", script],
-                folder / f"slurmd.{name}.out",
-            )
+            start_slurmd(slot, i)
         with _slots_locked():  # the slot now belongs to slurmctld, not to this command
             owner = STATE_DIR / f"slot{slot}.owner"
             owner.write_text(f"{ctld.pid} {_start_time(ctld.pid)}\n")
