@@ -71,7 +71,10 @@ class SlurmOptions:
         return max(1, self.gpus_per_node)
 
     def sbatch_flags(self, nodes: int) -> list[str]:
-        flags = [f"--nodes={nodes}", "--ntasks-per-node=1"]
+        # --no-requeue: a row whose node fails (or that is preempted) ends, recorded with
+        # Slurm's reason, and --resume continues it from its checkpoint; requeued, it went
+        # back to PENDING (BeginTime) and compare waited on it for good.
+        flags = [f"--nodes={nodes}", "--ntasks-per-node=1", "--no-requeue"]
         if self.partition:
             flags.append(f"--partition={self.partition}")
         if self.account:
