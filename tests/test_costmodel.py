@@ -404,3 +404,16 @@ def test_calibrated_on_small_rows_the_spec_predicts_the_held_out_large_ones():
         assert abs(p / r["step_time_s"] - 1) < 0.05, (r["model"], p, r["step_time_s"])
     assert max(abs(b / r["step_time_s"] - 1) for r, b in zip(eights, before, strict=True)) > 0.1
     assert spec.sources["inter.achieved"].startswith("fitted by dist-sqz simulate --calibrate")
+
+
+def test_the_shipped_schedules_are_the_models_own():
+    """costmodel/schedule_data.json (what `simulate` prices without building a model) is
+    what the models give now; regenerate it with `schedule_data` after changing one."""
+    from dist_sqz.costmodel import _schedule, _shipped_schedules, build_schedule
+
+    shipped = _shipped_schedules()
+    assert len(shipped) >= 20
+    for key in shipped:
+        name, size, kind, cap, first = key.split("|")
+        args = (name, int(size), kind == "ddp", float(cap), None if first == "None" else first)
+        assert _schedule(*args) == build_schedule(*args), key

@@ -232,8 +232,9 @@ def test_the_shipped_zoo_facts_are_the_models_own_counts():
     `stats.zoo_facts()` after adding one)."""
     import json
 
-    from dist_sqz.cli.models import fact_row, shipped_facts
+    from dist_sqz.cli.models import fact_row
     from dist_sqz.models.stats import model_row, zoo_facts
+    from dist_sqz.registry import shipped_zoo
 
-    assert shipped_facts() == json.loads(json.dumps(zoo_facts()))["models"]
-    assert fact_row("alexnet", shipped_facts()["alexnet"], 4) == model_row("alexnet", 4)
+    assert shipped_zoo() == json.loads(json.dumps(zoo_facts()))["models"]
+    assert fact_row("alexnet", shipped_zoo()["alexnet"], 4) == model_row("alexnet", 4)

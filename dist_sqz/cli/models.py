@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     (workers,) = parse_counts(args.workers, "--workers")[:1]
     names = csv(args.models) if args.models else None
-    facts = shipped_facts()
+    from dist_sqz.registry import shipped_zoo
+
+    facts = shipped_zoo()
     if names is None or all(n in facts for n in names):
         # The registered models' counts ship with the package: no model is built, and
         # neither torch nor torchvision is imported (23.7 s before, building every model).
@@ -51,14 +53,6 @@ def run(args: argparse.Namespace) -> int:
         rows = zoo_table(workers, names)
     print(json.dumps(rows, indent=2) if args.format == "json" else format_zoo_table(rows, workers))
     return 0
-
-
-def shipped_facts() -> dict[str, dict[str, float]]:
-    """models/zoo_facts.json, read as a file (importing `dist_sqz.models` imports torch)."""
-    from importlib import resources
-
-    text = resources.files("dist_sqz").joinpath("models", "zoo_facts.json").read_text()
-    return json.loads(text)["models"]
 
 
 def fact_row(name: str, fact: dict[str, float], workers: int) -> dict:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import torch
@@ -15,10 +16,23 @@ from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.costmodel.spec import ClusterSpec, from_flags, load_spec, shipped
 from dist_sqz.costmodel.step import Grad, ddp_schedule, gradients, step_time
 from dist_sqz.errors import UsageError
-from dist_sqz.models import build_model
 from dist_sqz.observe.metrics import scaling_efficiency
 
 __all__ = ["ClusterSpec", "from_flags", "load_spec", "predict", "shipped"]
+
+
+SCHEDULES = "schedule_data.json"  # the zoo's schedules at the shipped profiles' shapes
+
+
+def schedule_key(name: str, image_size: int, ddp: bool, cap_mb: float, first_mb: float | None):
+    return f"{name}|{image_size}|{'ddp' if ddp else 'horovod'}|{cap_mb:g}|{first_mb}"
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_schedules() -> dict[str, Any]:
+    from importlib import resources
+
+    return json.loads(resources.files(__name__).joinpath(SCHEDULES).read_text())
 
 
 @functools.lru_cache(maxsize=64)
@@ -26,13 +40,41 @@ def _schedule(
     name: str, image_size: int, ddp: bool, cap_mb: float, first_mb: float | None
 ) -> tuple[Grad, ...]:
     """The model's gradient buckets (DDP) or gradients (Horovod), each with its ready share:
-    built once per shape (a break-even search asks hundreds of times)."""
+    built once per shape (a break-even search asks hundreds of times). The zoo's, at the
+    shapes the shipped profiles use, ship as package data (`build_schedule` wrote them;
+    tests/test_costmodel.py checks them): no model is built and torchvision, 1.9 s of a
+    2-core machine's 5 s `simulate`, is not imported."""
+    shipped = _shipped_schedules().get(schedule_key(name, image_size, ddp, cap_mb, first_mb))
+    if shipped is not None:
+        return tuple(Grad(n, r, tuple(tuple(s) for s in shapes)) for n, r, shapes in shipped)
+    return build_schedule(name, image_size, ddp, cap_mb, first_mb)
+
+
+def build_schedule(
+    name: str, image_size: int, ddp: bool, cap_mb: float, first_mb: float | None
+) -> tuple[Grad, ...]:
+    """The schedule, from the model itself (on the meta device: shapes only)."""
+    from dist_sqz.models import build_model
+
     with torch.device("meta"):
         model = build_model(name)
     shares = ready_shares(model, image_size)
     if ddp:
         return tuple(ddp_schedule(model, shares, cap_mb, first_mb))
     return tuple(gradients(model, shares))
+
+
+def schedule_data(image_sizes: dict[str, int]) -> dict[str, Any]:
+    """What SCHEDULES ships: each model's DDP schedule at torch's defaults (25 MiB buckets,
+    the first 1 MiB) and its Horovod gradients, at its image size."""
+    out = {}
+    for name, size in sorted(image_sizes.items()):
+        for ddp in (True, False):
+            grads = build_schedule(name, size, ddp, 25.0, None)
+            out[schedule_key(name, size, ddp, 25.0, None)] = [
+                [g.nbytes, g.ready, [list(s) for s in g.shapes]] for g in grads
+            ]
+    return out
 
 
 def predict(

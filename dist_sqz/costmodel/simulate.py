@@ -35,7 +35,6 @@ from dist_sqz.compute.profiles import compute_times, profile_image_size
 from dist_sqz.costmodel import ClusterSpec, predict
 from dist_sqz.costmodel.shares import ready_shares
 from dist_sqz.errors import UsageError
-from dist_sqz.models import build_model
 from dist_sqz.observe.metrics import scaling_efficiency
 from dist_sqz.observe.plotting import pyplot
 
@@ -115,6 +114,8 @@ def simulate(
     kept so that benchmarks can show what the spec's terms change."""
     if isinstance(net, ClusterSpec):
         return predict(models, workers, net, profile, batch_size, precision)
+    from dist_sqz.models import build_model
+
     rows = []
     for name in models:
         with torch.device("meta"):
