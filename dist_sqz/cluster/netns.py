@@ -54,12 +54,28 @@ def namespaces_permitted() -> tuple[bool, str]:
     return True, ""
 
 
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (tells a live owner from a reused pid), or None."""
+def proc_stat(pid: int | str, field: int) -> str | None:
+    """Field `field` of /proc/PID/stat after the command name (0: the state; 3: the
+    session; 19: the start time), or None when the process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[field]
     except (OSError, IndexError):
         return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a live owner from a reused pid), or None."""
+    return proc_stat(pid, 19)
+
+
+def ns_name(slot: int, i: int) -> str:
+    """Host i's namespace in cluster slot `slot`."""
+    return f"{PREFIX}{slot}-h{i}"
+
+
+def host_addr(slot: int, i: int) -> str:
+    """Host i's address in cluster slot `slot` (.254 is the bridge's, when it has one)."""
+    return f"10.213.{slot}.{i + 1}"
 
 
 @contextmanager
@@ -160,10 +176,10 @@ class Cluster:
         return f"{PREFIX}{self.slot}"
 
     def ns(self, i: int) -> str:
-        return f"{self.prefix}-h{i}"
+        return f"{self.prefix}-h{i}"  # ns_name(slot, i), once the cluster is up
 
     def addr(self, i: int) -> str:
-        return f"10.213.{self.slot}.{i + 1}"
+        return host_addr(self.slot, i)
 
     # -- lifecycle ------------------------------------------------------------------------
     def up(self) -> None:

@@ -34,9 +34,11 @@ from dist_sqz.cluster.netns import (
     Cluster,
     _slots_locked,
     _start_time,
+    host_addr,
+    ns_name,
+    proc_stat,
     remove_prefix,
     sh,
-    slot_in_use,
 )
 from dist_sqz.errors import UsageError
 
@@ -59,7 +61,7 @@ def missing_daemons() -> list[str]:
 
 def _conf(slot: int, hosts: int, addr: str, folder: Path, cpus: int) -> str:
     nodes = "\n".join(
-        f"NodeName={node_name(slot, i)} NodeAddr=10.213.{slot}.{i + 1} CPUs={cpus} State=UNKNOWN"
+        f"NodeName={node_name(slot, i)} NodeAddr={host_addr(slot, i)} CPUs={cpus} State=UNKNOWN"
         for i in range(hosts)
     )
     names = f"d{slot}n[0-{hosts - 1}]" if hosts > 1 else node_name(slot, 0)
@@ -94,7 +96,7 @@ PartitionName=test Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def _spawn(cmd: list[str], log: Path) -> subprocess.Popen:
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A daemon in the foreground, in its own session (it outlives this command)."""
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -103,6 +105,7 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
 
 
@@ -121,7 +124,7 @@ def start_slurmd(slot: int, i: int) -> None:
     folder, name = state_dir(slot), node_name(slot, i)
     script = f"hostname {name} && exec slurmd -D -f {folder / 'slurm.conf'}"
     _spawn(
-        ["ip", "netns", "exec", f"{PREFIX}{slot}-h{i}", "unshare", "--uts", "sh", "-c", script],
+        ["ip", "netns", "exec", ns_name(slot, i), "unshare", "--uts", "sh", "-c", script],
         folder / f"slurmd.{name}.out",
     )
 
@@ -158,7 +161,7 @@ def up(hosts: int, link: str) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         (folder / "spool").mkdir(parents=True)
         (folder / "ctld").mkdir()
-        addr = f"10.213.{slot}.254"
+        addr = host_addr(slot, 253)  # the bridge's: slurmctld listens there
         sh("ip", "addr", "add", f"{addr}/24", "dev", f"{hosts_.prefix}-br")
         cpus = os.cpu_count() or 1
         (folder / "slurm.conf").write_text(_conf(slot, hosts, addr, folder, cpus))
@@ -175,14 +178,10 @@ def up(hosts: int, link: str) -> Path:
             f"--log-file={folder}/munged.log",
             f"--seed-file={folder}/munged.seed",
         )
-        env = env_for(folder)
-        ctld = subprocess.Popen(
+        ctld = _spawn(
             ["slurmctld", "-D", "-i", "-f", str(folder / "slurm.conf")],
-            stdout=(folder / "slurmctld.out").open("ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
+            folder / "slurmctld.out",
+            env_for(folder),
         )
         for i in range(hosts):
             start_slurmd(slot, i)
@@ -197,13 +196,6 @@ def up(hosts: int, link: str) -> Path:
     return folder
 
 
-def _session(pid: str) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3]
-    except (OSError, IndexError):
-        return None
-
-
 def _kill_pidfile(path: Path) -> None:
     """Kill the process a pid file names and every process of its session (slurmctld's
     slurmscriptd, a daemon's helpers)."""
@@ -211,10 +203,10 @@ def _kill_pidfile(path: Path) -> None:
         pid = path.read_text().split()[0]
     except (OSError, IndexError):
         return
-    session = _session(pid)
+    session = proc_stat(pid, 3)
     victims = {pid}
     if session is not None and session == pid:  # it leads its session: take the session
-        victims |= {p.name for p in Path("/proc").glob("[0-9]*") if _session(p.name) == session}
+        victims |= {p.name for p in Path("/proc").glob("[0-9]*") if proc_stat(p.name, 3) == session}
     for victim in victims:
         try:
             os.kill(int(victim), signal.SIGKILL)
@@ -255,7 +247,3 @@ def down() -> list[int]:
     for slot in slots:
         down_slot(slot)
     return slots
-
-
-def live(slot: int) -> bool:
-    return slot_in_use(slot)

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,6 @@ class Job:
     nodes: str = ""
     queue_s: float | None = None
     run_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -341,8 +340,7 @@ def _wait(job: Job, timeout_s: float) -> Job:
                     flush=True,
                 )
             if time.monotonic() - t0 > timeout_s:
-                cancel(job.job_id)
-                job.extra["timed_out"] = True
+                cancel(job.job_id)  # run_timeout_s: recorded as Slurm's CANCELLED
                 break
             time.sleep(POLL_S)
     finally:
