@@ -46,16 +46,15 @@ def load_rows(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = [r for r in result.get("rows", []) if not r.get("error") and r.get("step_time_s")]
     if not rows:
         raise UsageError(f"--calibrate {path!r}: no finished rows in {file}")
-    return rows, result | {"folder": str(file.parent)}
+    result = result | {"folder": str(file.parent)}
+    return rows, result | {"pricing": _pricing(result)}
 
 
-def _profile_of(result: dict[str, Any]) -> tuple[dict[str, Any], str, int | None]:
-    """(profile, precision, batch or None: the profile's own) the rows were priced with: a
-    comparison's compute record, or a profile given as such (`pricing`: published rows)."""
+def _pricing(result: dict[str, Any]) -> tuple[dict[str, Any], str, int | None]:
+    """(profile, precision, batch or None: the profile's own) a comparison's rows were
+    priced with, from its compute record; read once (`result["pricing"]`: published rows
+    give theirs directly)."""
     from dist_sqz.compute.profiles import load_profile
-
-    if "pricing" in result:
-        return result["pricing"]
 
     compute = result.get("compute") or {}
     name = compute.get("profile") or ""
@@ -94,6 +93,12 @@ def compute_scales(spec: ClusterSpec, rows: list[dict], result: dict) -> dict[st
     return {r["model"]: r["step_time_s"] / p for r, p in zip(ones, predicted, strict=True)}
 
 
+def with_scales(result: dict[str, Any], scales: dict[str, float]) -> dict[str, Any]:
+    """`result` priced with each model's compute scaled by `scales` (a copy of its profile)."""
+    profile, precision, batch = result["pricing"]
+    return result | {"pricing": (_scaled(profile, scales), precision, batch)}
+
+
 def _scaled(profile: dict[str, Any], scales: dict[str, float]) -> dict[str, Any]:
     out = json.loads(json.dumps(profile))
     for model, k in scales.items():
@@ -112,8 +117,9 @@ def predict_rows(
     scaled by `scales` where given)."""
     from dist_sqz.costmodel import predict
 
-    profile, precision, batch = _profile_of(result)
-    profile = _scaled(profile, scales or {})
+    if scales:
+        result = with_scales(result, scales)
+    profile, precision, batch = result["pricing"]
     out = []
     for r in rows:
         b = batch or int(next(iter(profile["models"][r["model"]][precision])))
@@ -137,8 +143,10 @@ def calibrate(
     measured = np.array([r["step_time_s"] for r in fit_rows])
     scales = compute_scales(spec, rows, result)
 
+    scaled = with_scales(result, scales)  # once: every residual prices the same profile
+
     def residuals(x: np.ndarray) -> np.ndarray:
-        predicted = predict_rows(_with(spec, list(x)), fit_rows, result, scales)
+        predicted = predict_rows(_with(spec, list(x)), fit_rows, scaled)
         return np.array(predicted) / measured - 1
 
     lo, hi = zip(*TERMS.values(), strict=True)
