@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(e: BaseException, limit: int = 100) -> str:
+    """An exception as a clause of one line: its message's first line (at most `limit`
+    characters), or its type's name when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 class UsageError(ValueError):
     """Bad input: a wrong option, a missing file, an unreachable rendezvous. Exit status 2.
 

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import UsageError, first_line
 
 REPORT_FILE = "wandb_report.json"
 
@@ -121,8 +121,7 @@ def publish(report: Any, out: Path) -> str:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(definition(report), indent=1) + "\n")
         tmp.replace(path)
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise Offline(f"{path} ({reason})") from None
+        raise Offline(f"{path} ({first_line(e, 160)})") from None
 
 
 class Offline(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import UsageError, first_line
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 BATCHES = [*TRAIN_BATCHES, "test_batch"]
@@ -32,8 +32,7 @@ def _unpickle(path: Path, what: str) -> Any:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
     except Exception as e:  # any unpickling fault of a user's file is the file's fault
-        reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-        raise UsageError(f"{path} does not read as {what} ({reason})") from None
+        raise UsageError(f"{path} does not read as {what} ({first_line(e)})") from None
 
 
 def class_names(folder: Path) -> list[str]:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dist_sqz.errors import UsageError
+from dist_sqz.errors import UsageError, first_line
 from dist_sqz.training.cifar import BATCHES, CifarBatches
 
 _MEAN = [0.485, 0.456, 0.406]
@@ -168,8 +168,7 @@ def check_images(paths: list[str]) -> None:
             with Image.open(path) as img:
                 img.verify()
         except Exception as e:  # whatever PIL raises for a damaged file
-            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-            raise UsageError(f"{path} does not read as an image ({reason})") from None
+            raise UsageError(f"{path} does not read as an image ({first_line(e)})") from None
 
 
 def _imagefolder(folder: Path, size: int, spec: str, check: bool) -> TransformDataset:
@@ -179,7 +178,7 @@ def _imagefolder(folder: Path, size: int, spec: str, check: bool) -> TransformDa
         base = datasets.ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as e:
         raise UsageError(
-            f"{spec}: {folder} holds no usable images ({str(e).splitlines()[0][:120]}); "
+            f"{spec}: {folder} holds no usable images ({first_line(e, 120)}); "
             "put images in one sub-folder per class"
         ) from None
     if check:
