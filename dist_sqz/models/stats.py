@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from dist_sqz.comm.accounting import sent_bytes
 from dist_sqz.models import MODELS, build_model, count_params
 
 
@@ -47,35 +46,16 @@ def forward_with_hooks(
             h.remove()
 
 
-def model_row(name: str, workers: int, image_size: int = 224) -> dict[str, Any]:
-    """One row of `dist-sqz models`: what an uncompressed fp32 step exchanges at `workers`.
+def model_facts(name: str, image_size: int = 224) -> dict[str, Any]:
+    """A model's parameters and GFLOPs (what a row of `dist-sqz models` is made from).
     Built on the meta device: counting needs shapes, not initialised weights (building the
     zoo's weights took 23.7 s of `dist-sqz models` on a loaded 2-core machine)."""
     with torch.device("meta"):
         model = build_model(name)
-    params = count_params(model)
-    payload = 4 * params
-    return {
-        "model": name,
-        "params": params,
-        "fp32_mb": payload / 1e6,
-        "gflops": round(gflops(model, image_size), 3),
-        "world_size": workers,
-        "payload_bytes": payload,
-        "sent_bytes": sent_bytes("allreduce", payload, workers),
-    }
-
-
-def zoo_table(workers: int, names: list[str] | None = None) -> list[dict[str, Any]]:
-    return [model_row(n, workers) for n in (names or MODELS.names())]
+    return {"params": count_params(model), "gflops": round(gflops(model, image_size), 3)}
 
 
 def zoo_facts() -> dict[str, Any]:
     """What `models/zoo_facts.json` ships: each registered model's params and GFLOPs at 224
     px, counted from the models themselves (tests/test_models.py checks the shipped file)."""
-    return {
-        "image_size": 224,
-        "models": {
-            r["model"]: {"params": r["params"], "gflops": r["gflops"]} for r in zoo_table(1)
-        },
-    }
+    return {"image_size": 224, "models": {name: model_facts(name) for name in MODELS.names()}}
