@@ -52,3 +52,26 @@ def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch):
 @pytest.fixture
 def tiny() -> list[str]:
     return list(TINY)
+
+
+class Proc:
+    """What a finished command showed: its exit status and its streams."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """`dist-sqz ARGS...` run in this process from tmp_path (the same `main` the console
+    script calls, without a fresh interpreter per case)."""
+    from dist_sqz.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> Proc:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Proc(code, out.out, out.err)
+
+    return call

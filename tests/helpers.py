@@ -219,3 +219,14 @@ def cluster_leftovers() -> list[str]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     found = [(x, re.match(r"dsqz(\d+)-", x)) for x in (ns + links).split()]
     return [x for x, m in found if m and not slot_in_use(int(m.group(1)))]
+
+
+def assert_usage_error(proc, *words):
+    """Bad input's answer: exit 2, one line naming it (with each of `words`), no traceback."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("W")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("dist-sqz: error: ") or "dist-sqz" in lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]

@@ -5,6 +5,7 @@ import hashlib
 import pytest
 
 from tests.helpers import (
+    assert_usage_error,
     base_env,
     dist_sqz,
     free_port,
@@ -13,40 +14,6 @@ from tests.helpers import (
     torchrun_cmd,
     train_torchrun,
 )
-
-
-class _Proc:
-    """What a finished command showed: its exit status and its streams."""
-
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """`dist-sqz ARGS...` run in this process from tmp_path (the same `main` the console
-    script calls, without a fresh interpreter per case)."""
-    from dist_sqz.cli import main
-
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args: str) -> _Proc:
-        code = main(list(args))
-        out = capsys.readouterr()
-        return _Proc(code, out.out, out.err)
-
-    return call
-
-
-def assert_usage_error(proc, *words):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("W")]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert lines[0].startswith("dist-sqz: error: ") or "dist-sqz" in lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-
 
 CASES = {
     "unknown model": (["--model", "lenet9"], ["unknown model", "squeezenet1_1"]),

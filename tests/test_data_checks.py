@@ -8,7 +8,13 @@ import subprocess
 
 import pytest
 
-from tests.helpers import base_env, torchrun_cmd, write_cifar, write_images
+from tests.helpers import (
+    assert_usage_error,
+    base_env,
+    torchrun_cmd,
+    write_cifar,
+    write_images,
+)
 
 QUICK = ["--model", "squeezenet1_1", "--image-size", "64", "--batch-size", "2", "--steps", "5"]
 
@@ -46,33 +52,13 @@ DAMAGE = {
 }
 
 
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    from dist_sqz.cli import main
-
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args: str) -> tuple[int, str]:
-        code = main(list(args))
-        return code, capsys.readouterr().err
-
-    return call
-
-
-def _one_line(code: int, err: str, *words: str) -> None:
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_a_damaged_cifar_folder_is_one_line_and_no_run(tmp_path, cli, case):
     damage, words = DAMAGE[case]
     folder = write_cifar(tmp_path / "data", 200, 40)
     damage(folder)
-    code, err = cli("train", "--data", f"cifar10:{folder}", *QUICK, "--out", "run")
-    _one_line(code, err, *words)
+    proc = cli("train", "--data", f"cifar10:{folder}", *QUICK, "--out", "run")
+    assert_usage_error(proc, *words)
     assert not (tmp_path / "run").exists()
 
 
@@ -88,8 +74,8 @@ def test_the_classes_come_from_the_meta_file(tmp_path, cli):
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(20)]}, f)
     train, held = datasets_for(f"cifar10:{folder}", 32)
     assert num_classes_of(train) == 20 and len(held.classes) == 20
-    code, err = cli("train", "--data", f"cifar10:{folder}", *QUICK, "--num-classes", "10")
-    _one_line(code, err, "num_classes 10 is fewer than the 20 classes", "--num-classes 0")
+    proc = cli("train", "--data", f"cifar10:{folder}", *QUICK, "--num-classes", "10")
+    assert_usage_error(proc, "num_classes 10 is fewer than the 20 classes", "--num-classes 0")
 
 
 def test_an_unreadable_image_is_one_line_and_no_run(tmp_path, cli):
@@ -97,8 +83,8 @@ def test_an_unreadable_image_is_one_line_and_no_run(tmp_path, cli):
     write_images(tmp_path / "img" / "val")
     bad = sorted((tmp_path / "img" / "val").rglob("*.*"))[2]
     bad.write_bytes(bad.read_bytes()[:40])
-    code, err = cli("train", "--data", f"imagefolder:{tmp_path / 'img'}", *QUICK, "--out", "run")
-    _one_line(code, err, str(bad), "does not read as an image")
+    proc = cli("train", "--data", f"imagefolder:{tmp_path / 'img'}", *QUICK, "--out", "run")
+    assert_usage_error(proc, str(bad), "does not read as an image")
     assert not (tmp_path / "run").exists()
 
 
