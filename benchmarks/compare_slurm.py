@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def main() -> int:
         return 1
     print(up.stdout, flush=True)
     conf = next(x for x in up.stdout.splitlines() if x.startswith("export SLURM_CONF="))
-    env = {**__import__("os").environ, "SLURM_CONF": conf.split("=", 1)[1]}
+    env = {**os.environ, "SLURM_CONF": conf.split("=", 1)[1]}
     folder = out / "slurm"
     if not (folder / "compare.yaml").exists():
         # The same padding on both sides: the emulated side's measured profile, not a second

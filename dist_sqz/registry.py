@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,6 +42,7 @@ class Registry:
         return iter(self.names())
 
 
+@functools.lru_cache(maxsize=1)
 def shipped_zoo() -> dict[str, dict[str, float]]:
     """The model registry's entries as shipped (`models/zoo_facts.json`: name -> params and
     GFLOPs at 224 px), read as a file: importing `dist_sqz.models` imports torch and
