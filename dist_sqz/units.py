@@ -76,3 +76,21 @@ def parse_counts(text: str, what: str, minimum: int = 1) -> list[int]:
             f"{what} takes integers of at least {minimum}, comma-separated; got {text!r}"
         )
     return values
+
+
+def slurm_time_s(text: str) -> int | None:
+    """Seconds in a Slurm time limit (sbatch --time: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S);
+    None for UNLIMITED/INFINITE; ValueError for anything else."""
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    days, dash, rest = text.partition("-") if "-" in text else ("", "", text)
+    parts = rest.split(":")
+    if not all(x.isdigit() for x in [*parts, *([days] if dash else [])]) or len(parts) > 3:
+        raise ValueError(f"not a Slurm time limit (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S): {text!r}")
+    n = [int(x) for x in parts]
+    if dash:  # D-H, D-H:M, D-H:M:S
+        h, m, s = (n + [0, 0])[:3]
+        return ((int(days) * 24 + h) * 60 + m) * 60 + s
+    if len(n) == 3:
+        return (n[0] * 60 + n[1]) * 60 + n[2]
+    return n[0] * 60 + (n[1] if len(n) == 2 else 0)

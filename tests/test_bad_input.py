@@ -191,7 +191,16 @@ def test_bad_cluster_bench(tmp_path, cli, args, words):
         (["compare", "--arms", "lenet"], ["lenet"]),
         (["compare", "--arms", "alexnet+topk:rank=2"], ["rank"]),
         (["compare", "--arms", "alexnet", "--models", "squeezenet1_1"], ["drop --models"]),
-        (["compare", "--resume", "x", "--steps", "3"], ["drop --steps"]),
+        (["compare", "--resume", "x", "--steps", "3"], ["drop --steps", "--time-limit"]),
+        (["compare", "--resume", "no-such", "--time-limit", "30"], ["holds no comparison"]),
+        (
+            ["compare", "--launcher", "slurm", "--time-limit", "1:2:3:4"],
+            ["not a Slurm time limit", "'1:2:3:4'"],
+        ),
+        (
+            ["compare", "--launcher", "slurm", "--time-limit", "2", "--signal-s", "120"],
+            ["--signal-s 120 is not less than --time-limit 2 (120 s)"],
+        ),
         (["simulate", "--latency", "1.2.3us"], ["duration '1.2.3us'"]),
         (["simulate", "--topology", "star"], ["invalid choice"]),
         (["models", "--workers", "0"], ["at least 1"]),

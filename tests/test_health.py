@@ -63,6 +63,8 @@ def test_divergence_stops_every_rank_on_mpi_and_horovod(tmp_path, launcher):
     step = _diverged_at(proc.stderr)
     assert step < 12 and "dist-sqz: done" not in proc.stdout
     _check_kept(out, step)
+    # from scratch at lr 50 every kept checkpoint's next step blew up: none is known good
+    assert "no kept checkpoint is known good" in proc.stderr and "start afresh" in proc.stderr
 
 
 @pytest.mark.integration
@@ -83,8 +85,11 @@ def test_divergence_keeps_the_last_good_checkpoint_and_the_run_resumes(tmp_path)
     _check_kept(out, step)
     kept = [s for s, _ in checkpoint.kept(out)]  # (at step 5 last.pt itself is step 4's)
     assert kept[-1] == step - 2 and (step == 5 or 4 in kept)
-    earlier = out / "checkpoints" / "step4.pt" if step > 5 else out
-    proc = run(torchrun_cmd(2, "--resume", str(earlier), "--lr", "0.001", "--steps", "12"))
+    # the line names the newest checkpoint whose next step was sane: step 4's, the last
+    # one written at the sane lr (step 5's weights already came from an lr-50 update)
+    advised = re.search(r"known good .*: --resume (\S+), with a lower", proc.stderr).group(1)
+    assert advised == str(out / "checkpoints" / "step4.pt" if step > 5 else out)
+    proc = run(torchrun_cmd(2, "--resume", advised, "--lr", "0.001", "--steps", "12"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming from " in proc.stdout and "(step 4)" in proc.stdout
     metrics, summary = read_run(out)
@@ -295,3 +300,44 @@ def test_compare_picks_up_the_cifar_recipes(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "squeezenet1_1" in proc.stdout and "15000" in proc.stdout.replace(",", "")
+
+
+def _history(run, losses: dict[int, float | None], kept_steps: list[int]) -> None:
+    (run / "checkpoints").mkdir(parents=True)
+    for s in kept_steps:
+        (run / "checkpoints" / f"step{s}.pt").write_bytes(b"")
+    lines = [
+        {"step": s, "loss": x, **({} if x is not None else {"nonfinite": True})}
+        for s, x in losses.items()
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+@pytest.mark.parametrize(
+    ("losses", "kept_steps", "saved", "bad", "says"),
+    [
+        # last.pt (step 5) gave a sane step 6: resume the run itself
+        ({1: 2.3, 2: 2.2, 3: 2.1, 4: 2.0, 5: 1.9, 6: 1.9}, [3, 4], 5, 7, "(step 5) is known good"),
+        # step 5's weights gave 1e4 at step 6: back to step 4's, whose step 5 was sane
+        (
+            {1: 2.3, 2: 2.2, 3: 2.1, 4: 2.0, 5: 1.9, 6: 1e4},
+            [3, 4],
+            5,
+            7,
+            "is {run}/checkpoints/step4.pt",
+        ),
+        # the loss grew past 2x the first and stayed: nothing kept is known good
+        ({1: 2.3, 2: 9.0, 3: 50.0, 4: 1e3}, [2], 3, 5, "no kept checkpoint is known good"),
+        # a skipped (non-finite) step judges the checkpoint before it bad
+        ({1: 2.3, 2: 2.2, 3: None, 4: 2.1}, [], 2, 5, "no kept checkpoint is known good"),
+        ({1: 2.3}, [], None, 2, "no checkpoint was written yet"),
+    ],
+)
+def test_resume_advice_names_the_newest_known_good_checkpoint(
+    tmp_path, losses, kept_steps, saved, bad, says
+):
+    run = tmp_path / "run"
+    _history(run, losses, kept_steps)
+    line = checkpoint.resume_advice(run, saved, bad)
+    assert says.format(run=run) in line, line
+    assert line.endswith("start afresh") or f"--resume {run}" in line

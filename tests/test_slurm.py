@@ -204,11 +204,13 @@ def test_no_sbatch_on_path_is_one_line(tmp_path, slurm_env):
 
 
 def test_a_row_near_its_time_limit_checkpoints_and_resume_continues_it(tmp_path, slurm_env):
-    """--time-limit 1 (minute) with SIGTERM 40 s before it: the row stops at a step boundary
-    with a checkpoint after about 20 s, is recorded with Slurm's state and the run's line,
-    and --resume continues it from that checkpoint, not from step 0."""
+    """--time-limit 2 (minutes) with SIGTERM 60 s before it: the row stops at a step boundary
+    with a checkpoint, is recorded with Slurm's state and the run's line, and --resume (with
+    a new --signal-s: how the rest is scheduled may change) continues it from that
+    checkpoint, not from step 0. Slurm checks time limits every 30 s and may signal up to
+    60 s early (sbatch --signal): here 30-60 s into the job, then 40-70 s."""
     out = tmp_path / "cmp"
-    args = [*ROW, "--workers", "2", "--steps", "3000", "--time-limit", "1", "--signal-s", "40"]
+    args = [*ROW, "--workers", "2", "--steps", "3000", "--time-limit", "2", "--signal-s", "60"]
     proc = dist_sqz("compare", *args, "--out", str(out), env=slurm_env, timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     row = _results(out)["rows"][0]
@@ -216,9 +218,13 @@ def test_a_row_near_its_time_limit_checkpoints_and_resume_continues_it(tmp_path,
     run = out / "runs" / "squeezenet1_1-n2"
     first = _steps(run)
     assert (run / "checkpoints" / "last.pt").exists() and 0 < first < 3000
-    dist_sqz("compare", "--resume", str(out), env=slurm_env, timeout=600)
+    again = dist_sqz(
+        "compare", "--resume", str(out), "--signal-s", "50", env=slurm_env, timeout=600
+    )
+    assert "--signal=TERM@50" in (out / "slurm" / "squeezenet1_1-n2.sbatch").read_text()
+    assert yaml.safe_load((out / "compare.yaml").read_text())["signal_s"] == 50
     log = (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
-    assert f"(step {first})" in log and _steps(run) > first  # continued from its checkpoint
+    assert f"(step {first})" in log and _steps(run) > first, again.stdout[-2000:] + log[-3000:]
     assert _squeue(slurm_env) == []
 
 

@@ -16,7 +16,7 @@ from dist_sqz.observe.metrics import (
     read_jsonl,
     scaling_efficiency,
 )
-from dist_sqz.units import parse_counts, parse_duration, parse_rate, parse_size
+from dist_sqz.units import parse_counts, parse_duration, parse_rate, parse_size, slurm_time_s
 
 
 def test_rates_sizes_durations():
@@ -156,3 +156,25 @@ def test_every_help_works(argv, capsys):
         main([*argv, "--help"])
     assert e.value.code == 0
     assert "usage: dist-sqz" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30", 1800),
+        ("1:30", 90),
+        ("2:00:00", 7200),
+        ("1-2", 93600),
+        ("1-2:3", 93780),
+        ("1-0:0:5", 86405),
+        ("UNLIMITED", None),
+    ],
+)
+def test_slurm_time_limits_in_every_sbatch_form(text, seconds):
+    assert slurm_time_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["abc", "1:2:3:4", "-5", "1-2-3", "1:", "1.5"])
+def test_a_slurm_time_limit_not_in_sbatch_form_is_refused(text):
+    with pytest.raises(ValueError, match="not a Slurm time limit"):
+        slurm_time_s(text)

@@ -1,5 +1,6 @@
-"""The W&B Report of a comparison, built offline: its definition holds the claim and every
-panel; saving goes through W&B's Reports API against a stub of its network client only."""
+"""The W&B Report of a comparison, built offline: its definition is W&B's own (its loader
+reads it back) and holds the claim and every panel; saving goes through W&B's Reports API
+against a stub of its network client only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import pytest
 
 wr_interface = pytest.importorskip("wandb_workspaces.reports.v2.interface")
 
-from dist_sqz.observe.wandb_report import REPORT_FILE, Offline, build_report, definition, publish  # noqa: E402
+import wandb_workspaces.reports.v2 as wr  # noqa: E402
+
+from dist_sqz.observe.wandb_report import (  # noqa: E402
+    REPORT_FILE,
+    Offline,
+    build_report,
+    definition,
+    load_definition,
+    publish,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "time_to_accuracy"
 
@@ -20,15 +30,22 @@ def _report():
     return result, build_report(result, "team", "dist_sqz", "compare-long14", "long14")
 
 
-def test_the_definition_holds_the_claim_and_every_panel():
+def test_the_definition_is_w_and_b_s_own_and_holds_the_claim_and_every_panel():
+    """Written as W&B stores a report (its ReportViewspec, by alias) and read back by W&B's
+    own loader, with no mapping of ours."""
     result, report = _report()
     d = json.loads(json.dumps(definition(report)))
-    assert d["type"] == "Report" and (d["entity"], d["project"]) == ("team", "dist_sqz")
-    text = " ".join(b.get("text", "") for b in d["blocks"] if isinstance(b.get("text"), str))
+    assert {"displayName", "project", "spec"} <= set(d) and "blocks" in d["spec"]
+    back = load_definition(d)
+    assert isinstance(back, wr.Report) and (back.entity, back.project) == ("team", "dist_sqz")
+    assert back.title == "dist_sqz comparison long14"
+    text = " ".join(getattr(b, "text", "") or "" for b in back.blocks if hasattr(b, "text"))
     assert "squeezenet1_1 reaches 0.95 on 4 hosts at 1gbit 7.7x sooner than alexnet" in text
-    (grid,) = [b for b in d["blocks"] if b["type"] == "PanelGrid"]
-    assert grid["runsets"][0]["filters"] == "Group = 'compare-long14'"
-    panels = {p["type"] + ": " + str(p.get("title")) for p in grid["panels"]}
+    (grid,) = [b for b in back.blocks if isinstance(b, wr.PanelGrid)]
+    (runs,) = grid.runsets
+    assert (runs.entity, runs.project, runs.name) == ("team", "dist_sqz", "compare-long14")
+    assert "Group" in str(runs.filters) and "compare-long14" in str(runs.filters)
+    panels = {f"{type(p).__name__}: {getattr(p, 'title', None)}" for p in grid.panels}
     assert panels == {
         "BarPlot: Bytes each rank sends per step",
         "LinePlot: Scaling efficiency against workers",
@@ -36,9 +53,12 @@ def test_the_definition_holds_the_claim_and_every_panel():
         "LinePlot: Held-out accuracy against training time (target 0.95)",
         "WeavePanelSummaryTable: None",
     }
-    eff = next(p for p in grid["panels"] if p.get("title", "").startswith("Scaling"))
-    assert eff["x"] == "world_size"
-    assert eff["y"] == ["scaling_efficiency/alexnet", "scaling_efficiency/squeezenet1_1"]
+    eff = next(p for p in grid.panels if (getattr(p, "title", "") or "").startswith("Scaling"))
+    assert eff.x.name == "world_size"
+    assert [m.name for m in eff.y] == [
+        "scaling_efficiency/alexnet",
+        "scaling_efficiency/squeezenet1_1",
+    ]
 
 
 def test_without_a_connection_the_definition_is_written(tmp_path, monkeypatch):
@@ -101,6 +121,13 @@ def test_online_the_report_is_saved_and_its_url_returned(tmp_path, monkeypatch):
     assert api.created == [("dist_sqz", "team")]
     spec = json.loads(api._service_api.sent[-1]["spec"])
     assert len(spec["blocks"]) >= 4 and not (tmp_path / REPORT_FILE).exists()
+    # what is saved online is the offline definition, but for the project's id the server
+    # gave the run set
+    offline = json.loads(json.dumps(definition(report)))["spec"]
+    for block in spec["blocks"]:
+        for runset in block.get("metadata", {}).get("runSets", []):
+            assert runset["project"].pop("id") == "proj-1"
+    assert spec == offline
 
 
 def test_the_publish_line_names_only_runs_that_exist(tmp_path, monkeypatch, capsys):

@@ -33,6 +33,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, CompareConfig)
 
 
+# What `--resume` may change: where and for how long the rest is scheduled, never what is
+# measured (a row cut by its time limit continues with a longer one).
+RESCHEDULE = ("time_limit", "signal_s", "partition", "account", "sbatch_args")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
 def run(args: argparse.Namespace) -> int:
     from dist_sqz.compare import compare, load_for_resume
     from dist_sqz.config import CompareConfig
@@ -50,14 +59,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     resuming = bool(cfg.resume)
     if resuming:
-        others = sorted(cfg.model_fields_set - {"resume"})
+        others = sorted(cfg.model_fields_set - {"resume"} - set(RESCHEDULE))
         if others:
             raise UsageError(
-                f"--resume continues a comparison with its own settings; drop "
-                f"--{others[0].replace('_', '-')}"
+                f"--resume continues a comparison with its own settings (only where it is "
+                f"scheduled may change: {', '.join(_flag(k) for k in RESCHEDULE)}); drop "
+                f"{_flag(others[0])}"
             )
         out = Path(cfg.resume)
-        cfg = load_for_resume(out)
+        cfg = load_for_resume(out, cfg.model_dump(include=cfg.model_fields_set - {"resume"}))
     else:
         out = Path(cfg.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     result = compare(cfg, out, resume=resuming)

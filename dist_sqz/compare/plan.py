@@ -174,9 +174,10 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
-def load_for_resume(out: Path) -> CompareConfig:
-    """The config a comparison folder was started with (for `--resume OUT`)."""
+def load_for_resume(out: Path, changed: dict[str, Any] | None = None) -> CompareConfig:
+    """The config a comparison folder was started with (for `--resume OUT`), with the
+    settings `changed` for the rest of it (the caller allows only scheduling ones)."""
     path = out / CONFIG_FILE
     if not path.is_file():
         raise UsageError(f"{out} holds no comparison to resume (no {CONFIG_FILE})")
-    return CompareConfig.build(yaml.safe_load(path.read_text()))
+    return CompareConfig.build(yaml.safe_load(path.read_text()), changed or {})

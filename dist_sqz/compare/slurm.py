@@ -306,14 +306,16 @@ def run_row(
     if in_allocation():
         return _run_step(srun, log, env, timeout_s)
     batch = folder / f"{tag}.sbatch"
-    batch.write_text(f"#!/bin/bash\n# dist-sqz compare row {tag}\n{shlex.join(srun)}\n")
     flags = [
         f"--job-name=dsqz-{tag}",
         f"--output={log}",
         "--open-mode=append",
         *opts.sbatch_flags(nodes),
     ]
-    job_id = _out(["sbatch", "--parsable", *flags, str(batch)], "sbatch", env).strip().split(";")[0]
+    submit = ["sbatch", "--parsable", *flags, str(batch)]
+    head = f"#!/bin/bash\n# dist-sqz compare row {tag}, submitted as:\n# {shlex.join(submit)}\n"
+    batch.write_text(f"{head}{shlex.join(srun)}\n")
+    job_id = _out(submit, "sbatch", env).strip().split(";")[0]
     return _wait(Job(job_id), timeout_s)
 
 

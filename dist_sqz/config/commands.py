@@ -8,7 +8,7 @@ from pydantic import field_validator
 
 from dist_sqz.config.base import Config, WandbMode, check_model, setting
 from dist_sqz.errors import UsageError
-from dist_sqz.units import csv, valid_duration, valid_rate
+from dist_sqz.units import csv, slurm_time_s, valid_duration, valid_rate
 
 
 def _split(v: Any) -> Any:
@@ -90,7 +90,12 @@ class CompareConfig(Config):
     )
     recipes: str = setting("", "a folder of <data>_<model>.yaml recipes ('' = the shipped ones)")
     out: str = setting("", "output folder (default runs/compare-<time>)")
-    resume: str = setting("", "continue the comparison in this folder: finished rows are kept")
+    resume: str = setting(
+        "",
+        "continue the comparison in this folder: finished rows are kept, a cut row goes on "
+        "from its checkpoint; only how it is scheduled may change (--time-limit, --signal-s, "
+        "--partition, --account, --sbatch-args)",
+    )
     estimate: bool = setting(
         False,
         "print each run's estimated wall time here (the cost model on the measured compute "
@@ -162,13 +167,26 @@ class CompareConfig(Config):
     _rates = field_validator("link")(valid_rate)
     _durations = field_validator("delay")(_duration_ok)
 
+    @field_validator("time_limit")
+    @classmethod
+    def _time_limit(cls, v: str) -> str:
+        if v:
+            slurm_time_s(v)  # a ValueError: pydantic's one line names the field
+        return v
+
     def model_post_init(self, _context: Any) -> None:
         if self.warmup_steps >= self.steps:
             raise UsageError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
         slurm_only = {"partition", "account", "time_limit", "gpus_per_node", "sbatch_args"}
-        if self.launcher != "slurm" and slurm_only & self.model_fields_set:
+        if self.launcher != "slurm" and slurm_only & self.model_fields_set and not self.resume:
             key = sorted(slurm_only & self.model_fields_set)[0]
             raise UsageError(f"--{key.replace('_', '-')} needs --launcher slurm")
+        limit = slurm_time_s(self.time_limit) if self.time_limit else None
+        if limit is not None and self.signal_s >= limit:
+            raise UsageError(
+                f"--signal-s {self.signal_s} is not less than --time-limit {self.time_limit} "
+                f"({limit} s): each row would be told to stop as it starts"
+            )
         if self.cluster:
             from dist_sqz.costmodel.spec import load_spec
 

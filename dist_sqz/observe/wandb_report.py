@@ -5,14 +5,14 @@ the two levers as text; bytes per step, scaling efficiency and throughput of eve
 held-out accuracy against training time (emulated seconds, `train_time_s`), over the
 comparison's runs (its W&B group, each run's job type its model); the results table the
 comparison logged. Online the report is saved and its URL printed. Without a connection
-(or a W&B login) its definition goes to COMPARE_DIR/wandb_report.json, and the same command
-publishes it later, once the runs are synced (`wandb sync COMPARE_DIR/runs/*/wandb/offline-run-*
-COMPARE_DIR/wandb/offline-run-*`).
+(or a W&B login) its definition, in W&B's own stored form (`definition`), goes to
+COMPARE_DIR/wandb_report.json, and the same command publishes it later, once the runs are
+synced (the command names the offline runs to sync).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -96,19 +96,43 @@ def build_report(result: dict[str, Any], entity: str, project: str, group: str, 
     )
 
 
-def definition(obj: Any) -> Any:
-    """The report as plain JSON, each block and panel with its type: what it would show.
-    (Its saved view spec needs the server: a run set asks it for the project's id.)"""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        fields = (f.name for f in dataclasses.fields(obj) if not f.name.startswith("_"))
-        return {"type": type(obj).__name__, **{k: definition(getattr(obj, k)) for k in fields}}
-    if isinstance(obj, (list, tuple)):
-        return [definition(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): definition(v) for k, v in obj.items()}
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
+def _unnamed(runset: Any) -> Any:
+    twin = copy.copy(runset)
+    twin.entity, twin.project = "", ""
+    return twin
+
+
+def definition(report: Any) -> dict[str, Any]:
+    """The report as W&B stores it: the view `Report.save` upserts (`ReportViewspec`, by
+    its JSON aliases), which `internal.ReportViewspec.model_validate` and
+    `Report._from_model` read back. Built without the server: a run set's project is
+    named (entity, project) but holds no internal id, which only the server knows; saving
+    looks it up."""
+    wr = _reports()
+    from wandb_workspaces.reports.v2 import internal
+
+    grids = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]
+    named = [g.runsets for g in grids]
+    try:  # run sets without a project build offline; their project is put back below
+        for g in grids:
+            g.runsets = [_unnamed(r) for r in g.runsets]
+        model = report._to_model()
+    finally:
+        for g, runsets in zip(grids, named, strict=True):
+            g.runsets = runsets
+    built = [b for b in model.spec.blocks if isinstance(b, internal.PanelGrid)]
+    for grid, runsets in zip(built, named, strict=True):
+        for built_set, runset in zip(grid.metadata.run_sets, runsets, strict=True):
+            built_set.project = internal.Project(name=runset.project, entity_name=runset.entity)
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def load_definition(saved: dict[str, Any]) -> Any:
+    """A written definition as W&B's own Report object (its loader, no mapping)."""
+    wr = _reports()
+    from wandb_workspaces.reports.v2 import internal
+
+    return wr.Report._from_model(internal.ReportViewspec.model_validate(saved))
 
 
 def publish(report: Any, out: Path) -> str:

@@ -11,6 +11,7 @@ can go back one more.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -22,8 +23,10 @@ from typing import Any
 import torch
 
 from dist_sqz.errors import RunFailure, UsageError
+from dist_sqz.observe.metrics import read_jsonl
 
 LAST = "last.pt"
+IN_RANGE = 2.0  # a known good checkpoint's next loss: at most this times the run's first
 
 
 def param_checksum(model: torch.nn.Module) -> str:
@@ -235,6 +238,47 @@ def load_rank_state(
     return saved["state"]
 
 
+def _gave(loss: float | None, first: float) -> str:
+    if loss is None or not math.isfinite(loss):
+        return "a non-finite step"
+    return f"loss {loss:.3g}" + (f" ({loss / first:.2g}x)" if loss > IN_RANGE * first else "")
+
+
+def resume_advice(out: Path, saved_step: int | None, bad_step: int) -> str:
+    """Which kept checkpoint is known good, for the line that ends a diverged run.
+
+    A checkpoint of step S holds the weights that step S+1's forward pass used, so step
+    S+1's record in metrics.jsonl judges it: known good when that step was finite (no rank
+    saw a non-finite loss or gradient) and its loss at most `IN_RANGE` times the run's
+    first loss (an untrained network's, about ln C). last.pt is judged first, then the
+    earlier ones kept beside it, newest first; the line names the newest known good one
+    with the command that resumes from it, or says that none is."""
+    if saved_step is None:
+        return "no checkpoint was written yet: start afresh"
+    records = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    loss_at = {r["step"]: None if r.get("nonfinite") else r.get("loss") for r in records}
+    loss_at = {s: x for s, x in loss_at.items() if s < bad_step}  # bad_step: not finite
+    first = loss_at.get(min(loss_at)) if loss_at else None
+    if first is None or not math.isfinite(first):
+        return f"{checkpoint_path(out)} (step {saved_step}) is not known good: start afresh"
+    held = [(saved_step, checkpoint_path(out))]
+    held += [(s, p) for s, p in reversed(kept(out)) if s < saved_step]
+    rule = f"known good: the next step finite, its loss within {IN_RANGE:g}x the first, {first:.3g}"
+    judged = []
+    for step, path in held:
+        x = loss_at.get(step + 1)
+        if x is not None and math.isfinite(x) and x <= IN_RANGE * first:
+            if step == saved_step:
+                good = f"{path} (step {step}) is known good (loss {x:.3g} next; {rule})"
+                return f"{good}: --resume {out}"
+            return (
+                f"{'; '.join(judged)}; the newest known good "
+                f"is {path} (step {step}, loss {x:.3g} next; {rule}): --resume {path}"
+            )
+        judged.append(f"{path.name} (step {step}) led to {_gave(x, first)}")
+    return f"no kept checkpoint is known good ({'; '.join(judged)}; {rule}): start afresh"
+
+
 class Checkpointer:
     """Every rank's state of one run at a step: last.pt (rank 0 writes it), each rank's
     compressor state beside it, earlier checkpoints kept. A write that fails on any rank (a
@@ -248,13 +292,10 @@ class Checkpointer:
         self.control = control  # elementwise max over ranks: Backend.control
         self.saved_step = saved  # the step of the newest checkpoint, None before the first
 
-    def where(self) -> str:
-        """Where the last good state is, for a line that ends the run."""
-        if self.saved_step is None:
-            return "no checkpoint was written yet"
-        earlier = [p.name for _, p in kept(self.out)]
-        also = f" (earlier: {', '.join(earlier)} beside it)" if earlier else ""
-        return f"{checkpoint_path(self.out)} (step {self.saved_step}) is the last good state{also}"
+    def advice(self, bad_step: int) -> str:
+        """Rank 0: which kept checkpoint to resume from when the weights that would have
+        given step `bad_step` are not finite (`resume_advice`); '' on the other ranks."""
+        return resume_advice(self.out, self.saved_step, bad_step) if self.rank == 0 else ""
 
     def save(self, step: int, state: dict[str, Any] | None, rank_state: dict[str, Any]) -> None:
         """Write `state` (rank 0's: model, optimizer, step, config...; None elsewhere) and

@@ -5,9 +5,10 @@ update when it is not finite (`comm/backends`); every rank holds the same averag
 so every rank skips alike. Each rank's own loss is checked too, and the per-step agreement
 (`stopping.StepControl.decide`, the collective every step already has) tells every rank
 whether any rank saw a bad step. At the first one the run stops on every rank with one
-line (exit 1), writes no summary and no checkpoint, so the last good `checkpoints/last.pt`
-stays what it was; with `skip_nonfinite_steps` K the first K such steps are skipped (no
-update, one line each) before the run stops. fp16's gradient scaler keeps skipping its
+line (exit 1), writes no summary and no checkpoint, and says which kept checkpoint is known
+good to resume from (`checkpoint.resume_advice`), or that none is; with
+`skip_nonfinite_steps` K the first K such steps are skipped (no update, one line each)
+before the run stops. fp16's gradient scaler keeps skipping its
 overflowed steps on its own: those are not counted here.
 
 Stalls. A network whose outputs no longer depend on its input (SqueezeNet's final ReLU
@@ -90,10 +91,9 @@ class NonFiniteGuard:
             )
         skipped = f" after skipping {len(self.skipped)}" if self.skipped else ""
         raise Diverged(
-            f"training diverged at step {step} of {total}: {what}{skipped} "
-            f"({last}); stopped every rank without saving: {checkpoint}; lower --lr (now "
-            f"{self.lr:g}) or set --grad-clip-norm, then --resume the run (or one of its "
-            "earlier checkpoints) or start afresh"
+            f"training diverged at step {step} of {total}: {what}{skipped} ({last}); stopped "
+            f"every rank without saving; {checkpoint}, with a lower --lr (now {self.lr:g}) "
+            "or --grad-clip-norm"
             if self.is_main
             else ""
         )

@@ -62,7 +62,8 @@ class Trainer(TrainerSetup):
         if not checkpoint.params_finite(self.model):
             self._fail_together(
                 f"the parameters after step {step} are not finite; stopped every rank "
-                f"without saving them: {self.ckpt.where()}; lower --lr (now {self.cfg.lr:g})",
+                f"without saving them; {self.ckpt.advice(step + 1)}, with a lower --lr (now "
+                f"{self.cfg.lr:g})",
                 Diverged,
             )
         state = None
@@ -249,7 +250,8 @@ class Trainer(TrainerSetup):
             if record.get(key) is not None and not math.isfinite(record[key]):
                 record[key] = None
         try:
-            line = self.guard.bad(record["step"], self.cfg.steps, what, self.ckpt.where())
+            advice = self.ckpt.advice(record["step"])
+            line = self.guard.bad(record["step"], self.cfg.steps, what, advice)
         except Diverged as e:
             for sink in self.sinks:
                 sink.write(record)
