@@ -182,7 +182,7 @@ class CompareConfig(Config):
             key = sorted(slurm_only & self.model_fields_set)[0]
             raise UsageError(f"--{key.replace('_', '-')} needs --launcher slurm")
         limit = slurm_time_s(self.time_limit) if self.time_limit else None
-        if limit is not None and self.signal_s >= limit:
+        if limit is not None and self.signal_s >= limit and not self.resume:
             raise UsageError(
                 f"--signal-s {self.signal_s} is not less than --time-limit {self.time_limit} "
                 f"({limit} s): each row would be told to stop as it starts"

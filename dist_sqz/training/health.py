@@ -8,8 +8,8 @@ whether any rank saw a bad step. At the first one the run stops on every rank wi
 line (exit 1), writes no summary and no checkpoint, and says which kept checkpoint is known
 good to resume from (`checkpoint.resume_advice`), or that none is; with
 `skip_nonfinite_steps` K the first K such steps are skipped (no update, one line each)
-before the run stops. fp16's gradient scaler keeps skipping its
-overflowed steps on its own: those are not counted here.
+before the run stops. fp16's gradient scaler keeps skipping its overflowed steps on its
+own: those are not counted here.
 
 Stalls. A network whose outputs no longer depend on its input (SqueezeNet's final ReLU
 killing every class channel of a 10-way head; an lr too high for the recipe) predicts the
