@@ -47,6 +47,7 @@ CASES = {
     "negative loader workers": (["--data-workers", "-1"], ["data_workers must be >= 0"]),
     "fp16 on mpi": (["--backend", "mpi", "--precision", "fp16"], ["fp16 needs backend gloo"]),
     "bad precision": (["--precision", "fp8"], ["invalid choice"]),
+    "profile steps backwards": (["--torch-profile-steps", "3-1"], ["torch_profile_steps takes"]),
 }
 
 

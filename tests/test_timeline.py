@@ -5,6 +5,7 @@ clock."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,3 +221,23 @@ def test_two_worker_trace_with_encoding_and_padding(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "## Inside the step" in (tmp_path / "rep" / "report.md").read_text()
     assert (tmp_path / "rep" / "gantt-run.png").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_torch_profile_of_chosen_steps(tmp_path):
+    """--torch-profile-steps 2-3: torch.profiler's Chrome trace with one range per step, and
+    the table of operators with the host's reads of device scalars counted per step."""
+    out = tmp_path / "run"
+    proc = dist_sqz(
+        "train", *TINY, "--steps", "4", "--torch-profile-steps", "2-3", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trace = json.loads((out / "torch_trace-rank0.json").read_text())
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert {"step 2", "step 3"} <= names and "step 1" not in names and "step 4" not in names
+    assert any(str(n).startswith("aten::convolution") for n in names)
+    table = (out / "torch_profile-rank0.txt").read_text()
+    assert "steps 2-3 (2)" in table
+    reads = re.search(r"aten::_local_scalar_dense: ([\d.]+)", table)
+    assert reads and float(reads.group(1)) >= 1  # the loss is read every step, at least
+    assert len(read_run(out)[0]) == 4

@@ -62,6 +62,12 @@ class TrainConfig(Config):
         "write trace.json (Chrome trace / Perfetto) of steps A-B, e.g. 5-8 (from 1): every "
         "rank's phases, collectives, encoding and padding on one clock",
     )
+    torch_profile_steps: str = setting(
+        "",
+        "torch.profiler over steps A-B (CPU, and CUDA on a GPU): each rank's Chrome trace "
+        "torch_trace-rank<R>.json and torch_profile-rank<R>.txt (operators by self time, the "
+        "host's waits on the device per step) in the run dir",
+    )
     batch_size: int = setting(8, "images per worker per step", gt=0)
     steps: int = setting(20, "optimizer steps in total, warm-up included", gt=0)
     warmup_steps: int = setting(3, "first steps left out of summary medians", ge=0)
@@ -163,13 +169,13 @@ class TrainConfig(Config):
             raise UsageError(f"{info.field_name} must be one of {', '.join(choices)}; got {v!r}")
         return v
 
-    @field_validator("trace_steps")
+    @field_validator("trace_steps", "torch_profile_steps")
     @classmethod
-    def _trace_steps(cls, v: str) -> str:
+    def _trace_steps(cls, v: str, info: Any) -> str:
         from dist_sqz.observe.timeline import parse_steps
 
         try:
-            parse_steps(v)
+            parse_steps(v, info.field_name)
         except ValueError as e:
             raise UsageError(str(e)) from None
         return v

@@ -55,7 +55,7 @@ def overlap_frac(spans: Sequence[tuple[float, float]], lo: float, hi: float) -> 
     return inside / total
 
 
-def parse_steps(text: str) -> tuple[int, int] | None:
+def parse_steps(text: str, name: str = "trace_steps") -> tuple[int, int] | None:
     """'5-8' -> (5, 8); '3' -> (3, 3); '' -> None. Steps count from 1, as metrics.jsonl."""
     if not text:
         return None
@@ -63,9 +63,9 @@ def parse_steps(text: str) -> tuple[int, int] | None:
     try:
         a, b = int(lo), int(hi or lo)
     except ValueError:
-        raise ValueError(f"trace_steps takes A-B like 5-8 (steps from 1); got {text!r}") from None
+        raise ValueError(f"{name} takes A-B like 5-8 (steps from 1); got {text!r}") from None
     if a < 1 or b < a:
-        raise ValueError(f"trace_steps takes A-B with 1 <= A <= B; got {text!r}")
+        raise ValueError(f"{name} takes A-B with 1 <= A <= B; got {text!r}")
     return a, b
 
 

@@ -20,6 +20,7 @@ from dist_sqz.errors import UsageError
 from dist_sqz.models import build_model, check_input_size, count_params
 from dist_sqz.observe.metrics import Sink, tx_counter
 from dist_sqz.observe.timeline import StepTimeline, parse_steps
+from dist_sqz.observe.torch_profile import TorchProfile
 from dist_sqz.observe.wandb_sink import import_wandb
 from dist_sqz.options import pick
 from dist_sqz.training import checkpoint
@@ -225,6 +226,9 @@ class TrainerSetup:
         self.stall_warned = self.stopped_stalled = False
         self.timeline = StepTimeline(
             env.rank, env.world_size, self.dilation, parse_steps(cfg.trace_steps)
+        )
+        self.torch_profile = TorchProfile(
+            parse_steps(cfg.torch_profile_steps), self.out, env.rank, self.device.type == "cuda"
         )
 
     def _run_dir(self, cfg: TrainConfig) -> tuple[str, str]:

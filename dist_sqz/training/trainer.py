@@ -162,6 +162,7 @@ class Trainer(TrainerSetup):
                 self.compressor.take_compute_s()  # from here on: this step's encoding
                 traced = self.timeline.traced(step + 1)
                 self.compressor.pieces = [] if traced else None
+                self.torch_profile.before(step + 1)
                 result = self.train_step(x, y)
                 comm = self.backend.ledger.take_step()
                 done = self.last_step = step + 1
@@ -175,6 +176,7 @@ class Trainer(TrainerSetup):
                 # ranks' timing figures ride in it (timeline.py).
                 decision = control.decide(bad, self.stall.stalled, timing)
                 self.timeline.synced_at(time.perf_counter(), done + 1)
+                self.torch_profile.after(done)
                 wire = self.tx() - tx0 if self.tx else None
                 # -- the record: metrics, evaluation, sinks
                 record = self._record(done, lr, result, comm, wire)
@@ -233,6 +235,7 @@ class Trainer(TrainerSetup):
                 f"{cfg.timeout_s:g}): {first}{kept}; resume with --resume {self.out}"
             ) from None
         finally:
+            self.torch_profile.close()
             control.restore()
             for sink in self.sinks:
                 sink.close()
