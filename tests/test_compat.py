@@ -49,7 +49,7 @@ def test_every_train_flag_is_a_yaml_key_and_sets_it():
         kind = next((t for t in samples if t is ann or f"{t.__name__} |" in str(ann)), None)
         if kind is None or name in {"model", "backend", "compression", "data", "precision"}:
             continue
-        value = {"trace_steps": "2-3"}.get(name, samples[kind])
+        value = {"trace_steps": "2-3", "torch_profile_steps": "2-3"}.get(name, samples[kind])
         args = parser.parse_args(["train", "--set", f"{name}={value}"])
         cfg = config_from_args(TrainConfig, args, {"data": "digits", "steps": 100})
         assert name in cfg.model_dump(exclude_unset=True)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.helpers import base_env, dist_sqz, read_run
@@ -117,8 +118,11 @@ def _steps(run: Path) -> int:
 
 
 def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_path, slurm_env):
+    """scancel of a running row's job: the row is recorded with Slurm's state, the other row
+    finishes; --resume (with a time limit now: how the rest is scheduled may change) keeps
+    the finished row and continues the cancelled one from its checkpoint, not from step 0."""
     out = tmp_path / "cmp"
-    args = [*ROW, "--workers", "2,1", "--steps", "80", "--out", str(out)]
+    args = [*ROW, "--workers", "2,1", "--steps", "40", "--out", str(out)]
     cmd = [sys.executable, "-m", "dist_sqz", "compare", *args]
     proc = subprocess.Popen(
         cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -135,13 +139,18 @@ def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_p
     assert rows[2]["slurm"]["job_id"] == job and rows[2]["slurm"]["state"] == "CANCELLED"
     assert "CANCELLED" in rows[2]["error"] and not rows[1].get("error")
     stopped_at = _steps(run)
-    assert (run / "checkpoints" / "last.pt").exists() and 5 <= stopped_at < 80
+    assert (run / "checkpoints" / "last.pt").exists() and 5 <= stopped_at < 40
 
-    proc = dist_sqz("compare", "--resume", str(out), env=slurm_env, timeout=900)
+    again = ["--resume", str(out), "--time-limit", "10", "--signal-s", "90"]
+    proc = dist_sqz("compare", *again, env=slurm_env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "resuming from" in (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
+    assert "--time=10 --signal=TERM@90" in (out / "slurm" / "squeezenet1_1-n2.sbatch").read_text()
+    saved = yaml.safe_load((out / "compare.yaml").read_text())
+    assert (saved["time_limit"], saved["signal_s"]) == ("10", 90)
+    log = (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
+    assert f"(step {stopped_at})" in log
     metrics, _ = read_run(run)
-    assert [m["step"] for m in metrics] == list(range(1, 81))  # continued, not restarted
+    assert [m["step"] for m in metrics] == list(range(1, 41))  # continued, not restarted
     assert not any(r.get("error") for r in _results(out)["rows"])
 
 
@@ -203,12 +212,12 @@ def test_no_sbatch_on_path_is_one_line(tmp_path, slurm_env):
     assert proc.returncode == 2 and len(lines) == 1 and "sbatch" in lines[0], proc.stderr
 
 
-def test_a_row_near_its_time_limit_checkpoints_and_resume_continues_it(tmp_path, slurm_env):
+def test_a_row_near_its_time_limit_stops_at_a_step_with_a_checkpoint(tmp_path, slurm_env):
     """--time-limit 2 (minutes) with SIGTERM 60 s before it: the row stops at a step boundary
-    with a checkpoint, is recorded with Slurm's state and the run's line, and --resume (with
-    a new --signal-s: how the rest is scheduled may change) continues it from that
-    checkpoint, not from step 0. Slurm checks time limits every 30 s and may signal up to
-    60 s early (sbatch --signal): here 30-60 s into the job, then 40-70 s."""
+    with a checkpoint and is recorded with Slurm's state and the run's line (--resume from
+    such a checkpoint: the cancelled row above). Slurm checks time limits every 30 s and may
+    signal up to 60 s early (sbatch --signal): here 30-60 s into the job, never before the
+    first step."""
     out = tmp_path / "cmp"
     args = [*ROW, "--workers", "2", "--steps", "3000", "--time-limit", "2", "--signal-s", "60"]
     proc = dist_sqz("compare", *args, "--out", str(out), env=slurm_env, timeout=600)
@@ -216,15 +225,10 @@ def test_a_row_near_its_time_limit_checkpoints_and_resume_continues_it(tmp_path,
     row = _results(out)["rows"][0]
     assert "stopped by SIGTERM" in row["error"] and row["slurm"]["state"] != "COMPLETED"
     run = out / "runs" / "squeezenet1_1-n2"
-    first = _steps(run)
-    assert (run / "checkpoints" / "last.pt").exists() and 0 < first < 3000
-    again = dist_sqz(
-        "compare", "--resume", str(out), "--signal-s", "50", env=slurm_env, timeout=600
-    )
-    assert "--signal=TERM@50" in (out / "slurm" / "squeezenet1_1-n2.sbatch").read_text()
-    assert yaml.safe_load((out / "compare.yaml").read_text())["signal_s"] == 50
-    log = (out / "logs" / "squeezenet1_1-n2" / "host0.log").read_text()
-    assert f"(step {first})" in log and _steps(run) > first, again.stdout[-2000:] + log[-3000:]
+    stopped = _steps(run)
+    assert 0 < stopped < 3000 and f"after step {stopped} of 3000" in row["error"]
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == stopped
     assert _squeue(slurm_env) == []
 
 
