@@ -286,6 +286,8 @@ def test_compare_with_compressors(tmp_path):
         "1",
         "--compression",
         "none,topk:density=0.01",
+        "--dilation",  # fixed: no row measured again at a larger D (this machine's 2 cores)
+        "3",
         "--wandb",
         "offline",
         "--out",
