@@ -239,14 +239,22 @@ def rest_eta(
     return eta_seconds(took, [m for m, _ in left])
 
 
-def overheads(comp: Comparison, todo: list[tuple[str, int]]) -> dict[str, float]:
+def overheads(
+    comp: Comparison, todo: list[tuple[str, int]], kept: Path | None = None
+) -> dict[str, float]:
     """Each model's per-run cost beyond its steps, measured here (`runs.measure_overhead`)
-    once per model left to run; nothing for real compute, which is not estimated."""
+    once per model left to run, and kept in `kept` (a resumed comparison reads it back);
+    nothing for real compute, which is not estimated."""
     if comp.mode.kind == "real":
         return {}
+    known = json.loads(kept.read_text()) if kept and kept.exists() else {}
     first = {split_arm(a)[0]: (a, n) for a, n in reversed(todo)}  # one trial per model
-    by_model = {m: runs.measure_overhead(comp.configs[k].to_dict()) for m, k in first.items()}
-    return {a: by_model[split_arm(a)[0]] for a, _ in todo}
+    for m, key in first.items():
+        if m not in known:
+            known[m] = runs.measure_overhead(comp.configs[key].to_dict())
+    if kept:
+        kept.write_text(json.dumps(known, indent=1) + "\n")
+    return {a: known[split_arm(a)[0]] for a, _ in todo}
 
 
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
@@ -290,7 +298,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
                 cfg.link,
                 todo,
                 comp.mode.profile,
-                overheads(comp, todo),
+                overheads(comp, todo, out / "overhead.json"),
                 comp.emulate,
             )
         except UsageError:  # a model the cost model cannot take: the runs need no estimate
