@@ -35,6 +35,18 @@ def compressors(but: tuple[str, ...] = ("none",)) -> list[str]:
     return [n for n in COMPRESSORS.names() if n not in but]
 
 
+def stateful_compressors(but: tuple[str, ...] = ()) -> list[str]:
+    """The registered compressors that keep per-rank state a checkpoint must carry (their
+    class has its own `state_dict`: error feedback, momentum correction, warm-started
+    factors); a stateless one resumes as an uncompressed run does."""
+    from dist_sqz.comm.compression import COMPRESSORS, Compressor
+
+    own = [
+        n for n in COMPRESSORS.names() if COMPRESSORS.get(n).state_dict is not Compressor.state_dict
+    ]
+    return [n for n in own if n not in but]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,8 +15,8 @@ import pytest
 from tests.helpers import (
     base_env,
     cluster_leftovers,
-    compressors,
     read_run,
+    stateful_compressors,
     torchrun_cmd,
     train_torchrun,
 )
@@ -263,10 +263,11 @@ def test_sigterm_to_horovodrun_checkpoints_and_resume_matches(tmp_path):
     assert "stopped by SIGTERM" in stdout + stderr, (stdout + stderr)[-3000:]
 
 
-@pytest.mark.parametrize("compression", compressors(but=("none", "topk")))
-def test_sigterm_and_resume_under_every_compressor(tmp_path, compression):
+@pytest.mark.parametrize("compression", stateful_compressors(but=("topk",)))
+def test_sigterm_and_resume_under_every_stateful_compressor(tmp_path, compression):
     """Each compressor's state (error feedback, momentum correction, warm-started factors)
-    saved at the step every rank stopped after, and restored exactly (topk: above)."""
+    saved at the step every rank stopped after, and restored exactly (topk: above; the
+    stateless ones resume as an uncompressed run, int8 under horovodrun below)."""
     args = [*RUN, "--compression", compression, "--steps", "24"]
     train_torchrun(2, tmp_path / "full", *args)
     _, reference = read_run(tmp_path / "full")
