@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dist_sqz.runs import train_command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,12 +67,11 @@ def eager_bf16(name: str, batch: int, size: int, steps: int, warmup: int) -> flo
 def trainer(name: str, batch: int, size: int, steps: int, warmup: int, work: Path) -> float:
     """This trainer's median step time at its best GPU settings (a real torchrun job)."""
     out = work / f"{name}-{len(list(work.iterdir()))}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]
-    cmd += ["-m", "dist_sqz", "train", "--backend", "nccl", "--model", name]
-    cmd += ["--precision", "bf16", "--channels-last", "--compile", "--batch-size", str(batch)]
-    cmd += ["--image-size", str(size), "--steps", str(warmup + steps)]
-    cmd += ["--warmup-steps", str(warmup), "--compute-probe-steps", "0", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    flags = ["--backend", "nccl", "--model", name]
+    flags += ["--precision", "bf16", "--channels-last", "--compile", "--batch-size", str(batch)]
+    flags += ["--image-size", str(size), "--steps", str(warmup + steps)]
+    flags += ["--warmup-steps", str(warmup), "--compute-probe-steps", "0", "--out", str(out)]
+    proc = subprocess.run(train_command(*flags, nproc=1), capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"gpu_step: the trainer failed on {name}: {proc.stderr.strip()[-500:]}")
     return json.loads((out / "summary.json").read_text())["step_time_s"]

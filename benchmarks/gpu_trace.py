@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from dist_sqz.observe.torch_profile import SYNCS, TorchProfile
+from dist_sqz.runs import train_command
 
-from dist_sqz.observe.torch_profile import SYNCS, TorchProfile  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_alone(name: str, args: argparse.Namespace, out: Path) -> None:
@@ -66,15 +66,14 @@ def model_alone(name: str, args: argparse.Namespace, out: Path) -> None:
 
 def trainer(name: str, args: argparse.Namespace, out: Path) -> None:
     a, b = args.warmup + 1, args.warmup + args.steps
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]
-    cmd += ["-m", "dist_sqz", "train", "--model", name, "--channels-last"]
-    cmd += ["--backend", "nccl" if args.device == "cuda" else "gloo"]
-    cmd += ["--precision", "bf16"] if args.device == "cuda" else []
-    cmd += [] if args.no_compile else ["--compile"]
-    cmd += ["--batch-size", str(args.batch_size), "--image-size", str(args.image_size)]
-    cmd += ["--steps", str(b), "--warmup-steps", str(args.warmup), "--compute-probe-steps", "0"]
-    cmd += ["--torch-profile-steps", f"{a}-{b}", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    flags = ["--model", name, "--channels-last"]
+    flags += ["--backend", "nccl" if args.device == "cuda" else "gloo"]
+    flags += ["--precision", "bf16"] if args.device == "cuda" else []
+    flags += [] if args.no_compile else ["--compile"]
+    flags += ["--batch-size", str(args.batch_size), "--image-size", str(args.image_size)]
+    flags += ["--steps", str(b), "--warmup-steps", str(args.warmup), "--compute-probe-steps", "0"]
+    flags += ["--torch-profile-steps", f"{a}-{b}", "--out", str(out)]
+    proc = subprocess.run(train_command(*flags, nproc=1), capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"gpu_trace: the trainer failed on {name}: {proc.stderr.strip()[-800:]}")
 
@@ -128,7 +127,7 @@ def main() -> int:
         trainer(name, args, out / f"{name}-trainer")
         alone, ours = per_step(out / f"{name}-model"), per_step(out / f"{name}-trainer")
         summary[name] = {"model": alone, "trainer": ours}
-        lines += [
+        section = [
             f"## {name}: model alone {alone['step_ms']:.2f} ms, trainer {ours['step_ms']:.2f} ms"
             f" a step (+{ours['step_ms'] - alone['step_ms']:.2f} ms)",
             "",
@@ -147,7 +146,8 @@ def main() -> int:
             ),
             "",
         ]
-        print("\n".join(lines[-(len(SYNCS) + 31) :]), flush=True)
+        lines += section
+        print("\n".join(section), flush=True)
     (out / "summary.md").write_text("\n".join(lines))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {out}/summary.md and summary.json")

@@ -41,10 +41,8 @@ def stateful_compressors(but: tuple[str, ...] = ()) -> list[str]:
     factors); a stateless one resumes as an uncompressed run does."""
     from dist_sqz.comm.compression import COMPRESSORS, Compressor
 
-    own = [
-        n for n in COMPRESSORS.names() if COMPRESSORS.get(n).state_dict is not Compressor.state_dict
-    ]
-    return [n for n in own if n not in but]
+    own = Compressor.state_dict
+    return [n for n in compressors(but) if COMPRESSORS.get(n).state_dict is not own]
 
 
 def free_port() -> int:

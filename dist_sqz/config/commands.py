@@ -171,7 +171,7 @@ class CompareConfig(Config):
     @classmethod
     def _time_limit(cls, v: str) -> str:
         if v:
-            slurm_time_s(v)  # a ValueError: pydantic's one line names the field
+            slurm_time_s(v)  # its ValueError becomes the one line of a usage error
         return v
 
     def model_post_init(self, _context: Any) -> None:
