@@ -23,7 +23,7 @@ from matplotlib import font_manager  # noqa: E402
 
 font_manager.fontManager.get_default_weight()
 
-from tests.helpers import TINY  # noqa: E402
+from tests.helpers import TINY, train_torchrun  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,6 +52,27 @@ def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch):
 @pytest.fixture
 def tiny() -> list[str]:
     return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """`shared_run(nproc, *flags)`: the folder of a finished `dist-sqz train` of those flags
+    under torchrun with nproc workers, trained once per test session however many tests read
+    it (the same run checked by several tests: a reference to resume against, a run to
+    report on). Read it only; a test that resumes or damages a run copies it first
+    (`shutil.copytree`)."""
+    root = tmp_path_factory.mktemp("shared-runs")
+    made: dict[tuple, object] = {}
+
+    def get(nproc: int, *flags: str):
+        key = (nproc, *flags)
+        if key not in made:
+            out = root / f"run{len(made)}"
+            train_torchrun(nproc, out, *flags)
+            made[key] = out
+        return made[key]
+
+    return get
 
 
 class Proc:

@@ -35,19 +35,30 @@ def _max_rel_diff(a, b) -> float:
 
 ARGS = [*TINY, "--steps", "3"]
 
+# One job per launcher, read by the tests below: clipped, traced, long enough for medians.
+STEPS = [*TINY, "--image-size", "64", "--steps", "8", "--warmup-steps", "2"]
+CLIPPED = [*STEPS, "--grad-clip-norm", "0.05", "--trace-steps", "2-3"]
 
-def test_three_launchers_agree(tmp_path):
+
+@pytest.fixture(scope="module")
+def launchers(tmp_path_factory) -> dict:
+    """The same clipped run under torchrun (DDP), mpirun (MPI) and horovodrun (Horovod), and
+    DDP's unclipped twin: each folder, by name."""
+    root = tmp_path_factory.mktemp("launchers")
+    train_torchrun(2, root / "ddp", *CLIPPED)
+    mpirun(2, root / "mpi", *CLIPPED)
+    horovodrun(2, root / "hvd", *CLIPPED)
+    train_torchrun(2, root / "unclipped", *STEPS)
+    return {name: root / name for name in ("ddp", "mpi", "hvd", "unclipped")}
+
+
+def test_three_launchers_agree(launchers):
     """Also with gradient clipping (after averaging: on DDP once backward returns, in the
     bucketed exchange's step on MPI, around Horovod's synchronize); every launcher records
     the same norm before clipping."""
-    clip = [*ARGS, "--grad-clip-norm", "0.05", "--trace-steps", "2-3"]
-    train_torchrun(2, tmp_path / "ddp", *clip)
-    mpirun(2, tmp_path / "mpi", *clip)
-    horovodrun(2, tmp_path / "hvd", *clip)
-    train_torchrun(2, tmp_path / "unclipped", *ARGS)
-    runs = {k: read_run(tmp_path / k) for k in ("ddp", "mpi", "hvd")}
+    runs = {k: read_run(launchers[k]) for k in ("ddp", "mpi", "hvd")}
     ref = [m["payload_bytes"] for m in runs["ddp"][0]]
-    assert ref == [4 * 1_235_496] * 3
+    assert ref == [4 * 1_235_496] * 8
     for name, (metrics, summary) in runs.items():
         assert [m["payload_bytes"] for m in metrics] == ref, name
         assert [m["sent_bytes"] for m in metrics] == ref, name  # N=2: 2(N-1)/N = 1
@@ -57,7 +68,7 @@ def test_three_launchers_agree(tmp_path):
         # stragglers and overlap on every backend; a trace of steps 2-3 on one clock
         for key in ("step_time_max_s", "straggler_wait_s", "comm_overlap_frac"):
             assert summary[key] is not None and f"{key}_p95" in summary, (name, key)
-        check_trace(tmp_path / name, range(2, 4))
+        check_trace(launchers[name], range(2, 4))
     assert runs["mpi"][1]["launcher"] == "openmpi" and runs["hvd"][1]["launcher"] == "horovodrun"
     norms = {k: [m["grad_norm"] for m in metrics] for k, (metrics, _) in runs.items()}
     assert all(n > 0.05 for n in norms["ddp"])  # so the clip scaled every step
@@ -65,12 +76,12 @@ def test_three_launchers_agree(tmp_path):
         assert norms[name] == pytest.approx(norms["ddp"], rel=1e-3), name
     # unclipped runs record the norm too (it is how a non-finite gradient is caught): at
     # step 1, before any update, the same norm as the clipped run's
-    unclipped = [m["grad_norm"] for m in read_run(tmp_path / "unclipped")[0]]
+    unclipped = [m["grad_norm"] for m in read_run(launchers["unclipped"])[0]]
     assert unclipped[0] == pytest.approx(norms["ddp"][0], rel=1e-5)
-    ddp = _params(tmp_path / "ddp")
-    assert _max_rel_diff(_params(tmp_path / "mpi"), ddp) <= 1e-4
-    assert _max_rel_diff(_params(tmp_path / "hvd"), ddp) <= 1e-4
-    assert _max_rel_diff(_params(tmp_path / "unclipped"), ddp) > 1e-3  # the clip took effect
+    ddp = _params(launchers["ddp"])
+    assert _max_rel_diff(_params(launchers["mpi"]), ddp) <= 1e-4
+    assert _max_rel_diff(_params(launchers["hvd"]), ddp) <= 1e-4
+    assert _max_rel_diff(_params(launchers["unclipped"]), ddp) > 1e-3  # the clip took effect
 
 
 def test_gloo_ddp_under_mpirun(tmp_path):
@@ -118,22 +129,18 @@ def test_backend_without_its_launcher_is_a_usage_error(tmp_path, tiny):
     assert not (tmp_path / "x").exists()
 
 
-def test_comm_time_means_the_same_on_every_backend(tmp_path):
+def test_comm_time_means_the_same_on_every_backend(launchers):
     """comm_time_s sums issue-to-completion over a step's collectives and comm_busy_s is the
     time at least one was in flight, on DDP, MPI and Horovod alike. Same run on each (2
-    workers, SqueezeNet 1.1 at 64 px, uncompressed): the union never exceeds the sum nor the
-    step. MPI issues the same DDP-style buckets at the same points of backward as DDP, and
-    its median comm_busy_s is within 4x of DDP's (before, MPI's completions were seen only
-    when backward next polled). Horovod's own DistributedOptimizer issues every gradient
-    the moment it is ready, so its collectives are in flight while the rest of backward runs
-    on both ranks: the same definition gives it a longer busy time, bounded by the step."""
-    args = [*TINY, "--image-size", "64", "--steps", "8", "--warmup-steps", "2"]
-    train_torchrun(2, tmp_path / "ddp", *args)
-    mpirun(2, tmp_path / "mpi", *args)
-    horovodrun(2, tmp_path / "hvd", *args)
+    workers, SqueezeNet 1.1 at 64 px): the union never exceeds the sum nor the step. MPI
+    issues the same DDP-style buckets at the same points of backward as DDP, and its median
+    comm_busy_s is within 4x of DDP's (before, MPI's completions were seen only when
+    backward next polled). Horovod's own DistributedOptimizer issues every gradient the
+    moment it is ready, so its collectives are in flight while the rest of backward runs on
+    both ranks: the same definition gives it a longer busy time, bounded by the step."""
     busy = {}
-    for name in ("ddp", "mpi", "hvd"):
-        metrics, summary = read_run(tmp_path / name)
+    for name in ("ddp", "mpi", "hvd", "unclipped"):
+        metrics, summary = read_run(launchers[name])
         for m in metrics:
             assert 0 < m["comm_busy_s"] <= m["comm_time_s"] + 1e-9, (name, m)
             assert m["comm_busy_s"] <= m["step_time_s"], (name, m)

@@ -1,6 +1,8 @@
 """Every bad input ends with exit status 2, one line on stderr, and nothing written."""
 
 import hashlib
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,6 @@ from tests.helpers import (
     read_run,
     run,
     torchrun_cmd,
-    train_torchrun,
 )
 
 CASES = {
@@ -114,9 +115,8 @@ def _sha(path):
 
 
 @pytest.mark.integration
-def test_resume_with_other_world_size_and_existing_dir(tmp_path, tiny):
-    out = tmp_path / "run"
-    train_torchrun(1, out, *tiny)
+def test_resume_with_other_world_size_and_existing_dir(tmp_path, tiny, shared_run):
+    out = Path(shutil.copytree(shared_run(1, *tiny), tmp_path / "run"))
     ckpt = out / "checkpoints" / "last.pt"
     before = {p.name: _sha(p) for p in (ckpt, out / "metrics.jsonl", out / "summary.json")}
 
@@ -240,13 +240,17 @@ def test_a_compressor_setting_obeys_the_train_settings_rule(tmp_path, cli, comma
     assert_usage_error(arm, words)
 
 
+def _topk_run(shared_run, tiny, tmp_path):
+    """A copy (in tmp_path) of a finished 2-step top-k run on 2 workers, to damage."""
+    args = [*tiny, "--compression", "topk", "--compression-density", "0.05", "--steps", "2"]
+    return Path(shutil.copytree(shared_run(2, *args), tmp_path / "run"))
+
+
 @pytest.mark.integration
-def test_usage_error_of_rank_1_reaches_the_terminal(tmp_path, tiny):
+def test_usage_error_of_rank_1_reaches_the_terminal(tmp_path, tiny, shared_run):
     """Only rank 1 lacks its compressor state: rank 1 says so, once, and every rank exits 2
     (rank 0 does not hang waiting for it)."""
-    out = tmp_path / "run"
-    args = [*tiny, "--compression", "topk", "--compression-density", "0.05"]
-    train_torchrun(2, out, *args, "--steps", "2")
+    out = _topk_run(shared_run, tiny, tmp_path)
     (out / "checkpoints" / "compressor-rank1-step2.pt").unlink()
     before = _sha(out / "checkpoints" / "last.pt")
     proc = run(torchrun_cmd(2, "--resume", str(out), "--steps", "4"), cwd=tmp_path)
@@ -260,12 +264,10 @@ def test_usage_error_of_rank_1_reaches_the_terminal(tmp_path, tiny):
 
 
 @pytest.mark.integration
-def test_resume_without_any_state_of_a_rank_fails(tmp_path, tiny):
+def test_resume_without_any_state_of_a_rank_fails(tmp_path, tiny, shared_run):
     """All of rank 1's error-feedback state gone: the resume would not retrace the run, so it
     stops with one line instead of finishing quietly with fresh residuals on rank 1."""
-    out = tmp_path / "run"
-    args = [*tiny, "--compression", "topk", "--compression-density", "0.05"]
-    train_torchrun(2, out, *args, "--steps", "2")
+    out = _topk_run(shared_run, tiny, tmp_path)
     for p in (out / "checkpoints").glob("compressor-rank1-*.pt"):
         p.unlink()
     proc = run(torchrun_cmd(2, "--resume", str(out), "--steps", "4"), cwd=tmp_path)

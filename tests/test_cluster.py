@@ -238,7 +238,7 @@ def _train_pid_on_host(host: int, out) -> int | None:
 
 
 @pytest.mark.parametrize("host", [0, 1])
-def test_killed_worker_is_restarted_and_resumes(tmp_path, host):
+def test_killed_worker_is_restarted_and_resumes(tmp_path, shared_run, host):
     """SIGKILL host 0's worker (rank 0: it writes the checkpoints; its host's agent holds the
     rendezvous store) or host 1's mid-run: torchrun restarts both workers, they resume from
     checkpoints/last.pt and end where an uninterrupted run ends. Each host's agent counts its
@@ -250,9 +250,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path, host):
     import torch
 
     from tests.helpers import RESUME_ARGS as ARGS
-    from tests.helpers import train_torchrun
 
-    train_torchrun(2, tmp_path / "full", *ARGS)
     out = tmp_path / "cut"
     cmd = [
         sys.executable,
@@ -293,7 +291,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path, host):
     assert proc.returncode == 0, output[-4000:]
     assert "elastic restart: resuming" in output and "from step" in output
     metrics, summary = read_run(out)
-    _, reference = read_run(tmp_path / "full")
+    _, reference = read_run(shared_run(2, *ARGS))
     assert [m["step"] for m in metrics] == list(range(1, 15))
     assert summary["param_checksum"] == reference["param_checksum"]
     assert summary["replicas_consistent"] is True

@@ -33,8 +33,16 @@ def _grad(rank: int, low_rank: bool = False) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: bool, q) -> None:
+def _exchanges(rank: int, port: int, jobs, q) -> None:
+    """One rank of the pool: joins a 2-rank gloo group once, then runs each job it is given
+    (compressor name, options, steps, low-rank gradients) until it is given None."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    while (job := jobs.get()) is not None:
+        q.put((rank, _exchange_on_this_rank(rank, *job)))
+    dist.destroy_process_group()
+
+
+def _exchange_on_this_rank(rank: int, name: str, opts: dict, steps: int, low_rank: bool):
     ledger = Ledger(2)
     comm = TorchCollectives(ledger, 2)
     cfg = TrainConfig(momentum=0.0, **opts)
@@ -53,30 +61,55 @@ def _worker(rank: int, port: int, name: str, opts: dict, steps: int, low_rank: b
     held_np = None if residual is None else residual.numpy()
     step = ledger.take_step()
     counts = (step.payload_bytes, step.sent_bytes, step.collectives, comp.take_compute_s())
-    q.put((rank, arrays, counts, held_np))
-    dist.destroy_process_group()
+    return arrays, counts, held_np
 
 
-def _exchange(name: str, steps: int = 1, low_rank: bool = False, **opts):
-    """Run `steps` exchanges of known gradients on 2 gloo ranks; per-rank outputs, payload."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = free_port()
-    procs = [
-        ctx.Process(target=_worker, args=(r, port, name, opts, steps, low_rank, q))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    got = {}
-    for _ in procs:
-        r, outs, payload, res = q.get(timeout=120)
-        held = None if res is None else torch.from_numpy(res)
-        got[r] = ([torch.from_numpy(o) for o in outs], payload[0], held, payload)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    return got
+class ExchangePool:
+    """Two spawned gloo ranks, started once for the module, that run exchanges of known
+    gradients on request; each distinct exchange is run once and its result kept."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.q, self.jobs = ctx.Queue(), [ctx.Queue() for _ in range(2)]
+        port = free_port()
+        self.procs = [
+            ctx.Process(target=_exchanges, args=(r, port, self.jobs[r], self.q)) for r in range(2)
+        ]
+        for p in self.procs:
+            p.start()
+        self.done: dict[tuple, dict] = {}
+
+    def __call__(self, name: str, steps: int = 1, low_rank: bool = False, **opts):
+        """Run `steps` exchanges on both ranks; per rank (outputs, payload, held residual,
+        (payload, sent, collectives, compute seconds))."""
+        key = (name, steps, low_rank, tuple(sorted(opts.items())))
+        if key not in self.done:
+            for jobs in self.jobs:
+                jobs.put((name, opts, steps, low_rank))
+            got = {}
+            for _ in self.procs:
+                r, (outs, counts, res) = self.q.get(timeout=120)
+                held = None if res is None else torch.from_numpy(res)
+                got[r] = ([torch.from_numpy(o) for o in outs], counts[0], held, counts)
+            self.done[key] = got
+        return self.done[key]
+
+    def close(self) -> None:
+        for jobs in self.jobs:
+            jobs.put(None)
+        for p in self.procs:
+            p.join(timeout=30)
+        for p in self.procs:  # a rank left waiting on a peer that failed
+            if p.exitcode is None:
+                p.kill()
+        assert [p.exitcode for p in self.procs] == [0, 0]
+
+
+@pytest.fixture(scope="module")
+def exchange():
+    pool = ExchangePool()
+    yield pool
+    pool.close()
 
 
 def _mean(step: int = 0, low_rank: bool = False) -> torch.Tensor:
@@ -87,9 +120,9 @@ NUMEL = sum(math.prod(s) for s in SHAPES)
 
 
 @pytest.mark.integration
-def test_fp16_and_bf16_average_and_halve_payload():
+def test_fp16_and_bf16_average_and_halve_payload(exchange):
     for name, tol in (("fp16", 2e-3), ("bf16", 2e-2)):
-        got = _exchange(name)
+        got = exchange(name)
         for r in (0, 1):
             out, payload = got[r][0][0], got[r][1]
             assert payload == 2 * NUMEL
@@ -98,8 +131,8 @@ def test_fp16_and_bf16_average_and_halve_payload():
 
 
 @pytest.mark.integration
-def test_int8_payload_and_error():
-    got = _exchange("int8")
+def test_int8_payload_and_error(exchange):
+    got = exchange("int8")
     chunks = math.ceil(NUMEL / 1024)
     assert got[0][1] == NUMEL + 4 * chunks
     out = got[0][0][0]
@@ -125,14 +158,14 @@ def test_int8_decodes_payloads_at_odd_offsets():
 
 
 @pytest.mark.integration
-def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest():
-    got = _exchange("topk", compression_density=1.0)
+def test_topk_full_density_is_exact_and_error_feedback_keeps_the_rest(exchange):
+    got = exchange("topk", compression_density=1.0)
     torch.testing.assert_close(got[0][0][0], _mean())
     assert got[0][1] == 8 * NUMEL  # values + int32 indices
 
     density = 0.1
     k = math.ceil(density * NUMEL)
-    got = _exchange("topk", steps=2, compression_density=density)
+    got = exchange("topk", steps=2, compression_density=density)
     first, second = got[0][0]
     assert torch.equal(first, got[1][0][0]) and torch.equal(second, got[1][0][1])
     assert got[0][1] == 2 * 8 * k
@@ -234,16 +267,16 @@ def test_dgc_at_full_density_is_the_optimizers_momentum_unless_masked(nesterov):
 
 
 @pytest.mark.integration
-def test_dgc_replicas_agree_and_momentum_masks():
-    got = _exchange("dgc", steps=3, compression_density=0.05, dgc_clip_norm=1.0)
+def test_dgc_replicas_agree_and_momentum_masks(exchange):
+    got = exchange("dgc", steps=3, compression_density=0.05, dgc_clip_norm=1.0)
     for a, b in zip(got[0][0], got[1][0], strict=True):
         assert torch.equal(a, b)
         assert int((a != 0).sum()) <= 2 * math.ceil(0.05 * NUMEL)
 
 
 @pytest.mark.integration
-def test_powersgd_recovers_low_rank_gradients_and_shrinks_payload():
-    got = _exchange("powersgd", steps=2, low_rank=True, powersgd_rank=2)
+def test_powersgd_recovers_low_rank_gradients_and_shrinks_payload(exchange):
+    got = exchange("powersgd", steps=2, low_rank=True, powersgd_rank=2)
     for step in (0, 1):
         out = got[0][0][step]
         assert torch.equal(out, got[1][0][step])
@@ -257,21 +290,21 @@ def test_powersgd_recovers_low_rank_gradients_and_shrinks_payload():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("variant", compressors(but=()))
-def test_plans_are_what_the_exchange_sends(variant):
+def test_plans_are_what_the_exchange_sends(exchange, variant):
     """The cost model prices a compressor by its `plan`: the collectives, payload and bytes
     sent that the accounted exchange really issues, on 2 gloo ranks."""
     from dist_sqz.comm.accounting import sent_bytes
     from dist_sqz.config.variants import parse_variant
 
     v = parse_variant(variant)
-    got = _exchange(v.name, **{k: x for k, x in v.train_settings().items() if k != "compression"})
+    got = exchange(v.name, **{k: x for k, x in v.train_settings().items() if k != "compression"})
     plan = v.build().plan(SHAPES)
     payload, sent, collectives, compute_s = got[0][3]
     assert payload == sum(b for _, b in plan)
     assert sent == sum(sent_bytes(kind, b, 2) for kind, b in plan)
     assert collectives == len(plan)
     # Encoding and decoding are counted as the compressor's compute; none has nothing.
-    assert (compute_s == 0) == (v.name == "none") and compute_s < 5
+    assert (compute_s == 0) == (v.name == "none")
 
 
 # -- whole runs --------------------------------------------------------------------------
@@ -311,9 +344,8 @@ def test_alexnet_topk_fp16_powersgd_payloads(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", compressors())
-def test_replicas_consistent_under_compression(tmp_path, tiny, name):
-    train_torchrun(3, tmp_path / name, *tiny, "--compression", name)
-    _, s = read_run(tmp_path / name)
+def test_replicas_consistent_under_compression(shared_run, tiny, name):
+    _, s = read_run(shared_run(3, *tiny, "--compression", name))
     assert s["replicas_consistent"] and s["compression_ratio"] > 1.5
 
 

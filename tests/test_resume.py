@@ -22,9 +22,8 @@ from tests.helpers import (
 pytestmark = pytest.mark.integration  # every test here starts processes
 
 
-def test_killed_then_resumed_matches_uninterrupted(tmp_path):
-    full = tmp_path / "full"
-    train_torchrun(2, full, *ARGS)
+def test_killed_then_resumed_matches_uninterrupted(tmp_path, shared_run):
+    full = shared_run(2, *ARGS)
 
     cut = tmp_path / "cut"
     proc = subprocess.Popen(

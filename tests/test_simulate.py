@@ -11,7 +11,7 @@ from dist_sqz.compute.emulate import EmulatedCompute
 from dist_sqz.compute.profiles import profile_image_size
 from dist_sqz.costmodel.simulate import Network, allreduce_time, ddp_buckets, simulate
 from dist_sqz.models import build_model
-from tests.helpers import dist_sqz, refused, train_torchrun
+from tests.helpers import dist_sqz, refused
 
 
 def _sim(*args: str) -> list[dict]:
@@ -162,15 +162,13 @@ def test_profile_then_simulate_with_it(tmp_path):
 
 
 @pytest.mark.integration
-def test_report_from_runs(tmp_path, tiny):
-    train_torchrun(2, tmp_path / "a", *tiny)
-    train_torchrun(2, tmp_path / "b", *tiny, "--compression", "fp16")
-    proc = dist_sqz(
-        "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "rep")
-    )
+def test_report_from_runs(tmp_path, tiny, shared_run):
+    """`report` on runs made elsewhere (the uncompressed and fp16 runs other tests check)."""
+    plain, fp16 = shared_run(2, *tiny), shared_run(3, *tiny, "--compression", "fp16")
+    proc = dist_sqz("report", str(plain), str(fp16), "--out", str(tmp_path / "rep"))
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "## Compression" in md and "| squeezenet1_1 | 2 | fp16 | 2.0 |" in md
+    assert "## Compression" in md and "| squeezenet1_1 | 3 | fp16 | 2.0 |" in md
     for png in ("steps_bytes.png", "steps_time.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
     bad = dist_sqz("report", str(tmp_path / "missing"), "--out", str(tmp_path / "rep2"))
