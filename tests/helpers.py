@@ -71,12 +71,21 @@ def dist_sqz(*args: str, timeout: float = 120, env: dict[str, str] | None = None
     return run([sys.executable, "-m", "dist_sqz", *args], timeout=timeout, env=env, cwd=cwd)
 
 
-def refused(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
-    """Run `dist-sqz ARGS` expecting bad input: exit 2 and one line, no traceback. The line."""
+def refused(
+    *args: str, words: tuple[str, ...] = (), timeout: float = 120, env: dict[str, str] | None = None
+) -> str:
+    """Run `dist-sqz ARGS` as its own process expecting bad input: exit 2 and one line
+    naming the fault (each of `words`), no traceback. The line."""
     proc = dist_sqz(*args, timeout=timeout, env=env)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, (args, proc.returncode, proc.stderr)
-    return lines[0]
+    assert_usage_error(proc, *words)
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def refused_here(cli, *args: str, words: tuple[str, ...] = ()) -> str:
+    """`refused` in this process, through the `cli` fixture (no interpreter to start)."""
+    proc = cli(*args)
+    assert_usage_error(proc, *words)
+    return proc.stderr.strip().splitlines()[-1]
 
 
 def need_launcher(module: str, exe: str) -> None:

@@ -17,7 +17,7 @@ import yaml
 import dist_sqz.models  # noqa: F401 (torch and torchvision load at collection, not in a test)
 from dist_sqz.compare.plan import collective_timeout_s, first_broadcast_s, shaped_link
 from dist_sqz.observe.wandb_sink import read_offline_run
-from tests.helpers import base_env, dist_sqz
+from tests.helpers import base_env, dist_sqz, refused_here
 
 
 def _worker_pids(config_file: Path) -> list[int]:
@@ -222,6 +222,12 @@ def test_levers_at_each_n_and_the_claim_stays_uncompressed():
     assert "powersgd" not in claim and "topk" not in claim and "squeezenet1_1" in claim
     assert row_arm({"model": "alexnet", "world_size": 1}) == "alexnet"  # rows before the axis
     assert lever_lines([r for r in rows if r.get("compression") == "none"], result) == []
+
+
+def test_compare_bad_input(tmp_path, cli):
+    refused_here(cli, "compare", "--workers", "1,x", words=("workers takes values like 1,2,4",))
+    refused_here(cli, "compare", "--link", "fast", words=("link rate 'fast'",))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.integration

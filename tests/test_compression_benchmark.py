@@ -36,7 +36,6 @@ def run(variant: str, seed: int, curve: list[tuple[int, float]], ratio: float) -
     }
 
 
-@pytest.mark.integration
 def test_threshold_and_steps_to_it(bench):
     rows = [
         run("none", 0, [(100, 0.5), (200, 0.90), (300, 0.94)], 1.0),
@@ -56,7 +55,6 @@ def test_threshold_and_steps_to_it(bench):
     assert topk["compression_ratio"] == 500.0
 
 
-@pytest.mark.integration
 def test_report_rewrites_tables_and_curves_from_json(bench, tmp_path, monkeypatch):
     curve = [(s, s / 1000) for s in range(100, 1100, 100)]
     rows = [run("none", s, curve, 1.0) for s in range(3)]
@@ -110,7 +108,7 @@ def test_stopped_runs_resume_and_finished_ones_are_read_back(bench, tmp_path):
     assert row["compression_ratio"] == 499.8 and "error" not in row
 
 
-@pytest.mark.integration
+@pytest.mark.integration  # the run itself is started, and refuses its settings
 def test_a_failed_run_is_recorded_with_its_error_line_and_log(bench, tmp_path):
     row = bench.one_run("squeezenet1_1", "powersgd0", 0, 0.001, tmp_path)  # rank 0: bad input
     assert row["error"].startswith("dist-sqz: error: powersgd_rank"), row

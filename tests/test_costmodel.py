@@ -15,7 +15,7 @@ from dist_sqz.costmodel.simulate import Network, simulate
 from dist_sqz.costmodel.spec import TCP_FRAMING, build_spec
 from dist_sqz.costmodel.step import Grad, step_time
 from dist_sqz.errors import UsageError
-from tests.helpers import ROOT, dist_sqz, refused
+from tests.helpers import ROOT, refused_here
 
 S = 64 * 2**20  # bytes
 COMPUTE = {"forward_s": 0.1, "backward_s": 0.2, "optimizer_s": 0.0}
@@ -216,11 +216,10 @@ def test_bad_specs_are_one_line(tmp_path, text, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.integration
-def test_user_spec_and_published_profile_through_the_cli(tmp_path):
+def test_user_spec_and_published_profile_through_the_cli(tmp_path, cli):
     """What docs/cost-model.md tells a user to do, end to end."""
     prof = tmp_path / "my.json"
-    proc = dist_sqz(
+    proc = cli(
         "profile",
         "--published",
         "resnet101=120",
@@ -242,7 +241,7 @@ def test_user_spec_and_published_profile_through_the_cli(tmp_path):
         "framework: {kind: horovod, fusion_mb: 64, cycle_time: 5ms}\n"
         "interference: 0.19\n"
     )
-    proc = dist_sqz(
+    proc = cli(
         "simulate",
         "--cluster",
         str(spec_file),
@@ -266,12 +265,12 @@ def test_user_spec_and_published_profile_through_the_cli(tmp_path):
     assert 0.5 < rows[2]["scaling_efficiency"] < rows[1]["scaling_efficiency"] <= 1
     assert all(r["cluster"] == "my-cluster" for r in rows)
     spec_file.write_text("inter: {achieved: 2}\n")
-    for args in (
-        ["--cluster", str(spec_file)],
-        ["--cluster", "dgx1-v100", "--link", "1gbit"],
-        ["--cluster", "nope"],
+    for args, words in (
+        (["--cluster", str(spec_file)], ("inter.achieved", "less than or equal to 1")),
+        (["--cluster", "dgx1-v100", "--link", "1gbit"], ("drop --link",)),
+        (["--cluster", "nope"], ("no cluster spec 'nope'",)),
     ):
-        refused("simulate", *args)
+        refused_here(cli, "simulate", *args, words=words)
 
 
 def test_inception_ready_shares_at_its_native_size():
@@ -317,8 +316,7 @@ def test_measured_curves_from_nccl_tests_and_cluster_bench():
         read_busbw("nothing to see")
 
 
-@pytest.mark.integration
-def test_cluster_curve_reads_a_bench_file_at_the_host_count_and_statistic_asked(tmp_path):
+def test_cluster_curve_reads_a_bench_file_at_the_host_count_and_statistic_asked(tmp_path, cli):
     bench = {
         "points": [
             {
@@ -332,13 +330,15 @@ def test_cluster_curve_reads_a_bench_file_at_the_host_count_and_statistic_asked(
     }
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(bench))
-    proc = dist_sqz("cluster", "curve", str(path), "--level", "inter", "--time", "median")
+    proc = cli("cluster", "curve", str(path), "--level", "inter", "--time", "median")
     assert proc.returncode == 0, proc.stderr
     curve = yaml_load(proc.stdout)["inter"]["busbw_curve"]
     assert curve == {"2MB": "78.64mbps"}  # 1.5 x 2 MiB / 40 ms
-    assert "2MB: 104.9mbps" in dist_sqz("cluster", "curve", str(path)).stdout  # the fastest
-    assert "measured 4 hosts, not 8" in refused("cluster", "curve", str(path), "--hosts", "8")
-    assert "not found" in refused("cluster", "curve", str(tmp_path / "none.json"))
+    assert "2MB: 104.9mbps" in cli("cluster", "curve", str(path)).stdout  # the fastest
+    refused_here(
+        cli, "cluster", "curve", str(path), "--hosts", "8", words=("measured 4 hosts, not 8",)
+    )
+    refused_here(cli, "cluster", "curve", str(tmp_path / "none.json"), words=("not found",))
 
 
 def yaml_load(text: str) -> dict:

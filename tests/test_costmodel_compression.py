@@ -10,7 +10,7 @@ import pytest
 from dist_sqz.compute.profiles import load_profile, published_profile
 from dist_sqz.costmodel import from_flags, load_spec, predict
 from dist_sqz.errors import UsageError
-from tests.helpers import dist_sqz, refused
+from tests.helpers import dist_sqz, refused_here
 
 
 def test_compressed_rows_price_the_plan():
@@ -80,9 +80,8 @@ def test_compression_needs_ddp_buckets_and_known_variants():
         predict(["vgg16"], [16], load_spec("dgx1-v100"), prof, 64, "fp32", "topk:rank=2")
 
 
-@pytest.mark.integration
-def test_simulate_compression_and_break_even_cli():
-    proc = dist_sqz(
+def test_simulate_compression_and_break_even_cli(cli):
+    proc = cli(
         "simulate",
         "--models",
         "alexnet,squeezenet1_1",
@@ -99,12 +98,15 @@ def test_simulate_compression_and_break_even_cli():
     rows = json.loads(proc.stdout)
     assert {r["compression"] for r in rows} == {"none", "powersgd:rank=2", "powersgd:rank=4"}
     assert len(rows) == 2 * 2 * 3
-    proc = dist_sqz("simulate", "--break-even", "--workers", "2,8", "--link", "1gbit")
+    proc = cli("simulate", "--break-even", "--workers", "2,8", "--link", "1gbit")
     assert proc.returncode == 0, proc.stderr
     assert "below which the compressor shortens the step" in proc.stdout
     assert "squeezenet1_1 uncompressed reaches more images/s" in proc.stdout
-    for bad in (["--compression", "zip"], ["--compression", "topk,topk"]):
-        refused("simulate", *bad)
+    for bad, words in (
+        (["--compression", "zip"], ("unknown compression 'zip'",)),
+        (["--compression", "topk,topk"], ("lists topk twice",)),
+    ):
+        refused_here(cli, "simulate", *bad, words=words)
 
 
 @pytest.mark.integration
