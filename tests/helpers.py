@@ -188,6 +188,25 @@ def write_images(root: Path, classes: int = 3, per_class: int = 6, size: int = 4
             Image.fromarray(arr).save(d / f"{i}.jpg")
 
 
+def held_out_accuracy(out: Path) -> float:
+    """The held-out accuracy of run `out`'s final checkpoint, scored again here in one
+    process (the figure the run's own evaluation, sharded over its ranks, must give)."""
+    import torch
+
+    from dist_sqz.config import TrainConfig
+    from dist_sqz.models import build_model
+    from dist_sqz.training.data import datasets_for, held_out_batches
+    from dist_sqz.training.evaluate import evaluate
+
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    cfg = TrainConfig(**state["config"])
+    model = build_model(cfg.model, cfg.num_classes)
+    model.load_state_dict(state["model"])
+    _, held = datasets_for(cfg.data, cfg.image_size, check=False)
+    batches = held_out_batches(cfg, held, 0, 1, 0)
+    return evaluate(model, batches, torch.device("cpu"), lambda x: [x])["accuracy"]
+
+
 def checkpoint_step(out: Path) -> int:
     """The step of OUT/checkpoints/last.pt, 0 while there is none (or it is being replaced)."""
     import torch

@@ -50,7 +50,7 @@ def test_encoding_is_padded_to_d_times_its_cpu_time_and_holds_the_backward_up(em
     wall = time.perf_counter() - t0
     assert wall >= 3.0 * 0.02  # padded: D x at least the CPU time burnt
     counted = comp.take_compute_s()
-    assert counted == pytest.approx(wall, abs=0.005)  # compress_time_s x D: the padded wall
+    assert 3.0 * 0.02 <= counted <= wall  # compress_time_s x D: the padded wall, inside ours
     assert 3.0 * 0.02 <= emu._shift <= 3.0 * cpu + 1e-9
     # The last gradient of the backward is now due D x the encoding later.
     last = max(emu._share.values())

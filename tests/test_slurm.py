@@ -252,13 +252,12 @@ def test_a_node_whose_slurmd_dies_mid_row_fails_the_row_in_one_line(tmp_path, sl
     victim = f"d{slot}n1"
     pid = int((state_dir(slot) / f"slurmd.{victim}.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
-    t0 = time.monotonic()
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
     row = _results(out)["rows"][0]
     assert row["slurm"]["state"] in ("NODE_FAIL", "FAILED", "CANCELLED"), row
     assert row["error"].startswith(f"Slurm job {row['slurm']['job_id']} ")
-    assert time.monotonic() - t0 < 400  # the collective timeout and Slurm's, not forever
+    assert _steps(run) < 3000  # ended by the fault (communicate's timeout: not forever)
     assert _squeue(slurm_env) == []
     start_slurmd(slot, 1)
     sinfo = ["sinfo", "-h", "-N", "-n", victim, "-o", "%T"]

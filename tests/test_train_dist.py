@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from dist_sqz.models import build_model, count_params
-from tests.helpers import TINY, read_run, train_torchrun, write_images
+from tests.helpers import TINY, held_out_accuracy, read_run, train_torchrun, write_images
 
 pytestmark = pytest.mark.integration  # every test here starts processes
 
@@ -81,4 +81,4 @@ def test_imagefolder_and_digits(tmp_path):
     train_torchrun(2, tmp_path / "dg", *common, "--data", "digits")
     _, summary = read_run(tmp_path / "dg")
     assert summary["config"]["num_classes"] == 10
-    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert summary["accuracy"] == pytest.approx(held_out_accuracy(tmp_path / "dg"), abs=1e-9)
