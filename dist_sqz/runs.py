@@ -36,28 +36,38 @@ def train_command(*args: str, nproc: int | None = None, python: bool = True) -> 
     return [*head, "-m", "dist_sqz", "train", *args]
 
 
-def measure_overhead(settings: dict[str, Any]) -> float:
-    """Seconds a run of these train settings costs here beyond its steps: a 2-step run on one
-    worker under torchrun (real compute), its wall time minus its steps' times. That is the
-    launcher's and the worker's start-up and imports, building the model, the
-    no-communication probe steps, the first batches, and the final checkpoint (AlexNet's is
-    ~460 MB, written and fsynced), paid again by every run; an estimate from step times
-    alone is short by this much per run. 0 if the trial run fails (the run itself will then
-    say why)."""
-    with tempfile.TemporaryDirectory(prefix="dsqz-overhead-") as tmp:
+TRIAL_STEPS = 4  # the first is warm-up: the median of 3 real steps
+
+
+def trial_run(settings: dict[str, Any]) -> dict[str, float | None]:
+    """A short run of these train settings on one worker under torchrun, with real compute
+    (no padding, D = 1), before the rows that use them: `overhead_s`, what a run costs here
+    beyond its steps (the launcher's and the worker's start-up and imports, building the
+    model, the no-communication probe steps, the first batches, and the final checkpoint:
+    AlexNet's is ~460 MB, written and fsynced), paid again by every run; and `step_s`, the
+    median real step after warm-up: all the work a worker does in a step (forward,
+    backward, optimizer, encoding, the trainer's own bookkeeping) on one core of this
+    machine as it is now, which the padding must hold (`ComputeMode.dilation_for`). Both
+    0 / None if the trial fails (the run itself will then say why)."""
+    with tempfile.TemporaryDirectory(prefix="dsqz-trial-") as tmp:
         out = Path(tmp) / "run"
-        keys = {**settings, "steps": 2, "warmup_steps": 1, "lr_warmup_steps": 0}
+        keys = {**settings, "steps": TRIAL_STEPS, "warmup_steps": 1, "lr_warmup_steps": 0}
         keys |= {"compute_profile": "", "dilation": 1.0, "target_accuracy": None}
         keys |= {"eval_every": 0, "checkpoint_every": 0, "wandb": "off", "out": str(out)}
+        keys |= {"trace_steps": "", "torch_profile_steps": ""}
         config = Path(tmp) / "trial.yaml"
         config.write_text(yaml.safe_dump(keys))
         t0 = time.perf_counter()
         code, _ = run_captured(train_command("--config", str(config), nproc=1))
         wall = time.perf_counter() - t0
         if code != 0:
-            return 0.0
+            return {"overhead_s": 0.0, "step_s": None}
         steps = [r["step_time_s"] for r in read_jsonl(out / "metrics.jsonl")]
-        return max(0.0, wall - sum(steps))
+        measured = sorted(steps[1:])
+        return {
+            "overhead_s": max(0.0, wall - sum(steps)),
+            "step_s": measured[len(measured) // 2] if measured else None,
+        }
 
 
 def resume_or_start(out: Path, *start_args: str) -> list[str]:

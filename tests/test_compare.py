@@ -233,7 +233,7 @@ def test_compare_bad_input(tmp_path, cli):
 @pytest.mark.integration
 def test_estimate_prints_each_run_and_writes_nothing(tmp_path):
     """--estimate: the cost model on this machine's measured compute x D x each run's steps
-    (D = 1.5 x max(1, N / cores)), per run and in all; no output folder."""
+    (D from the trial run), per run and in all; no output folder."""
     out = tmp_path / "cmp"
     proc = dist_sqz(
         *["compare", "--models", "squeezenet1_1", "--workers", "1,2", "--steps", "5"],

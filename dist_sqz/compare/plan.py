@@ -112,12 +112,14 @@ def estimate(
     profile: str,
     overhead_s: dict[str, float] | None = None,
     emulate: bool = True,
+    dilations: dict[tuple[str, int], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Each run's expected wall time here: the cost model's step time on `profile` (the
     comparison's measured or named compute) and link, times D, times its step budget (an
     upper bound with a target, which stops a run early; evaluations come on top), plus the
-    model's measured per-run cost beyond its steps (`overhead_s`: `runs.measure_overhead`)
-    and DDP's first broadcast on the shaped link (`emulate`: hosts with shaped links)."""
+    model's measured per-run cost beyond its steps (`overhead_s`: `runs.trial_run`) and
+    DDP's first broadcast on the shaped link (`emulate`: hosts with shaped links). D is each
+    row's as chosen (`dilations`), else the mode's for its N."""
     from dist_sqz.compute.profiles import load_profile
     from dist_sqz.costmodel import from_flags, predict
 
@@ -133,7 +135,7 @@ def estimate(
         step_s = predict([model], [n], net, prof, batch, mode.precision, compression)[0][
             "step_time_s"
         ]
-        d = mode.dilation_for(n)
+        d = (dilations or {}).get((arm, n)) or mode.dilation_for(n)
         extra = (overhead_s or {}).get(arm, 0.0)
         extra += first_broadcast_s(model, n, shaped_link(link, d) if emulate else None)
         rows.append(
@@ -161,9 +163,9 @@ def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
     total = sum(r["wall_s"] for r in rows)
     lines.append(
         f"    in all: {bound}{_hours(total)} of wall time here (outside the steps: start-up, "
-        "model, probes, final checkpoint, measured per model by a 2-step run, and DDP's first "
-        "broadcast on the shaped link); a row that overruns its padding runs again at 2 x D, "
-        "extra"
+        "model, probes, final checkpoint, measured per model by a trial run, and DDP's first "
+        "broadcast on the shaped link); D holds each worker's real work as the trial measured "
+        "it, and a row that still overruns its padding runs again at 2 x D, extra"
     )
     return "\n".join(lines)
 

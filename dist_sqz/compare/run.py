@@ -21,7 +21,6 @@ from dist_sqz.compare.plan import (
     CONFIG_FILE,
     collective_timeout_s,
     compute_mode,
-    estimate,
     format_estimate,
     run_config,
     shaped_link,
@@ -29,6 +28,7 @@ from dist_sqz.compare.plan import (
 )
 from dist_sqz.compare.slurm import preflight, slurm_options
 from dist_sqz.compare.slurm import run_row as slurm_row
+from dist_sqz.compare.trial import plan_rows, trials
 from dist_sqz.compute.modes import LATE_FRACTION, measure_local, measure_local_encoding
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import Stopped, UsageError
@@ -82,6 +82,7 @@ class Comparison:
             )
             for a, n in self.plan
         }
+        self.work_ratio: dict[str, float] = {}  # per arm: real step / padded step, trials
         self.rows: list[dict[str, Any]] = []
         if resume:
             old = json.loads((out / "results.json").read_text()) if self.has_results else {}
@@ -108,6 +109,10 @@ class Comparison:
 
     def run_dir(self, arm: str, n: int) -> Path:
         return self.out / "runs" / f"{arm.replace(':', '_')}-n{n}"
+
+    def dilation(self, arm: str, n: int) -> float:
+        """The row's D, chosen before it runs from its trial (`work_ratios`)."""
+        return self.mode.dilation_for(n, self.work_ratio.get(arm, 1.0))
 
     def done(self, arm: str, n: int) -> bool:
         return any(row_arm(r) == arm and r["world_size"] == n for r in self.rows)
@@ -239,24 +244,6 @@ def rest_eta(
     return eta_seconds(took, [m for m, _ in left])
 
 
-def overheads(
-    comp: Comparison, todo: list[tuple[str, int]], kept: Path | None = None
-) -> dict[str, float]:
-    """Each model's per-run cost beyond its steps, measured here (`runs.measure_overhead`)
-    once per model left to run, and kept in `kept` (a resumed comparison reads it back);
-    nothing for real compute, which is not estimated."""
-    if comp.mode.kind == "real":
-        return {}
-    known = json.loads(kept.read_text()) if kept and kept.exists() else {}
-    first = {split_arm(a)[0]: (a, n) for a, n in reversed(todo)}  # one trial per model
-    for m, key in first.items():
-        if m not in known:
-            known[m] = runs.measure_overhead(comp.configs[key].to_dict())
-    if kept:
-        kept.write_text(json.dumps(known, indent=1) + "\n")
-    return {a: known[split_arm(a)[0]] for a, _ in todo}
-
-
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Run every (model, N) not yet finished; write results.json after each row, then the
     report. Returns the result; its `failed` lists rows that did not finish."""
@@ -285,24 +272,11 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             profile = Path(scratch) / "profile.json"
             comp.measure(profile)
             prof = str(profile) if comp.mode.kind == "local" else comp.mode.profile
-            plan = estimate(
-                comp.mode, comp.configs, cfg.link, todo, prof, overheads(comp, todo), comp.emulate
-            )
+            plan = plan_rows(comp, todo, prof, trials(comp, todo))
     else:
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
-        try:
-            plan = estimate(
-                comp.mode,
-                comp.configs,
-                cfg.link,
-                todo,
-                comp.mode.profile,
-                overheads(comp, todo, out / "overhead.json"),
-                comp.emulate,
-            )
-        except UsageError:  # a model the cost model cannot take: the runs need no estimate
-            plan = []
+        plan = plan_rows(comp, todo, comp.mode.profile, trials(comp, todo, out / "overhead.json"))
     if plan:
         print("dist-sqz compare: expected wall time per run here (cost model x D x step budget):")
         print(format_estimate(plan, cfg.target_accuracy is not None), flush=True)
@@ -320,7 +294,7 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
     for k, (arm, n) in enumerate(todo):
         where = f"emulated hosts, {cfg.link}" if comp.emulate and n > 1 else "local"
         where = f"Slurm, {n // comp.slurm.per_node} node(s)" if comp.slurm else where
-        d = comp.mode.dilation_for(n)
+        d = comp.dilation(arm, n)
         eta = rest_eta(took, todo[:k], todo[k:], expected)
         eta = f"; rest ETA {eta / 60:.0f} min" if eta is not None else ""
         print(

@@ -14,6 +14,7 @@ a named profile (docs/design.md, "Compute modes").
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,12 @@ LATE_FRACTION = 0.05  # a row whose real work overran the padding by more than t
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def _round_up(x: float) -> float:
+    """x rounded up to 2 significant figures (1.5, 3.1, 12, 130): a D that reads well."""
+    scale = 10 ** (math.floor(math.log10(x)) - 1)
+    return round(math.ceil(round(x / scale, 6)) * scale, 10) if x > 0 else x
 
 
 @dataclass(frozen=True)
@@ -43,16 +50,21 @@ class ComputeMode:
         """D is this mode's to choose (and to raise where real work overran the padding)."""
         return self.kind != "real" and self.dilation is None
 
-    def dilation_for(self, n: int) -> float:
-        """D for a run of n workers: given, the profile default, or (local) large enough that
-        n one-thread workers fit."""
+    def dilation_for(self, n: int, work_ratio: float = 1.0) -> float:
+        """D for a run of n workers: given, or this mode's choice. Chosen, it is large enough
+        that n one-thread workers' real work fits their padding with LOCAL_MARGIN to spare:
+        `work_ratio` is a worker's real step here over the step it is padded to at D = 1
+        (`runs.trial_run`'s step over the profile's; 1 when not measured), and n workers
+        share `cores()` cores. Under a GPU profile never below PROFILE_DILATION. Rounded up
+        to 2 significant figures."""
         if self.kind == "real":
             return 1.0
         if self.dilation is not None:
             return self.dilation
+        need = LOCAL_MARGIN * max(1.0, n / cores()) * max(1.0, work_ratio)
         if self.kind == "profile":
-            return PROFILE_DILATION
-        return LOCAL_MARGIN * max(1.0, n / cores())
+            need = max(PROFILE_DILATION, need)
+        return _round_up(need)
 
     def train_settings(self, n: int) -> dict[str, Any]:
         """The TrainConfig keys that put a run of n workers in this mode."""
@@ -83,8 +95,9 @@ class ComputeMode:
             d = (
                 f"x{self.dilation:g}"
                 if self.dilation
-                else f"per N: {LOCAL_MARGIN:g} x max(1, N / {cores()} cores), doubled for a "
-                "row whose real work overran the padding"
+                else f"per row: {LOCAL_MARGIN:g} x max(1, N / {cores()} cores) x a worker's "
+                "real step over its padded one (measured by a trial run), doubled for a row "
+                "whose real work still overran the padding"
             )
             return (
                 "emulated compute, N copies of this machine: each worker padded to one core's "
@@ -94,7 +107,12 @@ class ComputeMode:
         return (
             f"emulated compute from profile {profile} ({self.precision}, batch "
             f"{self.batch_size} per GPU), time-dilated x{self.dilation_for(1):g}"
-            + (", doubled for a row whose real work overran the padding" if self.adaptive else "")
+            + (
+                " or more where a trial run says this machine's real work needs it, doubled "
+                "for a row whose real work still overran the padding"
+                if self.adaptive
+                else ""
+            )
             + ": links shaped to link / D, times reported divided back"
         )
 

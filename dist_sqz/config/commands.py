@@ -113,8 +113,9 @@ class CompareConfig(Config):
     )
     dilation: float | None = setting(
         None,
-        "time dilation D (compute and links D times slower); default: 100 with a profile, "
-        "else 1.5 x max(1, N / cores) per N",
+        "time dilation D (compute and links D times slower); default: chosen per row so that "
+        "its workers' real work fits: 1.5 x max(1, N / cores) x (a worker's real step here / "
+        "its padded step, from a trial run), and at least 100 with a profile",
         gt=0,
     )
     run_timeout_s: float | None = setting(
