@@ -34,6 +34,25 @@ def test_published_tables_models(name, params):
     assert tuple(out.shape) == (2, 1000)  # one output, also for Inception V3 in training mode
 
 
+# SqueezeNext (Gholami et al., 2018) at 1000 classes: the counts the imgclsmob PyTorch port
+# reports (sqnxt23_w1, sqnxt23v5_w1, sqnxt23_w2, sqnxt23v5_w2); the paper's Table 2 rounds the
+# 1.0 networks to 0.72 M and 0.92 M.
+SQUEEZENEXT = {
+    "sqnxt23_w1": 724_056,
+    "sqnxt23v5_w1": 921_816,
+    "sqnxt23_w2": 2_583_752,
+    "sqnxt23v5_w2": 3_366_344,
+}
+
+
+@pytest.mark.parametrize("name,params", sorted(SQUEEZENEXT.items()))
+def test_squeezenext_counts(name, params):
+    model = build_model(name, 10)
+    head = 128 * int(name[-1])  # the 1x1 convolution before the classifier
+    assert count_params(model) + (1000 - 10) * (head + 1) == params
+    assert tuple(model(torch.randn(2, 3, 64, 64)).shape) == (2, 10)
+
+
 def test_family_defaults_are_squeezenet1_0_layer_for_layer():
     ours = SqueezeNetFamily()
     ref = build_model("squeezenet1_0")

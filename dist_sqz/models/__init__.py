@@ -11,7 +11,11 @@ import yaml
 from torch import nn
 
 from dist_sqz.errors import UsageError
-from dist_sqz.models import squeezenet_family, torchvision_zoo  # noqa: F401 (they fill MODELS)
+from dist_sqz.models import (  # noqa: F401 (they fill MODELS)
+    squeezenet_family,
+    squeezenext,
+    torchvision_zoo,
+)
 from dist_sqz.models.registry import MODELS
 
 
