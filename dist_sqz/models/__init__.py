@@ -1,4 +1,6 @@
-"""Model zoo: torchvision's AlexNet and SqueezeNets plus the paper's SqueezeNet family builder."""
+"""Models: dist_sqz's registry (torchvision's AlexNet and SqueezeNets as the paper counts them,
+the paper's SqueezeNet family, SqueezeNext) and any model named otherwise (`resolve.py`: any
+torchvision classifier, timm:NAME, MODULE:CALLABLE, an entry point)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ def model_spec(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     metaparameters: `sqz_family:squeeze_ratio=0.25,pct3x3=0.75` (keys: the builder's keyword
     arguments; numbers as written). UsageError for an unknown model, key or value."""
     base, _, spec = name.partition(":")
+    if base not in MODELS:  # torchvision, timm, the user's own (models/resolve.py)
+        from dist_sqz.models.resolve import external_builder, unknown
+
+        found = external_builder(name)
+        if found is None:
+            raise unknown(name, MODELS.names())
+        return found, {}
     builder = MODELS.get(base)
     if not spec:
         return builder, {}
@@ -46,13 +55,17 @@ def model_spec(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
 
 
 def build_model(name: str, num_classes: int = 1000) -> nn.Module:
-    """Build a registered model by name (with settings: see `model_spec`) with a
-    `num_classes`-way classifier."""
+    """Build a model by any of its names (`model_spec`) with a `num_classes`-way classifier."""
     builder, settings = model_spec(name)
     try:
-        return builder(num_classes=num_classes, **settings)
+        model = builder(num_classes=num_classes, **settings)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"model {name}: {e}") from None
+        raise UsageError(f"model {name}: {e} (a builder takes num_classes=)") from None
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"model {name}: the builder returned a {type(model).__name__}, not an nn.Module"
+        )
+    return model
 
 
 def check_input_size(name: str, image_size: int, num_classes: int = 1000) -> None:
@@ -67,10 +80,11 @@ def check_input_size(name: str, image_size: int, num_classes: int = 1000) -> Non
 
 def _fits(model: nn.Module, size: int) -> bool:
     # eval(): shapes only; batch norm in training mode would refuse a batch of one 1x1 map.
+    # A model's own size check may assert (torchvision's ViT: "Wrong image height!").
     try:
         model.eval()(torch.empty(1, 3, size, size))
         return True
-    except RuntimeError:
+    except (RuntimeError, AssertionError, ValueError):
         return False
 
 
