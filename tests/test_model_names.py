@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dist_sqz.models import build_model, count_params, resolve
-from tests.helpers import refused_here
+from tests.helpers import TINY, base_env, read_run, refused_here, run, torchrun_cmd
 
 USER_MODULE = """
 from torch import nn
@@ -116,3 +116,18 @@ def test_a_model_too_small_for_the_image_is_one_line(cli, tmp_path):
         words=("image_size 32 is too small for vit_b_16; use at least 224",),
     )
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.integration
+def test_two_ranks_train_a_torchvision_model_and_the_users_own(tmp_path):
+    """Under torchrun (2 gloo ranks): the bytes are the model's own parameters, every step;
+    the user's module is found by the workers on PYTHONPATH."""
+    (tmp_path / "my_nets.py").write_text(USER_MODULE)
+    env = base_env(PYTHONPATH=str(tmp_path))
+    for name, params in (("mobilenet_v3_small", 2_542_856), ("my_nets:build", USER_PARAMS)):
+        out = tmp_path / name.replace(":", "_")
+        proc = run(torchrun_cmd(2, "--out", str(out), *TINY, "--model", name), env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        metrics, summary = read_run(out)
+        assert {(m["payload_bytes"], m["sent_bytes"]) for m in metrics} == {(4 * params,) * 2}
+        assert summary["replicas_consistent"] and summary["config"]["model"] == name
