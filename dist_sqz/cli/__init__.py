@@ -23,6 +23,7 @@ COMMANDS = (
     "cluster",
     "compare",
     "simulate",
+    "frontier",
     "design_space",
     "deep_compress",
     "profile",

@@ -8,13 +8,19 @@ Choices of model, backend and compression come from their registries.
 """
 
 from dist_sqz.config.base import Config, load_yaml, parse_set, registry_choices
-from dist_sqz.config.commands import CompareConfig, DesignSpaceConfig, SimulateConfig
+from dist_sqz.config.commands import (
+    CompareConfig,
+    DesignSpaceConfig,
+    FrontierConfig,
+    SimulateConfig,
+)
 from dist_sqz.config.train import TrainConfig
 
 __all__ = [
     "CompareConfig",
     "Config",
     "DesignSpaceConfig",
+    "FrontierConfig",
     "SimulateConfig",
     "TrainConfig",
     "load_yaml",

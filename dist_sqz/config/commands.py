@@ -347,3 +347,41 @@ class DesignSpaceConfig(Config):
     _fractions_ok = field_validator("squeeze_ratios", "pct3x3")(_fractions)
     _rates = field_validator("link")(valid_rate)
     _durations = field_validator("latency")(_duration_ok)
+
+
+# SqueezeNet's line of work (SqueezeNext, ShuffleNet V2, MobileNet V1/V2/V3, MnasNet, MixNet,
+# EfficientNet) beside AlexNet and ResNet-50; timm's two are left out (with a note) without timm.
+FRONTIER_MODELS = [
+    *("alexnet", "squeezenet1_0", "squeezenet1_1", "sqnxt23_w1", "sqnxt23v5_w1"),
+    *("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "timm:mobilenetv1_100", "mobilenet_v2"),
+    *("mobilenet_v3_small", "mobilenet_v3_large", "mnasnet0_5", "mnasnet1_0", "timm:mixnet_s"),
+    *("efficientnet_b0", "resnet50"),
+]
+
+
+class FrontierConfig(Config):
+    """`dist-sqz frontier`: published accuracy beside bytes per step and projected throughput."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"precision": "compute_precision"}
+
+    models: list[str] = setting(FRONTIER_MODELS, "models, comma-separated (docs/models.md)")
+    workers: list[int] = setting([1, 4, 16], "worker counts, comma-separated")
+    link: str = setting("1gbit", "per-worker link bandwidth (flags network, as simulate)")
+    cluster: str = setting("", "a cluster spec (shipped name or .yaml) instead of --link")
+    profile: str = setting(
+        "", "compute profile (shipped name or .json); default: measure each model here"
+    )
+    compute_precision: str = setting("fp32", "the profile's precision")
+    batch_size: int = setting(8, "images per worker per step", gt=0)
+    image_size: int = setting(224, "input size the models are measured at (default profile)", gt=0)
+    compression: list[str] = setting(["none"], "compressors as arms, comma-separated")
+    out: str = setting("", "output folder (default runs/frontier-<time>)")
+
+    _csv_lists = field_validator("models", "workers", mode="before")(_split)
+    _lists_ok = field_validator("models", "workers")(_lists_ok)
+    _rates = field_validator("link")(valid_rate)
+    _compression = field_validator("compression", mode="before")(_variants)
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.cluster and "link" in self.model_fields_set:
+            raise UsageError("--cluster describes the network; drop --link")
