@@ -59,17 +59,26 @@ class TrainerSetup:
         # wraps it.
         train_set, held_set, num_classes = self._setup_checks(cfg)
         self.backend: Backend = BACKENDS.get(cfg.backend)(pick(BackendOptions, cfg), env)
-        # Rank 0 alone names the run directory (a timestamp read on every rank could differ).
-        name, out = self.backend.agree(lambda: self._run_dir(cfg) if env.is_main else ("", ""))[0]
-        self.cfg = TrainConfig.build(
-            cfg.to_dict(), {"name": name, "out": out, "num_classes": num_classes}
-        )
-        self.out = Path(out)
-        self.device = self.backend.device
-        self._setup_data(train_set, held_set, num_classes)
-        self._setup_model(num_classes)
-        self._setup_step(num_classes)
-        self._setup_control(train_set, num_classes)
+        try:
+            # Rank 0 alone names the run directory (a timestamp read on every rank could
+            # differ).
+            pick_dir = lambda: self._run_dir(cfg) if env.is_main else ("", "")  # noqa: E731
+            name, out = self.backend.agree(pick_dir)[0]
+            self.cfg = TrainConfig.build(
+                cfg.to_dict(), {"name": name, "out": out, "num_classes": num_classes}
+            )
+            self.out = Path(out)
+            self.device = self.backend.device
+            self._setup_data(train_set, held_set, num_classes)
+            self._setup_model(num_classes)
+            self._setup_step(num_classes)
+            self._setup_control(train_set, num_classes)
+        except BaseException:
+            # Leave no process group behind: exiting with gloo's threads alive aborted the
+            # interpreter now and then ("terminate called without an active exception",
+            # SIGABRT instead of exit 2 for a run directory that already held a run).
+            self.backend.close()
+            raise
 
     def _setup_checks(self, cfg: TrainConfig) -> tuple[Any, Any, int]:
         """What can be checked before the job forms: the data, the model's input size, the
