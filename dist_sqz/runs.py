@@ -40,20 +40,21 @@ TRIAL_STEPS = 4  # the first is warm-up: the median of 3 real steps
 
 
 def trial_run(settings: dict[str, Any]) -> dict[str, float | None]:
-    """A short run of these train settings on one worker under torchrun, with real compute
-    (no padding, D = 1), before the rows that use them: `overhead_s`, what a run costs here
-    beyond its steps (the launcher's and the worker's start-up and imports, building the
-    model, the no-communication probe steps, the first batches, and the final checkpoint:
-    AlexNet's is ~460 MB, written and fsynced), paid again by every run; and `step_s`, the
-    median real step after warm-up: all the work a worker does in a step (forward,
-    backward, optimizer, encoding, the trainer's own bookkeeping) on one core of this
-    machine as it is now, which the padding must hold (`ComputeMode.dilation_for`). Both
-    0 / None if the trial fails (the run itself will then say why)."""
+    """A short run of these train settings on one worker under torchrun, padded to its
+    compute profile at D = 1 (real compute where it has none), before the rows that use them:
+    `overhead_s`, what a run costs here beyond its steps (the launcher's and the worker's
+    start-up and imports, building the model, the no-communication probe steps, the first
+    batches, and the final checkpoint: AlexNet's is ~460 MB, written and fsynced), paid
+    again by every run; `step_s`, its median step after warm-up (real work, where it overran
+    the padding at D = 1); and `need_d`, the median of its steps' `emulation_need_d`: the D
+    at which a worker's real work here, each gradient by its own due time, fits its padding
+    (`ComputeMode.dilation_for`; None without a profile). All 0 / None if the trial fails
+    (the run itself will then say why)."""
     with tempfile.TemporaryDirectory(prefix="dsqz-trial-") as tmp:
         out = Path(tmp) / "run"
         keys = {**settings, "steps": TRIAL_STEPS, "warmup_steps": 1, "lr_warmup_steps": 0}
-        keys |= {"compute_profile": "", "dilation": 1.0, "target_accuracy": None}
-        keys |= {"eval_every": 0, "checkpoint_every": 0, "wandb": "off", "out": str(out)}
+        keys |= {"dilation": 1.0, "target_accuracy": None, "eval_every": 0}
+        keys |= {"checkpoint_every": 0, "wandb": "off", "out": str(out)}
         keys |= {"trace_steps": "", "torch_profile_steps": ""}
         config = Path(tmp) / "trial.yaml"
         config.write_text(yaml.safe_dump(keys))
@@ -61,13 +62,19 @@ def trial_run(settings: dict[str, Any]) -> dict[str, float | None]:
         code, _ = run_captured(train_command("--config", str(config), nproc=1))
         wall = time.perf_counter() - t0
         if code != 0:
-            return {"overhead_s": 0.0, "step_s": None}
-        steps = [r["step_time_s"] for r in read_jsonl(out / "metrics.jsonl")]
-        measured = sorted(steps[1:])
+            return {"overhead_s": 0.0, "step_s": None, "need_d": None}
+        records = read_jsonl(out / "metrics.jsonl")
+        steps = [r["step_time_s"] for r in records]
+        needs = [r["emulation_need_d"] for r in records[1:] if "emulation_need_d" in r]
         return {
             "overhead_s": max(0.0, wall - sum(steps)),
-            "step_s": measured[len(measured) // 2] if measured else None,
+            "step_s": _median(steps[1:]),
+            "need_d": _median(needs),
         }
+
+
+def _median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
 
 
 def resume_or_start(out: Path, *start_args: str) -> list[str]:

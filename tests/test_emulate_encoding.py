@@ -117,47 +117,58 @@ def test_a_gpu_profile_chooses_its_dilation_and_doubles_it_unless_given():
 
 
 def test_d_holds_the_real_work_the_trial_measured(monkeypatch):
-    """Chosen before a row: 1.5 x max(1, N / cores) x (real step / padded step), rounded up to
-    two figures; a GPU profile's D only grows past 100 when the real work needs it; a given D
-    is kept whatever the trial says."""
+    """Chosen before a row: max(1.5, 1.25 x the D the trial needed) x max(1, N / cores),
+    rounded up to two figures; a GPU profile's D only grows past 100 when the real work
+    needs it; a given D is kept whatever the trial says."""
     from dist_sqz.compute import modes
 
     monkeypatch.setattr(modes, "cores", lambda: 2)
     local = ComputeMode("local", "p.json")
     assert [local.dilation_for(n) for n in (1, 2, 4, 8)] == [1.5, 1.5, 3.0, 6.0]
-    assert local.dilation_for(1, 1.33) == 2.0  # 1.995, up
-    assert local.dilation_for(4, 1.2) == 3.6
-    assert local.dilation_for(2, 0.8) == 1.5  # a trial faster than the profile: no less room
+    assert local.dilation_for(1, 1.64) == 2.1  # 2.05, up
+    assert local.dilation_for(4, 4.3) == 11  # 5.375 x 2 = 10.75, up
+    assert local.dilation_for(2, 0.8) == 1.5  # a trial that fits at D < 1.2: no less room
     gpu = ComputeMode("profile", "h100")
-    assert gpu.dilation_for(4, 20.0) == 100 and gpu.dilation_for(4, 40.0) == 120
+    assert gpu.dilation_for(4, 30.0) == 100 and gpu.dilation_for(4, 48.0) == 120
     assert ComputeMode("local", "p.json", dilation=2.5).dilation_for(4, 3.0) == 2.5
 
 
+def test_the_need_counts_a_gradient_late_for_its_own_due_time(tmp_path):
+    """need_d: the D at which every pad would have been on time, gradients included; a
+    backward held up by a slow early layer needs more than its whole fits."""
+    times = {"forward_s": 0.001, "backward_s": 0.010, "optimizer_s": 0.001}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"models": {"squeezenet1_1": {"fp32": {"8": times}}}}))
+    model = build_model("squeezenet1_1", 10)
+    emu = EmulatedCompute(model, str(path), "squeezenet1_1", 8, "fp32", 1.0, 10)
+    emu.start_step()
+    time.sleep(0.004)  # a forward 4x its padded 1 ms
+    emu.end_forward()
+    assert emu.need_d == pytest.approx(4.0, rel=0.5) and emu.need_d >= 4.0
+    emu.start_optimizer()
+    emu.end_optimizer()  # on time: the need stays
+    assert emu.need_d >= 4.0
+    emu.start_step()
+    assert emu.need_d == 0.0
+
+
 def test_the_trial_sets_d_per_arm_and_an_old_overhead_file_still_reads(tmp_path, monkeypatch):
-    """work_ratios: the trial's real step over the padded one (forward + backward + optimizer
-    and, in local mode, the arm's measured encoding); an overhead.json of an older
-    comparison (a number per model) reads back as its overhead with no step."""
+    """Each arm takes its model's trial need; an overhead.json of an older comparison (a
+    number per model) reads back as its overhead, with no step and no need."""
     from dist_sqz.compare import run
-    from dist_sqz.compare.trial import trials, work_ratios
+    from dist_sqz.compare.trial import needs, trials
     from dist_sqz.config import CompareConfig
 
     monkeypatch.setattr(run, "namespaces_permitted", lambda: (False, "a unit test"))
-
-    profile = tmp_path / "profile.json"
-    times = {"forward_s": 0.01, "backward_s": 0.02, "optimizer_s": 0.01}
-    entry = times | {"compress_s": {"topk": 0.01}}
-    profile.write_text(json.dumps({"models": {"alexnet": {"fp32": {"8": entry}}}}))
     cfg = CompareConfig(models=["alexnet"], compression=["none", "topk"], workers=[1, 2])
     comp = run.Comparison(cfg, tmp_path / "cmp", resume=False)
-    known = {"alexnet": {"overhead_s": 5.0, "step_s": 0.06}}
-    ratios = work_ratios(
-        comp, known, str(comp.mode.profile).replace(str(comp.mode.profile), str(profile))
-    )
-    assert ratios == {"alexnet": pytest.approx(1.5), "alexnet+topk": pytest.approx(1.2)}
+    known = {"alexnet": {"overhead_s": 5.0, "step_s": 0.3, "need_d": 1.64}}
+    assert needs(comp, known) == {"alexnet": 1.64, "alexnet+topk": 1.64}
     kept = tmp_path / "overhead.json"
     kept.write_text(json.dumps({"alexnet": 7.5}))
     todo = [(a, n) for a in ("alexnet", "alexnet+topk") for n in (1, 2)]
-    assert trials(comp, todo, kept) == {"alexnet": {"overhead_s": 7.5, "step_s": None}}
+    old = {"alexnet": {"overhead_s": 7.5, "step_s": None, "need_d": None}}
+    assert trials(comp, todo, kept) == old
 
 
 def test_the_local_profile_gains_the_encoding_it_lacks_and_keeps_what_it_has(tmp_path):

@@ -82,7 +82,7 @@ class Comparison:
             )
             for a, n in self.plan
         }
-        self.work_ratio: dict[str, float] = {}  # per arm: real step / padded step, trials
+        self.need: dict[str, float | None] = {}  # per arm: the D its trial needed alone
         self.rows: list[dict[str, Any]] = []
         if resume:
             old = json.loads((out / "results.json").read_text()) if self.has_results else {}
@@ -111,8 +111,8 @@ class Comparison:
         return self.out / "runs" / f"{arm.replace(':', '_')}-n{n}"
 
     def dilation(self, arm: str, n: int) -> float:
-        """The row's D, chosen before it runs from its trial (`work_ratios`)."""
-        return self.mode.dilation_for(n, self.work_ratio.get(arm, 1.0))
+        """The row's D, chosen before it runs from its model's trial run."""
+        return self.mode.dilation_for(n, self.need.get(arm))
 
     def done(self, arm: str, n: int) -> bool:
         return any(row_arm(r) == arm and r["world_size"] == n for r in self.rows)

@@ -30,7 +30,8 @@ def trials(
         return {}
     known = json.loads(kept.read_text()) if kept and kept.exists() else {}
     known = {
-        m: v if isinstance(v, dict) else {"overhead_s": v, "step_s": None} for m, v in known.items()
+        m: v if isinstance(v, dict) else {"overhead_s": v, "step_s": None, "need_d": None}
+        for m, v in known.items()
     }
     first = {split_arm(a)[0]: (a, n) for a, n in reversed(todo)}  # one trial per model
     for m, key in first.items():
@@ -41,28 +42,9 @@ def trials(
     return known
 
 
-def work_ratios(comp: Comparison, known: dict[str, dict], profile: str) -> dict[str, float]:
-    """Each arm's real step here (its model's trial) over the step its padding emulates at
-    D = 1 (the profile's forward, backward and optimizer, and in local mode the arm's
-    measured encoding, which is padded too): what `ComputeMode.dilation_for` scales D by.
-    1 where either is unknown."""
-    from dist_sqz.compute.profiles import compress_time, compute_times, load_profile
-
-    prof = load_profile(profile) if profile else None
-    ratios: dict[str, float] = {}
-    for arm, n in comp.plan:
-        model, label = split_arm(arm)
-        real = (known.get(model) or {}).get("step_s")
-        if prof is None or not real:
-            ratios[arm] = 1.0
-            continue
-        cfg = comp.configs[arm, n]
-        t = compute_times(prof, model, comp.mode.batch_size or cfg.batch_size, comp.mode.precision)
-        padded = t["forward_s"] + t["backward_s"] + t["optimizer_s"]
-        if comp.mode.kind == "local":
-            padded += compress_time(t, label) or 0.0
-        ratios[arm] = real / padded if padded > 0 else 1.0
-    return ratios
+def needs(comp: Comparison, known: dict[str, dict]) -> dict[str, float | None]:
+    """Each arm's trial `need_d` (its model's): the D one worker's real work needs here."""
+    return {arm: (known.get(split_arm(arm)[0]) or {}).get("need_d") for arm, _ in comp.plan}
 
 
 def plan_rows(
@@ -70,8 +52,7 @@ def plan_rows(
 ) -> list[dict[str, Any]]:
     """Each row's D from the trials (kept on `comp`), and the rows' expected wall time here
     (none where the cost model cannot take a model: the rows need no estimate)."""
-    if comp.mode.kind != "real":
-        comp.work_ratio = work_ratios(comp, known, profile)
+    comp.need = needs(comp, known)
     overhead = {a: (known.get(split_arm(a)[0]) or {}).get("overhead_s", 0.0) for a, _ in todo}
     dilations = {(a, n): comp.dilation(a, n) for a, n in todo}
     try:

@@ -20,7 +20,11 @@ Links run D times slower (the caller divides the link rate by D) and reported ti
 divided by D, so a 100 Gbit/s cluster of GPUs is emulated on 1 Gbit/s links with D = 100.
 Scaling efficiency is invariant under D as long as the real work fits inside the padding;
 `emulation_late_s` says, per step, by how much (in undilated seconds) real work overran
-the padding: then the step measured this machine, not the GPU.
+the padding: then the step measured this machine, not the GPU. `emulation_need_d` is the
+smallest D at which it would all have fitted, each gradient by its own due time included
+(the backward's early gradients take more of it on a CPU than their multiply-adds say:
+SqueezeNet 1.0's classifier gradient came 11 ms into a backward that gave it 7.9 at D = 3);
+compare's trial run reads it at D = 1 to choose each row's D.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class EmulatedCompute:
         self._released = 0.0
         self._t0 = 0.0
         self.late_s = 0.0  # this step: real work that did not fit in the padding
+        # this step: the smallest D at which every phase's real work, and each gradient of
+        # the backward, would have been ready by its padded time (the trial run's measure)
+        self.need_d = 0.0
         self.pads: list[tuple[float, float]] = []  # this step: when it waited (perf_counter)
 
     def _grad_hook(self, p: torch.Tensor):
@@ -87,21 +94,27 @@ class EmulatedCompute:
             # parameters are listed: a gradient due earlier than one already released waits
             # no more and is not late.
             if deadline > self._released:
-                self._pad(deadline)
+                self._pad(deadline, self._backward_start)
                 self._released = deadline
             return grad
 
         return hook
 
-    def _pad(self, deadline: float) -> None:
+    def _pad(self, deadline: float, start: float | None = None) -> None:
+        """Wait for `deadline`, the padded end of the work begun at `start` (a phase's start;
+        None for encoding, padded to its own CPU time): `need_d` keeps the D at which this
+        work would just have fitted, (now - start) / ((deadline - start) / D)."""
         # Gradients behind one deadline arrive one after another; only real lateness counts.
         now = time.perf_counter()
         if deadline > now:
             self.pads.append((now, deadline))  # this step's padding, for its trace
+        if start is not None and deadline > start:
+            self.need_d = max(self.need_d, (now - start) * self.dilation / (deadline - start))
         self.late_s = max(self.late_s, _wait_until(deadline))
 
     def start_step(self) -> None:
         self.late_s = 0.0
+        self.need_d = 0.0
         self.pads = []
         self._shift = 0.0
         self._t0 = time.perf_counter()
@@ -124,7 +137,7 @@ class EmulatedCompute:
             self._shift += seconds
 
     def end_forward(self) -> None:
-        self._pad(self._t0 + self.forward_s)
+        self._pad(self._t0 + self.forward_s, self._t0)
         self._backward_start = time.perf_counter()
         self._released = self._backward_start
 
@@ -132,7 +145,7 @@ class EmulatedCompute:
         self._t0 = time.perf_counter()
 
     def end_optimizer(self) -> None:
-        self._pad(self._t0 + self.optimizer_s)
+        self._pad(self._t0 + self.optimizer_s, self._t0)
 
     def describe(self) -> dict[str, Any]:
         return {

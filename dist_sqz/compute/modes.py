@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_MARGIN = 1.5  # padding over the measured time: room for loaders, gloo and the OS
+NEED_MARGIN = 1.25  # over the D a trial run found each worker's real work to need
 PROFILE_DILATION = 100.0
 LATE_FRACTION = 0.05  # a row whose real work overran the padding by more than this is flagged
 
@@ -50,21 +51,22 @@ class ComputeMode:
         """D is this mode's to choose (and to raise where real work overran the padding)."""
         return self.kind != "real" and self.dilation is None
 
-    def dilation_for(self, n: int, work_ratio: float = 1.0) -> float:
+    def dilation_for(self, n: int, need: float | None = None) -> float:
         """D for a run of n workers: given, or this mode's choice. Chosen, it is large enough
-        that n one-thread workers' real work fits their padding with LOCAL_MARGIN to spare:
-        `work_ratio` is a worker's real step here over the step it is padded to at D = 1
-        (`runs.trial_run`'s step over the profile's; 1 when not measured), and n workers
-        share `cores()` cores. Under a GPU profile never below PROFILE_DILATION. Rounded up
-        to 2 significant figures."""
+        that n one-thread workers' real work fits their padding: `need` is the D at which one
+        worker's fits here alone (a trial run's `emulation_need_d`: each phase, and each
+        gradient by its own due time), taken with NEED_MARGIN to spare, never below
+        LOCAL_MARGIN, times max(1, n / cores) where workers share the cores. Under a GPU
+        profile never below PROFILE_DILATION. Rounded up to 2 significant figures."""
         if self.kind == "real":
             return 1.0
         if self.dilation is not None:
             return self.dilation
-        need = LOCAL_MARGIN * max(1.0, n / cores()) * max(1.0, work_ratio)
+        alone = max(LOCAL_MARGIN, NEED_MARGIN * (need or 0.0))
+        d = alone * max(1.0, n / cores())
         if self.kind == "profile":
-            need = max(PROFILE_DILATION, need)
-        return _round_up(need)
+            d = max(PROFILE_DILATION, d)
+        return _round_up(d)
 
     def train_settings(self, n: int) -> dict[str, Any]:
         """The TrainConfig keys that put a run of n workers in this mode."""
@@ -95,9 +97,9 @@ class ComputeMode:
             d = (
                 f"x{self.dilation:g}"
                 if self.dilation
-                else f"per row: {LOCAL_MARGIN:g} x max(1, N / {cores()} cores) x a worker's "
-                "real step over its padded one (measured by a trial run), doubled for a row "
-                "whose real work still overran the padding"
+                else f"per row: max({LOCAL_MARGIN:g}, {NEED_MARGIN:g} x the D a trial run found "
+                f"one worker's real work to need) x max(1, N / {cores()} cores), doubled for a "
+                "row whose real work still overran the padding"
             )
             return (
                 "emulated compute, N copies of this machine: each worker padded to one core's "
