@@ -8,6 +8,7 @@ everywhere.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -39,7 +40,9 @@ def train_command(*args: str, nproc: int | None = None, python: bool = True) -> 
 TRIAL_STEPS = 4  # the first is warm-up: the median of 3 real steps
 
 
-def trial_run(settings: dict[str, Any]) -> dict[str, float | None]:
+def trial_run(
+    settings: dict[str, Any], env: dict[str, str] | None = None
+) -> dict[str, float | None]:
     """A short run of these train settings on one worker under torchrun, padded to its
     compute profile at D = 1 (real compute where it has none), before the rows that use them:
     `overhead_s`, what a run costs here beyond its steps (the launcher's and the worker's
@@ -48,8 +51,10 @@ def trial_run(settings: dict[str, Any]) -> dict[str, float | None]:
     again by every run; `step_s`, its median step after warm-up (real work, where it overran
     the padding at D = 1); and `need_d`, the median of its steps' `emulation_need_d`: the D
     at which a worker's real work here, each gradient by its own due time, fits its padding
-    (`ComputeMode.dilation_for`; None without a profile). All 0 / None if the trial fails
-    (the run itself will then say why)."""
+    (`ComputeMode.dilation_for`; None without a profile). `env`: what the rows' workers get
+    on top of this process's environment (OMP_NUM_THREADS=1 for one core each: with both
+    cores SqueezeNet 1.0's trial needed D = 1.7, with one 4.1). All 0 / None if the trial
+    fails (the run itself will then say why)."""
     with tempfile.TemporaryDirectory(prefix="dsqz-trial-") as tmp:
         out = Path(tmp) / "run"
         keys = {**settings, "steps": TRIAL_STEPS, "warmup_steps": 1, "lr_warmup_steps": 0}
@@ -59,7 +64,7 @@ def trial_run(settings: dict[str, Any]) -> dict[str, float | None]:
         config = Path(tmp) / "trial.yaml"
         config.write_text(yaml.safe_dump(keys))
         t0 = time.perf_counter()
-        code, _ = run_captured(train_command("--config", str(config), nproc=1))
+        code, _ = run_captured(train_command("--config", str(config), nproc=1), env)
         wall = time.perf_counter() - t0
         if code != 0:
             return {"overhead_s": 0.0, "step_s": None, "need_d": None}
@@ -121,9 +126,11 @@ def run_logged(cmd: Sequence[str], log: Path) -> tuple[int, str]:
         return code, f"{failure_line(f.read())} (log: {log})"
 
 
-def run_captured(cmd: Sequence[str]) -> tuple[int, str]:
-    """Run `cmd`, its output captured; (exit status, its failure line or '')."""
-    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+def run_captured(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `cmd`, its output captured, with `env` on top of this process's environment;
+    (exit status, its failure line or '')."""
+    full = {**os.environ, **env} if env else None
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=full)
     why = "" if proc.returncode == 0 else failure_line(proc.stdout + "\n" + proc.stderr)
     return proc.returncode, why
 

@@ -110,6 +110,12 @@ class Comparison:
     def run_dir(self, arm: str, n: int) -> Path:
         return self.out / "runs" / f"{arm.replace(':', '_')}-n{n}"
 
+    @property
+    def worker_env(self) -> dict[str, str] | None:
+        """What each worker's environment gains: one thread each in local mode, where every
+        worker is padded to one core's measured times."""
+        return {"OMP_NUM_THREADS": "1"} if self.mode.kind == "local" else None
+
     def dilation(self, arm: str, n: int) -> float:
         """The row's D, chosen before it runs from its model's trial run."""
         return self.mode.dilation_for(n, self.need.get(arm))
@@ -155,7 +161,7 @@ class Comparison:
             config_file.parent.mkdir(parents=True, exist_ok=True)
             config_file.write_text(cfg.dump_yaml())
         args = runs.train_command(*args, python=False)
-        env = {"OMP_NUM_THREADS": "1"} if self.mode.kind == "local" else None
+        env = self.worker_env
         row: dict[str, Any] = row_key(arm, n) | {"dilation": d}
         with runs.Watch(run_dir) if self.cfg.target_accuracy is not None else nullcontext():
             if self.slurm:

@@ -36,7 +36,7 @@ def trials(
     first = {split_arm(a)[0]: (a, n) for a, n in reversed(todo)}  # one trial per model
     for m, key in first.items():
         if m not in known:
-            known[m] = runs.trial_run(comp.configs[key].to_dict())
+            known[m] = runs.trial_run(comp.configs[key].to_dict(), comp.worker_env)
     if kept:
         kept.write_text(json.dumps(known, indent=1) + "\n")
     return known
