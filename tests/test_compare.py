@@ -269,7 +269,7 @@ def test_a_slow_shaped_link_gives_the_collectives_time_for_the_first_broadcast()
     assert collective_timeout_s("squeezenet1_1", 8, shaped_link("1gbit", 6), 300.0) == 300.0
     assert collective_timeout_s("alexnet", 8, None, 300.0) == 300.0  # not shaped
     assert collective_timeout_s("alexnet", 1, "1mbit", 300.0) == 300.0  # nothing to send
-    # The estimate counts the broadcast once: 3 peers in turn, 244 MB each at 33 Mbit/s.
+    # The broadcast on its own: 3 peers in turn, 244 MB each at 33 Mbit/s.
     at_3 = first_broadcast_s("alexnet", 4, shaped_link("100mbit", 3))
     assert at_3 == pytest.approx(3 * 61_100_840 * 4 * 8 / (100e6 / 3), rel=1e-3)
     assert first_broadcast_s("alexnet", 4, None) == 0.0

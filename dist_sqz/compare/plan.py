@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from dist_sqz.compare.arms import split_arm
-from dist_sqz.compute.modes import ComputeMode
+from dist_sqz.compute.modes import ComputeMode, cores
 from dist_sqz.config import CompareConfig, TrainConfig
 from dist_sqz.errors import UsageError
 from dist_sqz.units import format_rate, parse_rate
@@ -111,15 +111,16 @@ def estimate(
     todo: list[tuple[str, int]],
     profile: str,
     overhead_s: dict[str, float] | None = None,
-    emulate: bool = True,
     dilations: dict[tuple[str, int], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Each run's expected wall time here: the cost model's step time on `profile` (the
     comparison's measured or named compute) and link, times D, times its step budget (an
     upper bound with a target, which stops a run early; evaluations come on top), plus the
-    model's measured per-run cost beyond its steps (`overhead_s`: `runs.trial_run`) and
-    DDP's first broadcast on the shaped link (`emulate`: hosts with shaped links). D is each
-    row's as chosen (`dilations`), else the mode's for its N."""
+    model's measured per-run cost beyond its steps (`overhead_s`: `runs.trial_run`, its start-
+    up shared by n workers where they outnumber the cores). DDP's construction broadcast is
+    not counted: the ranks start with the same weights, so it is skipped
+    (`DDPBackend._replicas_agree`). D is each row's as chosen (`dilations`), else the
+    mode's for its N."""
     from dist_sqz.compute.profiles import load_profile
     from dist_sqz.costmodel import from_flags, predict
 
@@ -136,8 +137,8 @@ def estimate(
             "step_time_s"
         ]
         d = (dilations or {}).get((arm, n)) or mode.dilation_for(n)
-        extra = (overhead_s or {}).get(arm, 0.0)
-        extra += first_broadcast_s(model, n, shaped_link(link, d) if emulate else None)
+        # n workers start up on these cores at once: the trial's one-worker start-up, shared
+        extra = (overhead_s or {}).get(arm, 0.0) * max(1.0, n / cores())
         rows.append(
             {
                 "model": arm,
@@ -163,9 +164,9 @@ def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
     total = sum(r["wall_s"] for r in rows)
     lines.append(
         f"    in all: {bound}{_hours(total)} of wall time here (outside the steps: start-up, "
-        "model, probes, final checkpoint, measured per model by a trial run, and DDP's first "
-        "broadcast on the shaped link); D holds each worker's real work as the trial measured "
-        "it, and a row that still overruns its padding runs again at 2 x D, extra"
+        "model, probes, final checkpoint, measured per model by a trial run); D holds each "
+        "worker's real work as the trial measured it, and a row that still overruns its "
+        "padding runs again at 2 x D, extra"
     )
     return "\n".join(lines)
 

@@ -56,9 +56,7 @@ def plan_rows(
     overhead = {a: (known.get(split_arm(a)[0]) or {}).get("overhead_s", 0.0) for a, _ in todo}
     dilations = {(a, n): comp.dilation(a, n) for a, n in todo}
     try:
-        return estimate(
-            comp.mode, comp.configs, comp.cfg.link, todo, profile, overhead, comp.emulate, dilations
-        )
+        return estimate(comp.mode, comp.configs, comp.cfg.link, todo, profile, overhead, dilations)
     except UsageError:
         if comp.cfg.estimate:
             raise
