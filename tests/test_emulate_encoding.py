@@ -117,7 +117,7 @@ def test_a_gpu_profile_chooses_its_dilation_and_doubles_it_unless_given():
 
 
 def test_d_holds_the_real_work_the_trial_measured(monkeypatch):
-    """Chosen before a row: max(1.5, 1.25 x the D the trial needed) x max(1, N / cores),
+    """Chosen before a row: max(1.5, 1.15 x the D the trial needed) x max(1, N / cores),
     rounded up to two figures; a GPU profile's D only grows past 100 when the real work
     needs it; a given D is kept whatever the trial says."""
     from dist_sqz.compute import modes
@@ -125,9 +125,9 @@ def test_d_holds_the_real_work_the_trial_measured(monkeypatch):
     monkeypatch.setattr(modes, "cores", lambda: 2)
     local = ComputeMode("local", "p.json")
     assert [local.dilation_for(n) for n in (1, 2, 4, 8)] == [1.5, 1.5, 3.0, 6.0]
-    assert local.dilation_for(1, 1.64) == 2.1  # 2.05, up
-    assert local.dilation_for(4, 4.3) == 11  # 5.375 x 2 = 10.75, up
-    assert local.dilation_for(2, 0.8) == 1.5  # a trial that fits at D < 1.2: no less room
+    assert local.dilation_for(1, 1.73) == 2.0  # 1.9895, up
+    assert local.dilation_for(4, 4.3) == 9.9  # 4.945 x 2 = 9.89, up
+    assert local.dilation_for(2, 0.8) == 1.5  # a trial that fits at D < 1.3: no less room
     gpu = ComputeMode("profile", "h100")
     assert gpu.dilation_for(4, 30.0) == 100 and gpu.dilation_for(4, 48.0) == 120
     assert ComputeMode("local", "p.json", dilation=2.5).dilation_for(4, 3.0) == 2.5

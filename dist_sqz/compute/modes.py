@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_MARGIN = 1.5  # padding over the measured time: room for loaders, gloo and the OS
-NEED_MARGIN = 1.25  # over the D a trial run found each worker's real work to need
+NEED_MARGIN = 1.15  # over the D a trial run found each worker's real work to need
 PROFILE_DILATION = 100.0
 LATE_FRACTION = 0.05  # a row whose real work overran the padding by more than this is flagged
 
