@@ -51,7 +51,9 @@ def trial_run(
     again by every run; `step_s`, its median step after warm-up (real work, where it overran
     the padding at D = 1); and `need_d`, the median of its steps' `emulation_need_d`: the D
     at which a worker's real work here, each gradient by its own due time, fits its padding
-    (`ComputeMode.dilation_for`; None without a profile). `env`: what the rows' workers get
+    (`ComputeMode.dilation_for`; None without a profile), and `schedule`, its last steps'
+    pads, each (real time from its phase's start, due time) at D = 1, from which compare
+    finds the D each row needs (`compare.trial.need_for`). `env`: what the rows' workers get
     on top of this process's environment (OMP_NUM_THREADS=1 for one core each: with both
     cores SqueezeNet 1.0's trial needed D = 1.7, with one 4.1). All 0 / None if the trial
     fails (the run itself will then say why)."""
@@ -67,14 +69,16 @@ def trial_run(
         code, _ = run_captured(train_command("--config", str(config), nproc=1), env)
         wall = time.perf_counter() - t0
         if code != 0:
-            return {"overhead_s": 0.0, "step_s": None, "need_d": None}
+            return {"overhead_s": 0.0, "step_s": None, "need_d": None, "schedule": None}
         records = read_jsonl(out / "metrics.jsonl")
         steps = [r["step_time_s"] for r in records]
         needs = [r["emulation_need_d"] for r in records[1:] if "emulation_need_d" in r]
+        summary = json.loads((out / "summary.json").read_text())
         return {
             "overhead_s": max(0.0, wall - sum(steps)),
             "step_s": _median(steps[1:]),
             "need_d": _median(needs),
+            "schedule": summary.get("emulation_schedule"),
         }
 
 

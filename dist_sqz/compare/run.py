@@ -82,7 +82,7 @@ class Comparison:
             )
             for a, n in self.plan
         }
-        self.need: dict[str, float | None] = {}  # per arm: the D its trial needed alone
+        self.need: dict[tuple[str, int], float | None] = {}  # per row: D one worker needs
         self.rows: list[dict[str, Any]] = []
         if resume:
             old = json.loads((out / "results.json").read_text()) if self.has_results else {}
@@ -118,7 +118,7 @@ class Comparison:
 
     def dilation(self, arm: str, n: int) -> float:
         """The row's D, chosen before it runs from its model's trial run."""
-        return self.mode.dilation_for(n, self.need.get(arm))
+        return self.mode.dilation_for(n, self.need.get((arm, n)))
 
     def done(self, arm: str, n: int) -> bool:
         return any(row_arm(r) == arm and r["world_size"] == n for r in self.rows)

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 from dist_sqz import runs
 from dist_sqz.compare.arms import split_arm
 from dist_sqz.compare.plan import estimate
+from dist_sqz.compute.modes import LATE_FRACTION
 from dist_sqz.errors import UsageError
+
+LATE_ALLOW = LATE_FRACTION / 2  # of the row's step: half the lateness that flags a row
 
 if TYPE_CHECKING:
     from dist_sqz.compare.run import Comparison
@@ -42,9 +45,33 @@ def trials(
     return known
 
 
-def needs(comp: Comparison, known: dict[str, dict]) -> dict[str, float | None]:
-    """Each arm's trial `need_d` (its model's): the D one worker's real work needs here."""
-    return {arm: (known.get(split_arm(arm)[0]) or {}).get("need_d") for arm, _ in comp.plan}
+def need_for(schedule: list[list[list[float]]] | None, step_s: float) -> float | None:
+    """The D at which one worker's real work would overrun no pad by more than LATE_ALLOW of
+    the row's step (the cost model's `step_s`, undilated), from a trial's schedule at D = 1:
+    at D a pad due at `due` is reached `real / D - due` late (undilated), so D >= real / (due
+    + LATE_ALLOW x step_s). A late pad costs the step at most its lateness, so the row is
+    within LATE_ALLOW of what it emulates; AlexNet's gradients, late by tens of ms, matter
+    little beside its seconds of exchange, SqueezeNet's, late by 3-5 ms, not. The median of
+    the trial's steps; None without a schedule."""
+    if not schedule:
+        return None
+    allow = LATE_ALLOW * step_s
+    per_step = [max((real / (due + allow) for real, due in pads), default=0.0) for pads in schedule]
+    return sorted(per_step)[len(per_step) // 2]
+
+
+def needs(
+    comp: Comparison, known: dict[str, dict], step_s: dict[tuple[str, int], float]
+) -> dict[tuple[str, int], float | None]:
+    """Each row's need (`need_for` its model's trial at the row's predicted step), or its
+    model's trial `need_d` where the cost model has no step for it."""
+    out: dict[tuple[str, int], float | None] = {}
+    for arm, n in comp.plan:
+        trial = known.get(split_arm(arm)[0]) or {}
+        step = step_s.get((arm, n))
+        found = need_for(trial.get("schedule"), step) if step else None
+        out[arm, n] = found if found is not None else trial.get("need_d")
+    return out
 
 
 def plan_rows(
@@ -52,12 +79,15 @@ def plan_rows(
 ) -> list[dict[str, Any]]:
     """Each row's D from the trials (kept on `comp`), and the rows' expected wall time here
     (none where the cost model cannot take a model: the rows need no estimate)."""
-    comp.need = needs(comp, known)
     overhead = {a: (known.get(split_arm(a)[0]) or {}).get("overhead_s", 0.0) for a, _ in todo}
-    dilations = {(a, n): comp.dilation(a, n) for a, n in todo}
-    try:
-        return estimate(comp.mode, comp.configs, comp.cfg.link, todo, profile, overhead, dilations)
+    args = (comp.mode, comp.configs, comp.cfg.link, todo, profile, overhead)
+    try:  # each row's step first: D changes a row's wall time, not its (undilated) step
+        steps = {(r["model"], r["world_size"]): r["step_s"] for r in estimate(*args)}
     except UsageError:
         if comp.cfg.estimate:
             raise
+        steps = {}
+    comp.need = needs(comp, known, steps)
+    if not steps:
         return []
+    return estimate(*args, {(a, n): comp.dilation(a, n) for a, n in todo})

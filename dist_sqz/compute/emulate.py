@@ -40,6 +40,8 @@ from dist_sqz.compute.profiles import compute_times, load_profile, profile_image
 from dist_sqz.costmodel.simulate import ready_shares
 from dist_sqz.models import build_model
 
+KEPT_STEPS = 3  # the last steps whose padded schedules a summary keeps
+
 
 def _wait_until(deadline: float) -> float:
     """Sleep until `deadline` (perf_counter); how late we already were (0 if on time)."""
@@ -83,6 +85,10 @@ class EmulatedCompute:
         # this step: the smallest D at which every phase's real work, and each gradient of
         # the backward, would have been ready by its padded time (the trial run's measure)
         self.need_d = 0.0
+        # each pad of this step and of the KEPT_STEPS before it: (real time from its phase's
+        # start to it, its due time), both undilated (what compare's trial run reads)
+        self.schedule: list[tuple[float, float]] = []
+        self.recent: list[list[tuple[float, float]]] = []
         self.pads: list[tuple[float, float]] = []  # this step: when it waited (perf_counter)
 
     def _grad_hook(self, p: torch.Tensor):
@@ -110,9 +116,14 @@ class EmulatedCompute:
             self.pads.append((now, deadline))  # this step's padding, for its trace
         if start is not None and deadline > start:
             self.need_d = max(self.need_d, (now - start) * self.dilation / (deadline - start))
+            d = self.dilation
+            self.schedule.append(((now - start) / d, (deadline - start) / d))
         self.late_s = max(self.late_s, _wait_until(deadline))
 
     def start_step(self) -> None:
+        if self.schedule:
+            self.recent = [*self.recent, self.schedule][-KEPT_STEPS:]
+        self.schedule = []
         self.late_s = 0.0
         self.need_d = 0.0
         self.pads = []
@@ -149,6 +160,7 @@ class EmulatedCompute:
 
     def describe(self) -> dict[str, Any]:
         return {
+            "emulation_schedule": [*self.recent, self.schedule][-KEPT_STEPS:],
             "dilation": self.dilation,
             "emulated_batch_size": self.batch_size,
             "emulated_compute_s": (self.forward_s + self.backward_s + self.optimizer_s)
