@@ -153,7 +153,9 @@ def estimate(
     return rows
 
 
-def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
+def format_estimate(rows: list[dict[str, Any]], target: bool, spent_s: float = 0.0) -> str:
+    """The estimate's lines; `spent_s`: what measuring the profile and the trials took
+    already, shown beside the rows' total so the whole job's time is on one line."""
     bound = "at most " if target else ""
     lines = [
         f"    {r['model']} x {r['world_size']}: {r['step_s']:.3f} s/step emulated x D="
@@ -162,9 +164,10 @@ def format_estimate(rows: list[dict[str, Any]], target: bool) -> str:
         for r in rows
     ]
     total = sum(r["wall_s"] for r in rows)
+    spent = f" after the {spent_s:.0f} s spent measuring," if spent_s >= 1 else ""
     lines.append(
-        f"    in all: {bound}{_hours(total)} of wall time here (outside the steps: start-up, "
-        "model, probes, final checkpoint, measured per model by a trial run); D holds each "
+        f"    in all: {bound}{_hours(total)} of wall time here{spent} (outside the steps: "
+        "start-up, model, probes, final checkpoint, measured per model by a trial run); D holds each "
         "worker's real work as the trial measured it, and a row that still overruns its "
         "padding runs again at 2 x D, extra"
     )

@@ -253,6 +253,7 @@ def rest_eta(
 def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Run every (model, N) not yet finished; write results.json after each row, then the
     report. Returns the result; its `failed` lists rows that did not finish."""
+    t_called = time.perf_counter()
     if cfg.compute_profile:
         from dist_sqz.compute.profiles import compute_times, load_profile
 
@@ -285,7 +286,8 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
         plan = plan_rows(comp, todo, comp.mode.profile, trials(comp, todo, out / "overhead.json"))
     if plan:
         print("dist-sqz compare: expected wall time per run here (cost model x D x step budget):")
-        print(format_estimate(plan, cfg.target_accuracy is not None), flush=True)
+        spent = time.perf_counter() - t_called
+        print(format_estimate(plan, cfg.target_accuracy is not None, spent), flush=True)
     if cfg.estimate:
         return {"estimate": plan}
     if resume:
