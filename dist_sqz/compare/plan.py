@@ -164,12 +164,12 @@ def format_estimate(rows: list[dict[str, Any]], target: bool, spent_s: float = 0
         for r in rows
     ]
     total = sum(r["wall_s"] for r in rows)
-    spent = f" after the {spent_s:.0f} s spent measuring," if spent_s >= 1 else ""
+    spent = f" after the {spent_s:.0f} s spent measuring" if spent_s >= 1 else ""
     lines.append(
         f"    in all: {bound}{_hours(total)} of wall time here{spent} (outside the steps: "
-        "start-up, model, probes, final checkpoint, measured per model by a trial run); D holds each "
-        "worker's real work as the trial measured it, and a row that still overruns its "
-        "padding runs again at 2 x D, extra"
+        "start-up, model, probes, final checkpoint, measured per model by a trial run); D "
+        "holds each worker's real work as the trial measured it, and a row that still "
+        "overruns its padding runs again at 2 x D, extra"
     )
     return "\n".join(lines)
 
