@@ -280,6 +280,10 @@ def default_workers(data: str, local_world_size: int) -> int:
 
 
 def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoader:
+    """Loader processes start from a forkserver, never forked from the worker itself: by the
+    first evaluation the worker runs gloo's and the training loader's threads, and a child
+    forked then could hang for good in CPython's after-fork clean-up (seen: an evaluation
+    loader's process stuck in PyOS_AfterFork_Child, both ranks waiting on it)."""
     return DataLoader(
         ds,
         batch_sampler=sampler,
@@ -287,6 +291,7 @@ def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoade
         pin_memory=pin,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
+        multiprocessing_context="forkserver" if workers else None,
     )
 
 
