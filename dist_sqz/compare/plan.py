@@ -153,9 +153,12 @@ def estimate(
     return rows
 
 
-def format_estimate(rows: list[dict[str, Any]], target: bool, spent_s: float = 0.0) -> str:
+def format_estimate(
+    rows: list[dict[str, Any]], target: bool, spent_s: float = 0.0, trials: bool = True
+) -> str:
     """The estimate's lines; `spent_s`: what measuring the profile and the trials took
-    already, shown beside the rows' total so the whole job's time is on one line."""
+    already, shown beside the rows' total so the whole job's time is on one line; `trials`:
+    whether trial runs measured each model's cost outside its steps."""
     bound = "at most " if target else ""
     lines = [
         f"    {r['model']} x {r['world_size']}: {r['step_s']:.3f} s/step emulated x D="
@@ -167,9 +170,14 @@ def format_estimate(rows: list[dict[str, Any]], target: bool, spent_s: float = 0
     spent = f" after the {spent_s:.0f} s spent measuring" if spent_s >= 1 else ""
     lines.append(
         f"    in all: {bound}{_hours(total)} of wall time here{spent} (outside the steps: "
-        "start-up, model, probes, final checkpoint, measured per model by a trial run); D "
-        "holds each worker's real work as the trial measured it, and a row that still "
-        "overruns its padding runs again at 2 x D, extra"
+        + (
+            "start-up, model, probes, final checkpoint, measured per model by a trial run); D "
+            "holds each worker's real work as the trial measured it, and a row that still "
+            "overruns its padding runs again at 2 x D, extra"
+            if trials
+            else "not measured before the rows, as D is given or the rows run on Slurm; the "
+            "ETA counts it once a row has run)"
+        )
     )
     return "\n".join(lines)
 

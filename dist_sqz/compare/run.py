@@ -279,15 +279,18 @@ def compare(cfg: CompareConfig, out: Path, resume: bool = False) -> dict[str, An
             profile = Path(scratch) / "profile.json"
             comp.measure(profile)
             prof = str(profile) if comp.mode.kind == "local" else comp.mode.profile
-            plan = plan_rows(comp, todo, prof, trials(comp, todo))
+            known = trials(comp, todo)
+            plan = plan_rows(comp, todo, prof, known)
     else:
         comp.prepare()
         print(f"dist-sqz compare: {comp.mode.describe()}", flush=True)
-        plan = plan_rows(comp, todo, comp.mode.profile, trials(comp, todo, out / "overhead.json"))
+        known = trials(comp, todo, out / "overhead.json")
+        plan = plan_rows(comp, todo, comp.mode.profile, known)
     if plan:
         print("dist-sqz compare: expected wall time per run here (cost model x D x step budget):")
         spent = time.perf_counter() - t_called
-        print(format_estimate(plan, cfg.target_accuracy is not None, spent), flush=True)
+        target = cfg.target_accuracy is not None
+        print(format_estimate(plan, target, spent, bool(known)), flush=True)
     if cfg.estimate:
         return {"estimate": plan}
     if resume:

@@ -28,10 +28,11 @@ def trials(
     """Each model's trial run (`runs.trial_run`: its per-run cost beyond its steps and its
     real step on one core), run here once per model left to run before any row, and kept in
     `kept` (a resumed comparison reads it back; an older comparison's file holds the
-    overhead alone). None for real compute, which is neither padded nor estimated, nor for
-    Slurm rows: a trial on the login node says nothing of the nodes (their ETA scales by the
-    rows run so far, `run.rest_eta`)."""
-    if comp.mode.kind == "real" or comp.slurm:
+    overhead alone). None for real compute, which is neither padded nor estimated; for
+    Slurm rows, where a trial on the login node says nothing of the nodes; and where D is
+    given, so that there is no D to choose: their ETA after the first row scales by the rows
+    run so far (`run.rest_eta`)."""
+    if comp.mode.kind == "real" or comp.slurm or not comp.mode.adaptive:
         return {}
     known = json.loads(kept.read_text()) if kept and kept.exists() else {}
     known = {
