@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 def trials(
     comp: Comparison, todo: list[tuple[str, int]], kept: Path | None = None
 ) -> dict[str, dict[str, float | None]]:
-    """Each model's trial run (`runs.trial_run`: its per-run cost beyond its steps and its
-    real step on one core), run here once per model left to run before any row, and kept in
+    """Each model's trial run (`runs.trial_run`: its per-run cost beyond its steps, its real
+    step on one core, the D it needed and its padded schedule), run here once per model
+    left to run before any row, and kept in
     `kept` (a resumed comparison reads it back; an older comparison's file holds the
     overhead alone). None for real compute, which is neither padded nor estimated; for
     Slurm rows, where a trial on the login node says nothing of the nodes; and where D is
