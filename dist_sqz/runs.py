@@ -40,22 +40,17 @@ def train_command(*args: str, nproc: int | None = None, python: bool = True) -> 
 TRIAL_STEPS = 4  # the first is warm-up: the median of 3 real steps
 
 
-def trial_run(
-    settings: dict[str, Any], env: dict[str, str] | None = None
-) -> dict[str, float | None]:
+def trial_run(settings: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """A short run of these train settings on one worker under torchrun, padded to its
     compute profile at D = 1 (real compute where it has none), before the rows that use them:
     `overhead_s`, what a run costs here beyond its steps (the launcher's and the worker's
     start-up and imports, building the model, the no-communication probe steps, the first
     batches, and the final checkpoint: AlexNet's is ~460 MB, written and fsynced), paid
-    again by every run; `step_s`, its median step after warm-up (real work, where it overran
-    the padding at D = 1); and `need_d`, the median of its steps' `emulation_need_d`: the D
-    at which a worker's real work here, each gradient by its own due time, fits its padding
-    (`ComputeMode.dilation_for`; None without a profile), and `schedule`, its last steps'
-    pads, each (real time from its phase's start, due time) at D = 1, from which compare
-    finds the D each row needs (`compare.trial.need_for`). `env`: what the rows' workers get
+    again by every run; and `schedule`, its last steps' pads, each (real time from its
+    phase's start, due time) at D = 1 (None without a profile), from which compare finds the
+    D each row needs (`compare.trial.need_for`). `env`: what the rows' workers get
     on top of this process's environment (OMP_NUM_THREADS=1 for one core each: with both
-    cores SqueezeNet 1.0's trial needed D = 1.7, with one 4.1). All 0 / None if the trial
+    cores SqueezeNet 1.0's trial needed D = 1.7, with one 4.1). 0 and None if the trial
     fails (the run itself will then say why)."""
     with tempfile.TemporaryDirectory(prefix="dsqz-trial-") as tmp:
         out = Path(tmp) / "run"
@@ -69,21 +64,13 @@ def trial_run(
         code, _ = run_captured(train_command("--config", str(config), nproc=1), env)
         wall = time.perf_counter() - t0
         if code != 0:
-            return {"overhead_s": 0.0, "step_s": None, "need_d": None, "schedule": None}
-        records = read_jsonl(out / "metrics.jsonl")
-        steps = [r["step_time_s"] for r in records]
-        needs = [r["emulation_need_d"] for r in records[1:] if "emulation_need_d" in r]
+            return {"overhead_s": 0.0, "schedule": None}
+        steps = [r["step_time_s"] for r in read_jsonl(out / "metrics.jsonl")]
         summary = json.loads((out / "summary.json").read_text())
         return {
             "overhead_s": max(0.0, wall - sum(steps)),
-            "step_s": _median(steps[1:]),
-            "need_d": _median(needs),
             "schedule": summary.get("emulation_schedule"),
         }
-
-
-def _median(values: list[float]) -> float | None:
-    return sorted(values)[len(values) // 2] if values else None
 
 
 def resume_or_start(out: Path, *start_args: str) -> list[str]:

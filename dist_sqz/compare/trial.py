@@ -25,9 +25,8 @@ if TYPE_CHECKING:
 def trials(
     comp: Comparison, todo: list[tuple[str, int]], kept: Path | None = None
 ) -> dict[str, dict[str, float | None]]:
-    """Each model's trial run (`runs.trial_run`: its per-run cost beyond its steps, its real
-    step on one core, the D it needed and its padded schedule), run here once per model
-    left to run before any row, and kept in
+    """Each model's trial run (`runs.trial_run`: its per-run cost beyond its steps and its
+    padded schedule), run here once per model left to run before any row, and kept in
     `kept` (a resumed comparison reads it back; an older comparison's file holds the
     overhead alone). None for real compute, which is neither padded nor estimated; for
     Slurm rows, where a trial on the login node says nothing of the nodes; and where D is
@@ -37,7 +36,7 @@ def trials(
         return {}
     known = json.loads(kept.read_text()) if kept and kept.exists() else {}
     known = {
-        m: v if isinstance(v, dict) else {"overhead_s": v, "step_s": None, "need_d": None}
+        m: v if isinstance(v, dict) else {"overhead_s": v, "schedule": None}
         for m, v in known.items()
     }
     first = {split_arm(a)[0]: (a, n) for a, n in reversed(todo)}  # one trial per model
@@ -66,15 +65,14 @@ def need_for(schedule: list[list[list[float]]] | None, step_s: float) -> float |
 def needs(
     comp: Comparison, known: dict[str, dict], step_s: dict[tuple[str, int], float]
 ) -> dict[tuple[str, int], float | None]:
-    """Each row's need (`need_for` its model's trial at the row's predicted step), or its
-    model's trial `need_d` where the cost model has no step for it."""
-    out: dict[tuple[str, int], float | None] = {}
-    for arm, n in comp.plan:
-        trial = known.get(split_arm(arm)[0]) or {}
-        step = step_s.get((arm, n))
-        found = need_for(trial.get("schedule"), step) if step else None
-        out[arm, n] = found if found is not None else trial.get("need_d")
-    return out
+    """Each row's need (`need_for` its model's trial at the row's predicted step; where the
+    cost model has no step for it, no pad may be late at all)."""
+    return {
+        (arm, n): need_for(
+            (known.get(split_arm(arm)[0]) or {}).get("schedule"), step_s.get((arm, n), 0.0)
+        )
+        for arm, n in comp.plan
+    }
 
 
 def plan_rows(

@@ -20,9 +20,9 @@ Links run D times slower (the caller divides the link rate by D) and reported ti
 divided by D, so a 100 Gbit/s cluster of GPUs is emulated on 1 Gbit/s links with D = 100.
 Scaling efficiency is invariant under D as long as the real work fits inside the padding;
 `emulation_late_s` says, per step, by how much (in undilated seconds) real work overran
-the padding: then the step measured this machine, not the GPU. `emulation_need_d` is the
-smallest D at which it would all have fitted, each gradient by its own due time included
-(the backward's early gradients take more of it on a CPU than their multiply-adds say:
+the padding: then the step measured this machine, not the GPU. `schedule` keeps each pad's
+real time from its phase's start beside its due time, each gradient's included (the
+backward's early gradients take more of it on a CPU than their multiply-adds say:
 SqueezeNet 1.0's classifier gradient came 11 ms into a backward that gave it 7.9 at D = 3);
 compare's trial run reads it at D = 1 to choose each row's D.
 """
@@ -82,9 +82,6 @@ class EmulatedCompute:
         self._released = 0.0
         self._t0 = 0.0
         self.late_s = 0.0  # this step: real work that did not fit in the padding
-        # this step: the smallest D at which every phase's real work, and each gradient of
-        # the backward, would have been ready by its padded time (the trial run's measure)
-        self.need_d = 0.0
         # each pad of this step and of the KEPT_STEPS before it: (real time from its phase's
         # start to it, its due time), both undilated (what compare's trial run reads)
         self.schedule: list[tuple[float, float]] = []
@@ -108,14 +105,12 @@ class EmulatedCompute:
 
     def _pad(self, deadline: float, start: float | None = None) -> None:
         """Wait for `deadline`, the padded end of the work begun at `start` (a phase's start;
-        None for encoding, padded to its own CPU time): `need_d` keeps the D at which this
-        work would just have fitted, (now - start) / ((deadline - start) / D)."""
+        None for encoding, padded to its own CPU time, which `schedule` leaves out)."""
         # Gradients behind one deadline arrive one after another; only real lateness counts.
         now = time.perf_counter()
         if deadline > now:
             self.pads.append((now, deadline))  # this step's padding, for its trace
         if start is not None and deadline > start:
-            self.need_d = max(self.need_d, (now - start) * self.dilation / (deadline - start))
             d = self.dilation
             self.schedule.append(((now - start) / d, (deadline - start) / d))
         self.late_s = max(self.late_s, _wait_until(deadline))
@@ -125,7 +120,6 @@ class EmulatedCompute:
             self.recent = [*self.recent, self.schedule][-KEPT_STEPS:]
         self.schedule = []
         self.late_s = 0.0
-        self.need_d = 0.0
         self.pads = []
         self._shift = 0.0
         self._t0 = time.perf_counter()

@@ -54,8 +54,8 @@ class ComputeMode:
     def dilation_for(self, n: int, need: float | None = None) -> float:
         """D for a run of n workers: given, or this mode's choice. Chosen, it is large enough
         that n one-thread workers' real work fits their padding: `need` is the D at which one
-        worker's fits here alone (a trial run's `emulation_need_d`: each phase, and each
-        gradient by its own due time), taken with NEED_MARGIN to spare, never below
+        worker's fits here alone (`compare.trial.need_for`, from a trial run: each phase, and
+        each gradient by its own due time), taken with NEED_MARGIN to spare, never below
         LOCAL_MARGIN, times max(1, n / cores) where workers share the cores. Under a GPU
         profile never below PROFILE_DILATION. Rounded up to 2 significant figures."""
         if self.kind == "real":

@@ -114,8 +114,8 @@ class CompareConfig(Config):
     dilation: float | None = setting(
         None,
         "time dilation D (compute and links D times slower); default: chosen per row so that "
-        "its workers' real work fits: 1.5 x max(1, N / cores) x (a worker's real step here / "
-        "its padded step, from a trial run), and at least 100 with a profile",
+        "its workers' real work fits (max(1.5, 1.15 x the D a trial run says one worker "
+        "needs) x max(1, N / cores); at least 100 with a profile)",
         gt=0,
     )
     run_timeout_s: float | None = setting(

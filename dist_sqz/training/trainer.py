@@ -102,8 +102,6 @@ class Trainer(TrainerSetup):
             self.emu.batch_size if self.emu else None,
             self.emu.late_s if self.emu else None,
         )
-        if self.emu:
-            record["emulation_need_d"] = self.emu.need_d
         if result.grad_norm is not None:
             record["grad_norm"] = float(result.grad_norm)  # before clipping
         record["compress_time_s"] = encode_s / self.dilation
