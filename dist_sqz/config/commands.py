@@ -301,12 +301,19 @@ class SimulateConfig(Config):
 
     def model_post_init(self, _context: Any) -> None:
         network = ("link", "latency", "topology", "gpus_per_node", "intra_link")
-        given = [k for k in (*network, "bucket_cap_mb", "transport") if k in self.model_fields_set]
-        if self.cluster and given:
-            raise UsageError(
-                f"--cluster describes the network; drop --{given[0].replace('_', '-')} (or "
-                "write it into the spec)"
-            )
+        _cluster_or_flags(
+            self.cluster, self.model_fields_set, (*network, "bucket_cap_mb", "transport")
+        )
+
+
+def _cluster_or_flags(cluster: str, given_fields: set[str], network: tuple[str, ...]) -> None:
+    """A cluster spec describes the network: none of the flags that describe it too."""
+    given = [k for k in network if k in given_fields]
+    if cluster and given:
+        raise UsageError(
+            f"--cluster describes the network; drop --{given[0].replace('_', '-')} (or "
+            "write it into the spec)"
+        )
 
 
 def _fractions(v: list[float], info: Any) -> list[float]:
@@ -383,5 +390,4 @@ class FrontierConfig(Config):
     _compression = field_validator("compression", mode="before")(_variants)
 
     def model_post_init(self, _context: Any) -> None:
-        if self.cluster and "link" in self.model_fields_set:
-            raise UsageError("--cluster describes the network; drop --link")
+        _cluster_or_flags(self.cluster, self.model_fields_set, ("link",))
