@@ -59,50 +59,6 @@ def _results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def test_rows_run_as_slurm_jobs_and_collect_gives_the_same_table(tmp_path, slurm_env):
-    out = tmp_path / "cmp"
-    proc = dist_sqz(
-        "compare", *ROW, "--workers", "1,2", "--out", str(out), env=slurm_env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = _results(out)["rows"]
-    assert [r["world_size"] for r in rows] == [1, 2] and not any(r.get("error") for r in rows)
-    for r in rows:
-        job = r["slurm"]
-        assert job["state"] == "COMPLETED" and job["job_id"].isdigit()
-        assert job["nodes"].startswith("d") and job["queue_s"] is not None
-    two = rows[1]
-    assert two["sent_bytes"] == 4_941_984 and two["wire_bytes"] >= two["sent_bytes"]
-    assert 0 < two["scaling_efficiency"] <= 1.05
-    assert "queued" in proc.stdout and (out / "slurm" / "squeezenet1_1-n2.sbatch").is_file()
-
-    runs = sorted(str(p) for p in (out / "runs").iterdir())
-    again = tmp_path / "collected"
-    proc = dist_sqz("compare", "--collect", ",".join(runs), "--out", str(again), env=slurm_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    keys = (
-        "world_size",
-        "images_per_s",
-        "scaling_efficiency",
-        "simulated_efficiency",
-        "sent_bytes",
-        "wire_bytes",
-        "analytic_efficiency",
-    )
-    assert [{k: r[k] for k in keys} for r in _results(again)["rows"]] == [
-        {k: r[k] for k in keys} for r in rows
-    ]
-
-    odd = tmp_path / "odd"
-    shutil.copytree(runs[1], odd)
-    cfg = yaml.safe_load((odd / "config.yaml").read_text())
-    (odd / "config.yaml").write_text(yaml.safe_dump({**cfg, "batch_size": 16}))
-    proc = dist_sqz("compare", "--collect", f"{runs[0]},{odd}", "--out", str(tmp_path / "x"))
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "differ in batch_size" in lines[0]
-    assert not (tmp_path / "x").exists()
-
-
 def _wait_for(pred, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -119,9 +75,11 @@ def _steps(run: Path) -> int:
 
 
 def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_path, slurm_env):
-    """scancel of a running row's job: the row is recorded with Slurm's state, the other row
-    finishes; --resume (with a time limit now: how the rest is scheduled may change) keeps
-    the finished row and continues the cancelled one from its checkpoint, not from step 0."""
+    """Rows run as Slurm jobs. scancel of a running row's job: the row is recorded with
+    Slurm's state, the other row finishes; --resume (with a time limit now: how the rest is
+    scheduled may change) keeps the finished row and continues the cancelled one from its
+    checkpoint, not from step 0. `compare --collect` of the rows' train runs gives the same
+    table; runs whose settings differ are refused in one line."""
     out = tmp_path / "cmp"
     args = [*ROW, "--workers", "2,1", "--steps", "40", "--out", str(out)]
     cmd = [sys.executable, "-m", "dist_sqz", "compare", *args]
@@ -136,6 +94,7 @@ def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_p
     subprocess.run(["scancel", job], env=slurm_env, check=True)
     stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]  # a row failed
+    assert "queued" in stdout and (out / "slurm" / "squeezenet1_1-n2.sbatch").is_file()
     rows = {r["world_size"]: r for r in _results(out)["rows"]}
     assert rows[2]["slurm"]["job_id"] == job and rows[2]["slurm"]["state"] == "CANCELLED"
     assert "CANCELLED" in rows[2]["error"] and not rows[1].get("error")
@@ -152,7 +111,41 @@ def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_p
     assert f"(step {stopped_at})" in log
     metrics, _ = read_run(run)
     assert [m["step"] for m in metrics] == list(range(1, 41))  # continued, not restarted
-    assert not any(r.get("error") for r in _results(out)["rows"])
+    rows = _results(out)["rows"]
+    assert [r["world_size"] for r in rows] == [2, 1] and not any(r.get("error") for r in rows)
+    for r in rows:
+        job = r["slurm"]
+        assert job["state"] == "COMPLETED" and job["job_id"].isdigit()
+        assert job["nodes"].startswith("d") and job["queue_s"] is not None
+    two = rows[0]
+    assert two["sent_bytes"] == 4_941_984 and two["wire_bytes"] >= two["sent_bytes"]
+    assert 0 < two["scaling_efficiency"] <= 1.05
+
+    runs = sorted(str(p) for p in (out / "runs").iterdir())
+    again = tmp_path / "collected"
+    proc = dist_sqz("compare", "--collect", ",".join(runs), "--out", str(again), env=slurm_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    keys = (
+        "world_size",
+        "images_per_s",
+        "scaling_efficiency",
+        "simulated_efficiency",
+        "sent_bytes",
+        "wire_bytes",
+        "analytic_efficiency",
+    )
+    assert [{k: r[k] for k in keys} for r in _results(again)["rows"]] == [
+        {k: r[k] for k in keys} for r in rows[::-1]  # collect orders rows by N
+    ]
+
+    odd = tmp_path / "odd"
+    shutil.copytree(runs[1], odd)
+    cfg = yaml.safe_load((odd / "config.yaml").read_text())
+    (odd / "config.yaml").write_text(yaml.safe_dump({**cfg, "batch_size": 16}))
+    proc = dist_sqz("compare", "--collect", f"{runs[0]},{odd}", "--out", str(tmp_path / "x"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "differ in batch_size" in lines[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_sigterm_to_compare_cancels_its_job(tmp_path, slurm_env):
@@ -213,52 +206,51 @@ def test_no_sbatch_on_path_is_one_line(tmp_path, slurm_env):
     assert proc.returncode == 2 and len(lines) == 1 and "sbatch" in lines[0], proc.stderr
 
 
-def test_a_row_near_its_time_limit_stops_at_a_step_with_a_checkpoint(tmp_path, slurm_env):
-    """--time-limit 2 (minutes) with SIGTERM 60 s before it: the row stops at a step boundary
-    with a checkpoint and is recorded with Slurm's state and the run's line (--resume from
-    such a checkpoint: the cancelled row above). Slurm checks time limits every 30 s and may
-    signal up to 60 s early (sbatch --signal): here 30-60 s into the job, never before the
-    first step."""
-    out = tmp_path / "cmp"
-    args = [*ROW, "--workers", "2", "--steps", "3000", "--time-limit", "2", "--signal-s", "60"]
-    proc = dist_sqz("compare", *args, "--out", str(out), env=slurm_env, timeout=600)
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    row = _results(out)["rows"][0]
-    assert "stopped by SIGTERM" in row["error"] and row["slurm"]["state"] != "COMPLETED"
-    run = out / "runs" / "squeezenet1_1-n2"
-    stopped = _steps(run)
-    assert 0 < stopped < 3000 and f"after step {stopped} of 3000" in row["error"]
-    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert saved["step"] == stopped
-    assert _squeue(slurm_env) == []
+def test_a_time_limit_and_a_dead_slurmd_each_end_their_row_in_one_line(tmp_path, slurm_env):
+    """Two comparisons at once, on nodes of their own (they wait on Slurm, not on this
+    machine's cores).
 
+    A row near its time limit (--time-limit 2 minutes, SIGTERM 60 s before it) stops at a
+    step boundary with a checkpoint and is recorded with Slurm's state and the run's line
+    (--resume from such a checkpoint: the cancelled row above). Slurm checks time limits
+    every 30 s and may signal up to 60 s early (sbatch --signal): here 30-60 s into the job,
+    never before the first step.
 
-def test_a_node_whose_slurmd_dies_mid_row_fails_the_row_in_one_line(tmp_path, slurm_env):
-    """slurmd of one of the row's nodes killed: Slurm takes the node down and ends the job;
-    the row is recorded with Slurm's state, nothing hangs past the collective timeout, and
-    the node comes back once its slurmd is started again."""
+    slurmd of one of a row's nodes killed: Slurm takes the node down and ends the job; the
+    row is recorded with Slurm's state, nothing hangs past the collective timeout, and the
+    node comes back once its slurmd is started again."""
     from dist_sqz.cluster.slurm import start_slurmd, state_dir
 
     conf = Path(slurm_env["SLURM_CONF"])
     slot = int(conf.parent.name[len("slurm") :])
-    out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "dist_sqz", "compare", *ROW, "--workers", "2", "--steps"]
-    cmd += ["3000", "--out", str(out)]
-    proc = subprocess.Popen(
-        cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    run = out / "runs" / "squeezenet1_1-n2"
+    nodes = lambda *k: "--sbatch-args=--nodelist=" + ",".join(f"d{slot}n{i}" for i in k)  # noqa: E731
+    limited, dying = tmp_path / "limit", tmp_path / "dies"
+    started = []
+    for out, extra in (
+        (limited, ["--time-limit", "2", "--signal-s", "60", nodes(2, 3)]),
+        (dying, [nodes(0, 1)]),
+    ):
+        cmd = [sys.executable, "-m", "dist_sqz", "compare", *ROW, "--workers", "2"]
+        cmd += ["--steps", "3000", *extra, "--out", str(out)]
+        started.append(
+            subprocess.Popen(
+                cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    limit_proc, dies_proc = started
+
+    run = dying / "runs" / "squeezenet1_1-n2"
     _wait_for(lambda: _steps(run) >= 5, 300, "the row to take 5 steps")
     victim = f"d{slot}n1"
     pid = int((state_dir(slot) / f"slurmd.{victim}.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
-    row = _results(out)["rows"][0]
+    stdout, stderr = dies_proc.communicate(timeout=600)
+    assert dies_proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    row = _results(dying)["rows"][0]
     assert row["slurm"]["state"] in ("NODE_FAIL", "FAILED", "CANCELLED"), row
+    assert row["slurm"]["nodes"] == f"d{slot}n[0-1]", row
     assert row["error"].startswith(f"Slurm job {row['slurm']['job_id']} ")
     assert _steps(run) < 3000  # ended by the fault (communicate's timeout: not forever)
-    assert _squeue(slurm_env) == []
     start_slurmd(slot, 1)
     sinfo = ["sinfo", "-h", "-N", "-n", victim, "-o", "%T"]
 
@@ -266,4 +258,15 @@ def test_a_node_whose_slurmd_dies_mid_row_fails_the_row_in_one_line(tmp_path, sl
         state = subprocess.run(sinfo, capture_output=True, text=True, env=slurm_env).stdout
         return state.strip().startswith("idle")
 
+    stdout, stderr = limit_proc.communicate(timeout=600)
+    assert limit_proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    row = _results(limited)["rows"][0]
+    assert "stopped by SIGTERM" in row["error"] and row["slurm"]["state"] != "COMPLETED"
+    assert row["slurm"]["nodes"] == f"d{slot}n[2-3]", row
+    run = limited / "runs" / "squeezenet1_1-n2"
+    stopped = _steps(run)
+    assert 0 < stopped < 3000 and f"after step {stopped} of 3000" in row["error"]
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == stopped
+    assert _squeue(slurm_env) == []
     _wait_for(back, 120, f"{victim} back")

@@ -280,10 +280,6 @@ def default_workers(data: str, local_world_size: int) -> int:
 
 
 def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoader:
-    """Loader processes start from a forkserver, never forked from the worker itself: by the
-    first evaluation the worker runs gloo's and the training loader's threads, and a child
-    forked then could hang for good in CPython's after-fork clean-up (seen: an evaluation
-    loader's process stuck in PyOS_AfterFork_Child, both ranks waiting on it)."""
     return DataLoader(
         ds,
         batch_sampler=sampler,
@@ -291,7 +287,6 @@ def _loader(ds: Dataset, sampler: Sampler, workers: int, pin: bool) -> DataLoade
         pin_memory=pin,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
-        multiprocessing_context="forkserver" if workers else None,
     )
 
 
@@ -320,7 +315,8 @@ def train_batches(
     """An iterator of (x, y) for steps start..steps-1 of this rank (`ds` None: synthetic),
     for `device` (None: the CPU). A synthetic batch is made once and kept on the device (as
     Horovod's synthetic benchmark does): no step copies it again. A loader pins its batches
-    for a GPU."""
+    for a GPU; its processes start here (see `held_out_batches` for why before the job
+    forms)."""
     pin = device is not None and device.type == "cuda"
     if ds is None:
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
@@ -338,16 +334,21 @@ def train_batches(
 
 
 class _Shard(Sampler):
-    """This rank's share of the held-out split (every image counted once across ranks)."""
+    """This rank's share of the held-out split (every image counted once across ranks). With
+    `empty_first`, the first pass yields nothing: it starts the loader's processes."""
 
-    def __init__(self, n: int, batch_size: int, rank: int, world_size: int) -> None:
+    def __init__(self, n: int, batch_size: int, rank: int, world_size: int, empty_first: bool):
         self.idx = list(range(rank, n, world_size))
         self.batch_size = batch_size
+        self.empty = empty_first
 
     def __len__(self) -> int:
         return -(-len(self.idx) // self.batch_size)
 
     def __iter__(self):
+        if self.empty:
+            self.empty = False
+            return
         for b in range(0, len(self.idx), self.batch_size):
             yield [(i, None) for i in self.idx[b : b + self.batch_size]]
 
@@ -355,7 +356,17 @@ class _Shard(Sampler):
 def held_out_batches(
     cfg: Batching | Any, held: Dataset | None, rank: int, world_size: int, workers: int
 ) -> DataLoader | None:
-    """This rank's shard of the held-out split, or None when the data has none."""
+    """This rank's shard of the held-out split, or None when the data has none.
+
+    Its processes (kept for the whole run) start here, by an empty first pass, as the
+    training loader's do: the trainer builds both before the job forms, while this process
+    runs no thread but its own. Forked later, beside gloo's or Horovod's threads, a loader
+    process could hang for good in CPython's after-fork clean-up (seen: an evaluation loader
+    stuck in PyOS_AfterFork_Child at the first evaluation, both ranks waiting on it)."""
     if held is None:
         return None
-    return _loader(held, _Shard(len(held), cfg.eval_batch_size, rank, world_size), workers, False)
+    shard = _Shard(len(held), cfg.eval_batch_size, rank, world_size, empty_first=workers > 0)
+    loader = _loader(held, shard, workers, False)
+    if workers:
+        iter(loader)
+    return loader

@@ -55,9 +55,10 @@ class TrainerSetup:
         self.env: LaunchEnv = env
         self.resume, self.restarted = resume, restarted
         # The order matters: bad input fails before the job forms or anything is written;
-        # the run directory is agreed before data and model; the model before the backend
-        # wraps it.
+        # image loaders start their processes before the backend starts threads; the run
+        # directory is agreed before model; the model before the backend wraps it.
         train_set, held_set, num_classes = self._setup_checks(cfg)
+        self._start_loaders(cfg, train_set, held_set, num_classes)
         self.backend: Backend = BACKENDS.get(cfg.backend)(pick(BackendOptions, cfg), env)
         try:
             # Rank 0 alone names the run directory (a timestamp read on every rank could
@@ -69,7 +70,8 @@ class TrainerSetup:
             )
             self.out = Path(out)
             self.device = self.backend.device
-            self._setup_data(train_set, held_set, num_classes)
+            if self.batches is None:  # synthetic: one batch, made on the device
+                self.batches = self._synthetic(cfg, num_classes)
             self._setup_model(num_classes)
             self._setup_step(num_classes)
             self._setup_control(train_set, num_classes)
@@ -116,25 +118,45 @@ class TrainerSetup:
         self.tx = tx_counter(os.environ.get("DIST_SQZ_WIRE_IFACE", ""))
         return train_set, held_set, num_classes
 
-    def _setup_data(self, train_set: Any, held_set: Any, num_classes: int) -> None:
-        cfg, env = self.cfg, self.env
+    def _start_loaders(
+        self, cfg: TrainConfig, train_set: Any, held_set: Any, num_classes: int
+    ) -> None:
+        """The loaders of image data, their processes started before the job forms (why:
+        `held_out_batches`); synthetic batches wait for the backend's device."""
+        env = self.env
         workers = cfg.data_workers
         if workers is None:
             workers = default_workers(cfg.data, env.local_world_size)
         batching = pick(Batching, cfg)
-        self.batches = train_batches(
-            batching,
-            train_set,
+        self.batches = None
+        if train_set is not None:
+            device = torch.device("cuda") if cfg.backend == "nccl" else None  # pins for a GPU
+            self.batches = train_batches(
+                batching,
+                train_set,
+                num_classes,
+                env.rank,
+                env.world_size,
+                self.start_step,
+                workers,
+                device,
+            )
+        self.held_out = held_out_batches(batching, held_set, env.rank, env.world_size, workers)
+        if cfg.target_accuracy is not None and self.held_out is None:
+            raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
+
+    def _synthetic(self, cfg: TrainConfig, num_classes: int):
+        env = self.env
+        return train_batches(
+            pick(Batching, cfg),
+            None,
             num_classes,
             env.rank,
             env.world_size,
             self.start_step,
-            workers,
+            0,
             self.device,
         )
-        self.held_out = held_out_batches(batching, held_set, env.rank, env.world_size, workers)
-        if cfg.target_accuracy is not None and self.held_out is None:
-            raise UsageError(f"target_accuracy needs a held-out split; {cfg.data} has none")
 
     def _setup_model(self, num_classes: int) -> None:
         """Model, compressor and optimizer (from the checkpoint when resuming)."""
