@@ -10,7 +10,9 @@ apart.
 from __future__ import annotations
 
 import multiprocessing.process
+import os
 import subprocess
+import tempfile
 
 import matplotlib
 import pytest
@@ -24,6 +26,11 @@ from matplotlib import font_manager  # noqa: E402
 font_manager.fontManager.get_default_weight()
 
 from tests.helpers import TINY, train_torchrun  # noqa: E402
+
+# dist_sqz's own cache (models' facts, dist_sqz/models_cache.py) starts empty for each test
+# run, here and in every process the tests start: nothing a test sees was left by another
+# run on this machine.
+os.environ["DIST_SQZ_CACHE"] = tempfile.mkdtemp(prefix="dist-sqz-cache-")
 
 
 def pytest_configure(config: pytest.Config) -> None:

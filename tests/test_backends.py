@@ -84,6 +84,30 @@ def test_three_launchers_agree(launchers):
     assert _max_rel_diff(_params(launchers["unclipped"]), ddp) > 1e-3  # the clip took effect
 
 
+# mobilenet_v3_small: BatchNorm buffers (48,720 B a step, in two broadcasts: float32, int64)
+BN = [*TINY, "--model", "mobilenet_v3_small", "--image-size", "32", "--steps", "3"]
+BN_BYTES, GRAD_BYTES = 4 * 2_542_856 + 48_720, 4 * 2_542_856
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+def test_buffers_are_broadcast_and_counted_on_mpi_and_horovod(tmp_path, launcher):
+    """Rank 0's buffers before each forward, as on DDP (tests/test_model_names.py: the same
+    bytes under torchrun): gradients and buffers counted, and every rank ends with rank 0's
+    buffers (`replicas_consistent` holds them too); without, the gradients alone."""
+    start = mpirun if launcher == "mpirun" else horovodrun
+    start(2, tmp_path / "on", *BN)
+    metrics, summary = read_run(tmp_path / "on")
+    assert {(m["payload_bytes"], m["sent_bytes"]) for m in metrics} == {(BN_BYTES, BN_BYTES)}
+    assert summary["broadcast_buffers"] is True and summary["replicas_consistent"] is True
+    if launcher == "mpirun":
+        assert [m["collectives"] for m in metrics] == [4, 4, 4]  # 2 buckets, 2 broadcasts
+        start(2, tmp_path / "off", *BN, "--no-broadcast-buffers")
+        metrics, summary = read_run(tmp_path / "off")
+        assert {m["payload_bytes"] for m in metrics} == {GRAD_BYTES}
+        assert [m["collectives"] for m in metrics] == [2, 2, 2]
+        assert summary["broadcast_buffers"] is False
+
+
 def test_gloo_ddp_under_mpirun(tmp_path):
     mpirun(2, tmp_path / "g", *ARGS, backend="gloo")
     metrics, summary = read_run(tmp_path / "g")

@@ -178,7 +178,7 @@ def test_bad_cluster_bench(tmp_path, cli, args, words):
         ),
         (
             ["compare", "--target-accuracy", "0.9", "--data", "digits", "--models", "resnet50"],
-            ["no digits recipe for resnet50", "squeezenet1_1"],
+            ["no digits recipe for resnet50", "squeezenet1_1", "write digits_resnet50.yaml"],
         ),
         (
             ["compare", "--target-accuracy", "0.9", "--data", "digits", "--recipes", "nowhere"],

@@ -195,6 +195,30 @@ def test_published_profile_and_prediction():
         published_profile({"resnet50": 400.0}, 128, "fp32", "V100", split="2")
 
 
+def test_buffers_broadcast_before_the_forward_are_priced_and_exposed():
+    """resnet50's buffers (212,480 B of float32 statistics, 424 B of int64 counts): two
+    broadcasts before the forward, a ring broadcast each (one pass of latency, S / B), all of
+    it exposed; nothing at N = 1; `broadcast_buffers=False` leaves them out."""
+    prof = published_profile({"resnet50": 400.0}, 128, "fp32", "V100", split="1:2")
+    net = load_spec("dgx1-v100")
+    on, off = (predict(["resnet50"], [1, 16], net, prof, 128, "fp32", "none", b) for b in (1, 0))
+    assert on[0] == off[0]
+    assert on[1]["payload_bytes"] - off[1]["payload_bytes"] == 212_480 + 424
+    assert on[1]["sent_bytes"] - off[1]["sent_bytes"] == 212_480 + 424  # broadcast: sent = S
+    assert on[1]["collectives"] == off[1]["collectives"] + 2
+    g, nodes = net.gpus_per_node, 2
+    bcast = [
+        net.collective.overhead_s
+        + (15 - (nodes - 1)) * net.intra.si.latency_s
+        + (nodes - 1) * net.inter.si.latency_s
+        + size / min(busbw(net.intra, size), busbw(net.inter, size))
+        for size in (212_480, 424)
+    ]
+    assert g == 8
+    for key in ("step_time_s", "comm_time_s", "exposed_comm_s"):
+        assert on[1][key] - off[1][key] == pytest.approx(sum(bcast), rel=1e-9), key
+
+
 @pytest.mark.parametrize(
     "text,needle",
     [

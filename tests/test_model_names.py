@@ -44,7 +44,8 @@ def _count(cli, name: str) -> int:
     proc = cli("models", "--models", name, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     (row,) = __import__("json").loads(proc.stdout)
-    assert row["model"] == name and row["payload_bytes"] == 4 * row["params"]
+    assert row["model"] == name
+    assert row["payload_bytes"] == 4 * row["params"] + sum(row["buffer_bytes"])
     return row["params"]
 
 
@@ -75,6 +76,30 @@ def test_a_package_that_ships_models_by_entry_point(cli, tmp_path, user_module, 
         resolve._entry_points.cache_clear()
 
 
+def test_a_library_models_counts_are_cached_the_users_are_not(cli, user_module, monkeypatch):
+    """Counted once on the meta device and kept under the user's cache, keyed by the
+    library's version (what is cached is what is read: a doctored entry shows); the user's
+    own builder is counted every time; a cache that cannot be written costs nothing but
+    counting again."""
+    import json
+    from importlib import metadata
+
+    from dist_sqz.models_cache import CACHE_FILE, cache_dir
+
+    assert _count(cli, "shufflenet_v2_x0_5") == 1_366_792
+    assert _count(cli, "my_nets:build") == USER_PARAMS
+    path = cache_dir() / CACHE_FILE
+    kept = json.loads(path.read_text())
+    key = f"shufflenet_v2_x0_5|torchvision {metadata.version('torchvision')}"
+    assert kept[key] == {"params": 1_366_792, "gflops": 0.04, "buffer_bytes": [31_808, 448]}
+    assert not any(k.startswith("my_nets") for k in kept)
+    path.write_text(json.dumps({**kept, key: {**kept[key], "params": 7}}))
+    assert _count(cli, "shufflenet_v2_x0_5") == 7
+    monkeypatch.setenv("DIST_SQZ_CACHE", str(path))  # a file: no folder can be made there
+    assert _count(cli, "mnasnet0_5") > 0
+    path.write_text(json.dumps(kept))
+
+
 def test_timm_models_by_timm_name(cli):
     timm = pytest.importorskip("timm")
     params = _count(cli, "timm:mixnet_s")
@@ -101,10 +126,11 @@ def test_a_bad_name_is_one_line(cli, user_module, tmp_path, name, words):
     assert not (tmp_path / "r").exists()
 
 
-def test_unknown_timm_names_and_missing_timm_are_one_line(cli, monkeypatch):
+def test_unknown_timm_names_and_missing_timm_are_one_line(cli, monkeypatch, tmp_path):
     if resolve.importlib.util.find_spec("timm"):
         refused_here(cli, "models", "--models", "timm:mixnet_q", words=("closest: timm:mixnet_s",))
     monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
+    monkeypatch.setenv("DIST_SQZ_CACHE", str(tmp_path))  # (uninstalled, its cache key goes)
     refused_here(cli, "models", "--models", "timm:mixnet_s", words=("needs timm", "dist_sqz[timm]"))
 
 
@@ -120,14 +146,19 @@ def test_a_model_too_small_for_the_image_is_one_line(cli, tmp_path):
 
 @pytest.mark.integration
 def test_two_ranks_train_a_torchvision_model_and_the_users_own(tmp_path):
-    """Under torchrun (2 gloo ranks): the bytes are the model's own parameters, every step;
+    """Under torchrun (2 gloo ranks): the bytes are the model's own parameters and, for a
+    BatchNorm model, its buffers broadcast from rank 0 (DDP's default, counted), every step;
     the user's module is found by the workers on PYTHONPATH."""
     (tmp_path / "my_nets.py").write_text(USER_MODULE)
     env = base_env(PYTHONPATH=str(tmp_path))
-    for name, params in (("mobilenet_v3_small", 2_542_856), ("my_nets:build", USER_PARAMS)):
+    # mobilenet_v3_small's buffers: 6,056 float32 channels' mean and variance (48,448 B),
+    # 34 int64 counts (272 B); the user's net has none.
+    models = (("mobilenet_v3_small", 2_542_856, 48_720), ("my_nets:build", USER_PARAMS, 0))
+    for name, params, buffers in models:
         out = tmp_path / name.replace(":", "_")
         proc = run(torchrun_cmd(2, "--out", str(out), *TINY, "--model", name), env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         metrics, summary = read_run(out)
-        assert {(m["payload_bytes"], m["sent_bytes"]) for m in metrics} == {(4 * params,) * 2}
+        exact = 4 * params + buffers
+        assert {(m["payload_bytes"], m["sent_bytes"]) for m in metrics} == {(exact, exact)}
         assert summary["replicas_consistent"] and summary["config"]["model"] == name

@@ -135,7 +135,8 @@ def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_p
         "analytic_efficiency",
     )
     assert [{k: r[k] for k in keys} for r in _results(again)["rows"]] == [
-        {k: r[k] for k in keys} for r in rows[::-1]  # collect orders rows by N
+        {k: r[k] for k in keys}
+        for r in rows[::-1]  # collect orders rows by N
     ]
 
     odd = tmp_path / "odd"
@@ -149,6 +150,7 @@ def test_a_cancelled_row_is_recorded_the_others_finish_resume_continues_it(tmp_p
 
 
 def test_sigterm_to_compare_cancels_its_job(tmp_path, slurm_env):
+    """With a torchvision model, named as torchvision names it, as the row's job."""
     out = tmp_path / "cmp"
     cmd = [
         sys.executable,
@@ -156,6 +158,8 @@ def test_sigterm_to_compare_cancels_its_job(tmp_path, slurm_env):
         "dist_sqz",
         "compare",
         *ROW,
+        "--models",
+        "mobilenet_v3_small",
         "--workers",
         "2",
         "--steps",
@@ -166,7 +170,7 @@ def test_sigterm_to_compare_cancels_its_job(tmp_path, slurm_env):
     proc = subprocess.Popen(
         cmd, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    _wait_for(lambda: _steps(out / "runs" / "squeezenet1_1-n2") >= 3, 300, "steps")
+    _wait_for(lambda: _steps(out / "runs" / "mobilenet_v3_small-n2") >= 3, 300, "steps")
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 143, stdout[-3000:] + stderr[-3000:]

@@ -96,10 +96,10 @@ def _available(cfg) -> tuple[list[str], list[str]]:
 
 
 def _facts(models: list[str]) -> dict[str, dict]:
-    from dist_sqz.models.stats import model_facts
     from dist_sqz.models.top1 import published_top1
+    from dist_sqz.models_cache import facts_for
 
-    return {m: model_facts(m) | published_top1(m) for m in models}
+    return {m: f | published_top1(m) for m, f in facts_for(models).items()}
 
 
 def _profile(cfg, models: list[str], scratch: Path) -> tuple[dict, str, str]:

@@ -13,7 +13,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "models",
         help=HELP,
         description="Parameters, fp32 size, GFLOPs at 224x224 (multiply-adds, torchvision's "
-        "convention) and, for uncompressed fp32 ring all-reduce at --workers N, the "
+        "convention), the buffers (BatchNorm statistics) broadcast before each forward and, "
+        "for uncompressed fp32 ring all-reduce at --workers N with those broadcasts, the "
         "payload_bytes and sent_bytes of one step.",
     )
     p.add_argument("--workers", default="2", help="world size N (default 2)")
@@ -37,21 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     (workers,) = parse_counts(args.workers, "--workers")[:1]
     names = csv(args.models) if args.models else None
+    from dist_sqz.models_cache import facts_for
     from dist_sqz.registry import shipped_zoo
 
-    # The registered models' counts ship with the package: no model is built, and neither
-    # torch nor torchvision is imported (23.7 s before, building every model). Others (a
-    # family member's settings) are counted from the model.
-    facts = shipped_zoo()
-    unshipped = [n for n in names or [] if n not in facts]
-    if unshipped:
-        from dist_sqz.models import model_spec
-        from dist_sqz.models.stats import model_facts
-
-        for n in unshipped:
-            model_spec(n)
-        facts = facts | {n: model_facts(n) for n in unshipped}
-    rows = [fact_row(n, facts[n], workers) for n in names or facts]
+    # The registered models' counts ship with the package, and a torchvision or timm model
+    # counted once is cached: no model is built, and neither torch nor torchvision is
+    # imported (23.7 s before, building every model). Others (the user's own, a family
+    # member's settings) are counted from the model, on the meta device.
+    facts = facts_for(names) if names else shipped_zoo()
+    rows = [fact_row(n, f, workers) for n, f in facts.items()]
     print(json.dumps(rows, indent=2) if args.format == "json" else format_zoo_table(rows, workers))
     return 0
 
@@ -59,27 +54,31 @@ def run(args: argparse.Namespace) -> int:
 def fact_row(name: str, fact: dict[str, float], workers: int) -> dict:
     from dist_sqz.comm.accounting import sent_bytes
 
-    payload = 4 * int(fact["params"])
+    grads = 4 * int(fact["params"])
+    buffers = [int(b) for b in fact["buffer_bytes"]]
     return {
         "model": name,
         "params": int(fact["params"]),
-        "fp32_mb": payload / 1e6,
+        "fp32_mb": grads / 1e6,
         "gflops": fact["gflops"],
         "world_size": workers,
-        "payload_bytes": payload,
-        "sent_bytes": sent_bytes("allreduce", payload, workers),
+        "buffer_bytes": buffers,
+        "payload_bytes": grads + (sum(buffers) if workers > 1 else 0),  # alone: none sent
+        "sent_bytes": sent_bytes("allreduce", grads, workers)
+        + sum(sent_bytes("broadcast", b, workers) for b in buffers),
     }
 
 
 def format_zoo_table(rows: list[dict], workers: int) -> str:
     lines = [
-        f"{'model':<20}{'params':>14}{'fp32 MB':>10}{'GFLOPs':>8}"
-        f"{'payload B/step':>16}{'sent B/step':>15}   (N={workers}, ring all-reduce)"
+        f"{'model':<20}{'params':>14}{'fp32 MB':>10}{'GFLOPs':>8}{'buffers B':>11}"
+        f"{'payload B/step':>16}{'sent B/step':>15}   (N={workers}, ring all-reduce, "
+        "buffers broadcast)"
     ]
     for r in rows:
         lines.append(
             f"{r['model']:<20}{r['params']:>14,}{r['fp32_mb']:>10.2f}{r['gflops']:>8.2f}"
-            f"{r['payload_bytes']:>16,}{r['sent_bytes']:>15,}"
+            f"{sum(r['buffer_bytes']):>11,}{r['payload_bytes']:>16,}{r['sent_bytes']:>15,}"
         )
     return "\n".join(lines)
 

@@ -79,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
         row
         for variant in cfg.compression
         for row in predict(
-            cfg.models, cfg.workers, net, prof, cfg.batch_size, cfg.compute_precision, variant
+            cfg.models,
+            cfg.workers,
+            net,
+            prof,
+            cfg.batch_size,
+            cfg.compute_precision,
+            variant,
+            cfg.broadcast_buffers,
         )
     ]
     if args.plot:

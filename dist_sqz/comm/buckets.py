@@ -6,11 +6,14 @@ gradients), a bucket closing once it holds >= its cap, the first capped at 1 MiB
 torch (2.9 and later) keeps the 1 MiB first bucket only when DDP is given no
 `bucket_cap_mb`; an explicit cap applies to the first bucket too. The DDP backend therefore
 passes none for the default 25 MiB, and a non-default cap caps the first bucket here as well.
+
+Buffers (BatchNorm's running statistics and counts) go as DDP's `broadcast_buffers` sends
+them: one broadcast from rank 0 per dtype (`buffer_groups`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 import torch
@@ -43,3 +46,13 @@ def ddp_bucket_groups(
     if group:
         groups.append(group)
     return groups
+
+
+def buffer_groups(buffers: Iterable[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """A model's buffers by dtype, in order of first appearance: what one step's buffer
+    broadcasts carry (`Backend.sync_buffers`, the meter, the cost model's
+    `buffer_payloads`)."""
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for b in buffers:
+        groups.setdefault(b.dtype, []).append(b)
+    return list(groups.values())

@@ -21,7 +21,8 @@ def nbytes(t: torch.Tensor) -> int:
 
 
 class TorchCollectives:
-    """Asynchronous all-reduce (sum) and all-gather over a process group, accounted."""
+    """Asynchronous all-reduce (sum), all-gather and broadcast (from rank 0) over a process
+    group, accounted."""
 
     def __init__(self, ledger: Ledger, world_size: int, group: dist.ProcessGroup | None = None):
         self.ledger = ledger
@@ -57,6 +58,12 @@ class TorchCollectives:
         """Sum `t` in place across ranks; the future's value is `t`."""
         return self._issue(
             "allreduce", t, lambda: dist.all_reduce(t, group=self.group, async_op=True), t
+        )
+
+    def broadcast(self, t: torch.Tensor) -> torch.futures.Future:
+        """Rank 0's `t` into `t` on every rank; the future's value is `t`."""
+        return self._issue(
+            "broadcast", t, lambda: dist.broadcast(t, 0, group=self.group, async_op=True), t
         )
 
     def all_gather(self, t: torch.Tensor) -> torch.futures.Future:
@@ -122,6 +129,10 @@ class PolledCollectives:
 
     def start_all_gather(self, t: torch.Tensor):
         """(handle, () -> list of N tensors shaped like t)"""
+        raise NotImplementedError
+
+    def start_broadcast(self, t: torch.Tensor):
+        """A handle for rank 0's `t` into `t` on every rank."""
         raise NotImplementedError
 
     def watch_more(self) -> bool:
@@ -190,6 +201,9 @@ class PolledCollectives:
 
     def all_gather(self, t: torch.Tensor) -> torch.futures.Future:
         return self._track("allgather", t, lambda: self.start_all_gather(t))
+
+    def broadcast(self, t: torch.Tensor) -> torch.futures.Future:
+        return self._track("broadcast", t, lambda: (self.start_broadcast(t), t))
 
     def flush(self) -> None:
         """Complete every outstanding collective, oldest first."""

@@ -63,7 +63,8 @@ def derive(rows: list[dict], cfg: CompareConfig, mode: ComputeMode, emulate: boo
         if prof is not None:
             precision = mode.precision if mode.kind != "real" else cfg.compute_precision
             b = batch or int(next(iter(prof["models"][row["model"]][precision])))
-            sim = predict([row["model"]], [row["world_size"]], net, prof, b, precision, comp)
+            bufs = bool(row.get("broadcast_buffers"))
+            sim = predict([row["model"]], [row["world_size"]], net, prof, b, precision, comp, bufs)
             # Against the same base as the measured efficiency (the arm's own N = 1 row,
             # whose encoding runs too, else the model's uncompressed one).
             base_comp = (base or {}).get("compression") or "none"

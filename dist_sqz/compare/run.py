@@ -57,6 +57,7 @@ RESULT_FIELDS = (
     "images_to_accuracy",
     "time_to_accuracy_s",
     "eval_time_s",
+    "broadcast_buffers",  # None for runs made before the setting: they did not
 )
 
 

@@ -273,6 +273,9 @@ class SimulateConfig(Config):
         "compressors, comma-separated, each with its settings: none, fp16, int8, "
         "topk:density=0.001, dgc:density=0.001, powersgd:rank=4",
     )
+    broadcast_buffers: bool = setting(
+        True, "price the broadcast of rank 0's buffers before each forward (as train does)"
+    )
     break_even: bool = setting(
         False,
         "print the link rates below which each compressor shortens the step, and below "

@@ -131,6 +131,11 @@ class TrainConfig(Config):
     )
     seed: int = setting(0, "seed for weights, data order, dropout")
     bucket_cap_mb: float = setting(25.0, "DDP gradient bucket size in MiB", gt=0)
+    broadcast_buffers: bool = setting(
+        True,
+        "before each training forward, send rank 0's buffers (BatchNorm statistics) to every "
+        "rank, counted in the step's bytes (DDP's default; on every backend here)",
+    )
     compute_probe_steps: int = setting(
         3, "no-communication steps timed for exposed_comm_s (0 = off)", ge=0
     )

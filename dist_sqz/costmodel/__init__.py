@@ -64,6 +64,15 @@ def build_schedule(
     return tuple(gradients(model, shares))
 
 
+@functools.lru_cache(maxsize=64)
+def buffer_bytes(name: str) -> tuple[int, ...]:
+    """Bytes of each buffer broadcast of a step (models/zoo_facts.json for the zoo; else
+    cached or counted on the meta device: `dist_sqz.models_cache`)."""
+    from dist_sqz.models_cache import facts_for
+
+    return tuple(facts_for([name])[name]["buffer_bytes"])
+
+
 def schedule_data(image_sizes: dict[str, int]) -> dict[str, Any]:
     """What SCHEDULES ships: each model's DDP schedule at torch's defaults (25 MiB buckets,
     the first 1 MiB) and its Horovod gradients, at its image size."""
@@ -85,10 +94,13 @@ def predict(
     batch_size: int,
     precision: str,
     compression: str = "none",
+    broadcast_buffers: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per (model, N): step time, its parts, scaling efficiency, images/s, and what a
     worker sends. `compression`: a variant (`topk:density=0.001`); its encoding time comes
-    from the profile where measured, else it counts as 0 and `compress_time_s` is None."""
+    from the profile where measured, else it counts as 0 and `compress_time_s` is None.
+    `broadcast_buffers`: rank 0's buffers are broadcast before each forward (the trainer's
+    default, DDP's)."""
     variant = parse_variant(compression)
     compressor = variant.build() if variant.name != "none" else None
     if compressor is not None and spec.framework.kind != "ddp":
@@ -112,6 +124,7 @@ def predict(
         table = dict(zip(grads, plans, strict=True))  # equal buckets, equal plans
         compute = compute_times(profile, name, batch_size, precision)
         encode = compress_time(compute, variant.label)
+        buffers = buffer_bytes(name) if broadcast_buffers else ()
         t1 = step_time(compute, grads, 1, spec, ddp).step_s
         for n in workers:
             s = step_time(
@@ -123,6 +136,7 @@ def predict(
                 table.__getitem__ if compressor else None,
                 encode or 0.0,
                 compressor.blocking_collectives if compressor else 0,
+                buffers,
             )
             rows.append(
                 {
@@ -142,8 +156,11 @@ def predict(
                         n * batch_size / s.step_s, n, batch_size / t1
                     ),
                     "images_per_s": n * batch_size / s.step_s,
-                    "payload_bytes": sum(b for p in plans for _, b in p),
-                    "sent_bytes": sum(sent_bytes(k, b, n) for p in plans for k, b in p),
+                    # one worker broadcasts nothing (`Backend.sync_buffers`)
+                    "payload_bytes": sum(b for p in plans for _, b in p)
+                    + (sum(buffers) if n > 1 else 0),
+                    "sent_bytes": sum(sent_bytes(k, b, n) for p in plans for k, b in p)
+                    + sum(sent_bytes("broadcast", b, n) for b in buffers),
                     "buckets": len(grads) if ddp else None,
                 }
             )

@@ -124,7 +124,8 @@ def predict_rows(
     for r in rows:
         b = batch or int(next(iter(profile["models"][r["model"]][precision])))
         comp = r.get("compression") or "none"
-        row = predict([r["model"]], [r["world_size"]], spec, profile, b, precision, comp)[0]
+        bufs = bool(r.get("broadcast_buffers"))
+        row = predict([r["model"]], [r["world_size"]], spec, profile, b, precision, comp, bufs)[0]
         out.append(row["step_time_s"])
     return out
 

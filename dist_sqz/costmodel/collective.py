@@ -1,4 +1,5 @@
-"""Seconds for one all-reduce of S bytes among N workers on a cluster spec.
+"""Seconds for one all-reduce of S bytes among N workers on a cluster spec (and for the
+all-gathers of compressors and the broadcasts of buffers, at the end).
 
 Each level of the system (inside a node, between nodes) has an achieved all-reduce bus
 bandwidth B(S) (nccl-tests' busBw: the rate at which each rank's link moves the 2(N-1)/N S
@@ -104,8 +105,21 @@ def allgather_time(spec: ClusterSpec, payload: float, n: int) -> float:
     return spec.collective.overhead_s + latency + (n - 1) * payload / b
 
 
+def broadcast_time(spec: ClusterSpec, payload: float, n: int) -> float:
+    """Seconds to broadcast `payload` bytes from one worker to n (as NCCL's ring broadcast:
+    a pipelined chain, N-1 steps, each rank's link moving the payload once; busBw = algbw)."""
+    if n <= 1 or payload <= 0:
+        return 0.0
+    nodes = math.ceil(n / min(spec.gpus_per_node, n))
+    b = _ring_busbw(spec, nodes, payload)
+    latency = _ring_latency(spec, n, nodes, passes=1)
+    return spec.collective.overhead_s + latency + payload / b
+
+
 def collective_time(spec: ClusterSpec, kind: str, payload: float, n: int) -> float:
-    """`kind`: allreduce or allgather, as compressors' `plan` names them."""
+    """`kind`: allreduce or allgather, as compressors' `plan` names them, or broadcast."""
     if kind == "allgather":
         return allgather_time(spec, payload, n)
+    if kind == "broadcast":
+        return broadcast_time(spec, payload, n)
     return allreduce_time(spec, payload, n)

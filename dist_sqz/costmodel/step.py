@@ -1,7 +1,7 @@
 """One data-parallel step on a cluster spec: when each gradient collective starts and ends,
 how much of it hides behind backward, and what it costs the backward it overlaps.
 
-    step(N) = (1 + f) [forward + optimizer] + max(backward done, end)
+    step(N) = (1 + f) [forward + optimizer] + buffers + max(backward done, end)
 
 Backward's own work, (1 + f) backward + e, runs on a clock (`Clock`): a second of work per
 second, 1 / (1 + k) while a collective runs beside it, none while a hook holds it (h); every
@@ -27,6 +27,8 @@ gradient is ready when backward has done its share of that work, on that clock.
   all-reduce of P: `blocking_collectives`) holds the backward up from the hook's call until
   they complete, queue included: backward stops for that long.
 - end: when the last collective completes; what lies past backward is exposed.
+- buffers: the broadcasts of rank 0's buffers before the forward (one per dtype; DDP's
+  `broadcast_buffers`), nothing beside them to hide behind: all of it exposed.
 scaling_efficiency(N) = step(1) / step(N), step(1) = forward + backward + optimizer.
 """
 
@@ -57,7 +59,7 @@ Plan = Callable[[Grad], list[tuple[str, int]]]  # a bucket -> its collectives (k
 class Step:
     step_s: float
     comm_s: float  # collectives' time summed (overheads included)
-    exposed_s: float  # past the end of backward
+    exposed_s: float  # past the end of backward, and the buffers' broadcasts before forward
     interference_s: float  # backward's slowdown from overlapped collectives
     collectives: int
 
@@ -138,13 +140,15 @@ def step_time(
     plan: Plan | None = None,
     compress_s: float = 0.0,
     blocking: int = 0,
+    buffers: tuple[int, ...] = (),
 ) -> Step:
     """`grads`: DDP buckets (`bucketed`) or single gradients in registration order. With a
     compressor, `plan` gives each bucket's collectives and `compress_s` the step's encoding
     and decoding compute, shared among buckets by size and done on the device that runs
     backward: a bucket's collectives start once it is encoded, and backward ends later.
     `blocking`: how many of a bucket's collectives the hook waits for. On one worker nothing
-    travels, but DDP still calls the hook: the encoding is still paid."""
+    travels, but DDP still calls the hook: the encoding is still paid. `buffers`: the bytes
+    of each buffer broadcast before the forward."""
     fwd, bwd, opt = compute["forward_s"], compute["backward_s"], compute["optimizer_s"]
     if n <= 1:
         return Step(fwd + bwd + opt + compress_s, 0.0, 0.0, 0.0, 0)
@@ -161,8 +165,10 @@ def step_time(
     held = sum(e - s for s, e in clock.holds)
     slowed = backward_done - bwd_n - compress_s - held
     end = max([backward_done] + [e for _, e in spans])
-    step = (fwd + opt) * (1 + f) + end
-    return Step(step, comm, end - backward_done, slowed, len(spans))
+    pre = sum(collective_time(spec, "broadcast", b, n) for b in buffers)
+    step = (fwd + opt) * (1 + f) + pre + end
+    exposed = end - backward_done + pre
+    return Step(step, comm + pre, exposed, slowed, len(spans) + len(buffers))
 
 
 def _ddp_spans(

@@ -57,6 +57,18 @@ def external_builder(name: str) -> Callable[..., Any] | None:
     return None
 
 
+def from_library(name: str) -> bool:
+    """Whether `name` is timm's or torchvision's model (not the registry's, not the user's)."""
+    from dist_sqz.models.registry import MODELS
+
+    base, colon, _ = name.partition(":")
+    if base == "timm" and colon:
+        return True
+    if colon or name in MODELS or name in _entry_points():
+        return False
+    return name in torchvision_names()
+
+
 def unknown(name: str, known: list[str]) -> UsageError:
     """The error for a name nothing resolves, naming the closest known ones."""
     base = name.partition(":")[0]

@@ -52,7 +52,32 @@ def model_facts(name: str, image_size: int = 224) -> dict[str, Any]:
     zoo's weights took 23.7 s of `dist-sqz models` on a loaded 2-core machine)."""
     with torch.device("meta"):
         model = build_model(name)
-    return {"params": count_params(model), "gflops": round(gflops(model, image_size), 3)}
+    return {
+        "params": count_params(model),
+        "gflops": round(gflops(model, image_size), 3),
+        "buffer_bytes": buffer_payloads(model),
+    }
+
+
+def counted_facts(name: str) -> dict[str, Any]:
+    """`model_facts` of a model not shipped, kept in the user's cache when a library
+    defines it (`dist_sqz.models_cache`)."""
+    from dist_sqz.models import model_spec
+    from dist_sqz.models.resolve import from_library
+    from dist_sqz.models_cache import remember_facts
+
+    model_spec(name)  # an unknown name: one line, before anything is built
+    facts = model_facts(name)
+    remember_facts(name, facts, from_library(name))
+    return facts
+
+
+def buffer_payloads(model: nn.Module) -> list[int]:
+    """Bytes of each buffer broadcast a step makes (one per dtype: `Backend.sync_buffers`);
+    [] for a model without buffers (AlexNet, SqueezeNet)."""
+    from dist_sqz.comm.buckets import buffer_groups
+
+    return [sum(b.numel() * b.element_size() for b in g) for g in buffer_groups(model.buffers())]
 
 
 def zoo_facts() -> dict[str, Any]:

@@ -37,6 +37,14 @@ def param_checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def buffer_checksum(model: torch.nn.Module) -> str:
+    """sha256 of all buffers' bytes, in buffers() order."""
+    h = hashlib.sha256()
+    for b in model.buffers():
+        h.update(b.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def params_finite(model: torch.nn.Module) -> bool:
     """True when no parameter holds an inf or a NaN (checked before every save)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -50,7 +50,12 @@ def recipe(data: str, model: str, folder: str = "") -> dict[str, Any]:
                 f"{', '.join(datas) or 'none'} (e.g. --data digits or --data cifar10:PATH)"
             )
         models = sorted(n.split("_", 1)[1] for n in have if n.startswith(data + "_"))
-        raise UsageError(f"no {data} recipe for {model}{where}; there are: {', '.join(models)}")
+        like = "squeezenet1_1" if "squeezenet1_1" in models else models[0]
+        raise UsageError(
+            f"no {data} recipe for {model}{where} (there are: {', '.join(models)}); write "
+            f"{name}.yaml into a folder (train keys: lr, steps, eval_every, ...; start from "
+            f"configs/{data}_{like}.yaml) and pass --recipes FOLDER"
+        )
     try:
         keys = yaml.safe_load(have[name])
     except yaml.YAMLError as e:

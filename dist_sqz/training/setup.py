@@ -223,6 +223,7 @@ class TrainerSetup:
             autocast,
             self.scaler,
             self.emu,
+            cfg.broadcast_buffers,
         )
 
     def _setup_control(self, train_set: Any, num_classes: int) -> None:

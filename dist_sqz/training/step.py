@@ -45,8 +45,10 @@ class TrainStep:
         autocast_dtype: torch.dtype | None = None,
         scaler: Any = None,
         emu: Any = None,
+        broadcast_buffers: bool = False,
     ) -> None:
         self.train_model, self.optimizer, self.backend = train_model, optimizer, backend
+        self.broadcast_buffers = broadcast_buffers
         self.label_smoothing = label_smoothing
         self.autocast_dtype, self.scaler, self.emu = autocast_dtype, scaler, emu
         self.device_type = backend.device.type
@@ -54,6 +56,8 @@ class TrainStep:
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.backend.zero_grad(self.optimizer)
+        if self.broadcast_buffers:  # before the emulated compute: it is communication
+            self.backend.sync_buffers(self.train_model)
         if self.emu:
             self.emu.start_step()
         with torch.autocast(

@@ -115,6 +115,9 @@ class Trainer(TrainerSetup):
         if not due or self.held_out is None:
             return False
         t0 = time.perf_counter()
+        if cfg.broadcast_buffers:  # rank 0's statistics, as DDP's forward would; not a step's
+            self.backend.sync_buffers(self.model)
+            self.backend.ledger.take_step()
         record.update(
             evaluate(self.model, self.held_out, self.device, self.backend.all_gather_object)
         )
@@ -336,8 +339,12 @@ class Trainer(TrainerSetup):
     def _finish(self) -> dict[str, Any]:
         if self.timeline.events:  # the run ended inside the traced steps
             self._write_trace()
-        checksum = checkpoint.param_checksum(self.model)
-        checksums = self.backend.all_gather_object(checksum)
+        checksum, buffers = checkpoint.param_checksum(self.model), None
+        if self.cfg.broadcast_buffers:  # rank 0's, as the next forward would have them
+            self.backend.sync_buffers(self.model)
+            self.backend.ledger.take_step()
+            buffers = checkpoint.buffer_checksum(self.model)
+        checksums = self.backend.all_gather_object((checksum, buffers))
         self._save(self.last_step)
         if not self.env.is_main:
             return {}
@@ -358,6 +365,7 @@ class Trainer(TrainerSetup):
         )
         summary["param_checksum"] = checksum
         summary["replicas_consistent"] = len(set(checksums)) == 1
+        summary["broadcast_buffers"] = self.cfg.broadcast_buffers
         summary["stalled"] = self.stall.stalled
         summary["stalled_at_step"] = self.stall.stalled_at
         cleared = self.stall.cleared

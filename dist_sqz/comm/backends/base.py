@@ -13,6 +13,7 @@ import torch.distributed
 from torch import nn
 
 from dist_sqz.comm.accounting import Ledger
+from dist_sqz.comm.buckets import buffer_groups
 from dist_sqz.comm.compression import Compressor
 from dist_sqz.comm.env import LaunchEnv
 from dist_sqz.errors import UsageError
@@ -73,6 +74,7 @@ class Backend:
         self.local_rank = env.local_rank
         self.device = torch.device("cpu")
         self.ledger = Ledger(env.world_size)
+        self.collectives: Any = None  # accounted all-reduce, all-gather and broadcast
         self.comm_enabled = True
 
     def wrap(
@@ -110,6 +112,20 @@ class Backend:
         scaler.step(optimizer)
         scaler.update()
         return norm
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics and counts) copied to every rank,
+        as DDP's `broadcast_buffers` does before each training forward, through this
+        backend's accounted collectives: one broadcast per dtype (DDP's coalescing), waited
+        for before the forward reads them. Nothing runs alone or inside `compute_only`."""
+        if self.world_size <= 1 or not self.comm_enabled:
+            return
+        for group in buffer_groups(model.buffers()):
+            flat = torch.cat([b.detach().reshape(-1) for b in group])
+            self.collectives.broadcast(flat).wait()
+            with torch.no_grad():
+                for b, part in zip(group, flat.split([b.numel() for b in group]), strict=True):
+                    b.copy_(part.view_as(b))
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         raise NotImplementedError

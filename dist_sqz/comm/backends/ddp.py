@@ -101,8 +101,10 @@ def accounted_hook(
     return state.compressor.exchange(Bucket(buf, bucket.index(), shapes, names), state.collectives)
 
 
-# Buffers (BatchNorm statistics) are not re-broadcast every forward: every byte DDP sends per
-# step is then a gradient that went through the accounted hook. Newer torch renamed the flag.
+# DDP's own buffer broadcast (inside its forward, outside any comm hook) stays off: the
+# trainer makes the same broadcast itself before the forward (`broadcast_buffers`,
+# `Backend.sync_buffers`), through the accounted collectives, so every byte DDP sends per
+# step is counted. Newer torch renamed the flag.
 _NO_BUFFER_SYNC = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters

@@ -104,6 +104,9 @@ class HorovodCollectives(PolledCollectives):
         self._results[id(handle)] = box
         return handle, lambda: list(box[0].unbind(0))
 
+    def start_broadcast(self, t: torch.Tensor):
+        return self.hvd.broadcast_async_(t, root_rank=0, name=f"dsqz.bc.{next(self._seq)}")
+
     def test(self, handle) -> bool:
         return self.hvd.poll(handle)
 

@@ -73,6 +73,9 @@ class MPICollectives(PolledCollectives):
         )
         return req, lambda: list(out.unbind(0))
 
+    def start_broadcast(self, t: torch.Tensor):
+        return self.comm.Ibcast([self._bytes(t), self.MPI.BYTE], root=0)
+
     def test(self, handle) -> bool:
         return handle.Test()
 
