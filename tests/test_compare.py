@@ -92,7 +92,7 @@ def test_time_to_accuracy_with_recipes(tmp_path):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     tiny = {
-        "model": "mobilenet_v3_small",
+        "model": "squeezenet1_1",
         "data": "digits",
         "num_classes": 1000,
         "image_size": 32,
@@ -108,12 +108,12 @@ def test_time_to_accuracy_with_recipes(tmp_path):
         "compute_probe_steps": 0,
         "log_every": 20,
     }
-    (recipes / "digits_mobilenet_v3_small.yaml").write_text(yaml.safe_dump(tiny))
+    (recipes / "digits_squeezenet1_1.yaml").write_text(yaml.safe_dump(tiny))
     out = tmp_path / "cmp"
     proc = dist_sqz(
         "compare",
         "--models",
-        "mobilenet_v3_small",
+        "squeezenet1_1",
         "--workers",
         "1,2",
         "--data",
@@ -130,7 +130,7 @@ def test_time_to_accuracy_with_recipes(tmp_path):
     result = json.loads((out / "results.json").read_text())
     assert result["compute"]["kind"] == "local" and result["target_accuracy"] == 0.05
     profile = json.loads((out / "profile.json").read_text())
-    assert set(profile["models"]["mobilenet_v3_small"]["fp32"]) == {"16"}
+    assert set(profile["models"]["squeezenet1_1"]["fp32"]) == {"16"}
     for row in result["rows"]:
         assert row["dilation"] >= 1.5
         [(step, time_s, accuracy)] = row["accuracy_curve"]  # stopped at the first evaluation
@@ -138,7 +138,7 @@ def test_time_to_accuracy_with_recipes(tmp_path):
         assert row["images_to_accuracy"] == 10 * row["world_size"] * 16
         assert row["time_to_accuracy_s"] == time_s > 0
         assert row["h100_projected_time_to_accuracy_s"] > 0
-    metrics = (out / "runs" / "mobilenet_v3_small-n2" / "metrics.jsonl").read_text().splitlines()
+    metrics = (out / "runs" / "squeezenet1_1-n2" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 10
     report = (out / "report.md").read_text()
     assert "## Time to accuracy 0.05" in report and "H100 projection" in report
@@ -166,18 +166,18 @@ def test_claim_lines_at_equal_accuracy():
         row("alexnet", 1, 244_403_360, 300.0),
         row("alexnet", 2, 244_403_360, 400.0),
         {**row("alexnet", 4, 244_403_360, None), "accuracy": 0.912},
-        row("mobilenet_v3_small", 1, 4_941_984, 150.0),
-        row("mobilenet_v3_small", 2, 4_941_984, 100.0),
-        row("mobilenet_v3_small", 4, 4_941_984, 60.0),
+        row("squeezenet1_1", 1, 4_941_984, 150.0),
+        row("squeezenet1_1", 2, 4_941_984, 100.0),
+        row("squeezenet1_1", 4, 4_941_984, 60.0),
         {"model": "squeezenet1_0", "world_size": 2, "error": "a worker died"},
     ]
     lines = claim_lines(rows, {"target_accuracy": 0.95, "link": "1gbit"})
     text = "\n".join(lines)
     assert (
-        "mobilenet_v3_small reaches 0.95 on 2 hosts at 1gbit 4.0x sooner than alexnet "
+        "squeezenet1_1 reaches 0.95 on 2 hosts at 1gbit 4.0x sooner than alexnet "
         "(100 s vs 400 s), with 49.5x fewer bytes per step" in text
     )
-    assert "on 1 host:** mobilenet_v3_small reaches 0.95 on 1 host at 1gbit 2.0x sooner" in text
+    assert "on 1 host:** squeezenet1_1 reaches 0.95 on 1 host at 1gbit 2.0x sooner" in text
     assert "(one host: no bytes sent)" in text
     assert "**0.95 on 4 hosts:** alexnet (0.912 at its end) did not reach it." in text
     assert "*Projection, not measured:*" in text and "1.0 s vs 4.0 s" in text
@@ -209,19 +209,19 @@ def test_levers_at_each_n_and_the_claim_stays_uncompressed():
     rows = [
         row("alexnet", "none", 4, 366_605_040, 900.0),
         row("alexnet", "powersgd:rank=2", 4, 500_000, 300.0),
-        row("mobilenet_v3_small", "none", 4, 7_412_976, 120.0),
+        row("squeezenet1_1", "none", 4, 7_412_976, 120.0),
         row("alexnet", "topk:density=0.001", 4, 600_000, None),
         {"model": "squeezenet1_0", "world_size": 4, "error": "a worker died"},
     ]
     result = {"target_accuracy": 0.95, "link": "1gbit"}
     text = "\n".join(lever_lines(rows, result))
     assert text == (
-        "- **To 0.95 on 4 hosts at 1gbit:** mobilenet_v3_small 120 s (7.41 MB/step), "
+        "- **To 0.95 on 4 hosts at 1gbit:** squeezenet1_1 120 s (7.41 MB/step), "
         "alexnet+powersgd:rank=2 300 s (0.50 MB/step), alexnet 900 s (366.61 MB/step), "
         "alexnet+topk:density=0.001 did not reach it."
     )
     claim = "\n".join(claim_lines(rows, result))
-    assert "powersgd" not in claim and "topk" not in claim and "mobilenet_v3_small" in claim
+    assert "powersgd" not in claim and "topk" not in claim and "squeezenet1_1" in claim
     assert row_arm({"model": "alexnet", "world_size": 1}) == "alexnet"  # rows before the axis
     assert lever_lines([r for r in rows if r.get("compression") == "none"], result) == []
 

@@ -21,7 +21,8 @@ from tests.helpers import base_env, dist_sqz, read_run
 
 pytestmark = pytest.mark.integration
 
-ROW = ["--models", "squeezenet1_1", "--socket-ifname", "eth0", "--launcher", "slurm"]
+# No --socket-ifname: each node finds the interface of its NodeAddr (wire bytes included).
+ROW = ["--models", "squeezenet1_1", "--launcher", "slurm"]
 ROW += ["--dilation", "3"]  # fixed: no row measured again at a larger D (this machine's 2 cores)
 
 
@@ -274,3 +275,60 @@ def test_a_time_limit_and_a_dead_slurmd_each_end_their_row_in_one_line(tmp_path,
     assert saved["step"] == stopped
     assert _squeue(slurm_env) == []
     _wait_for(back, 120, f"{victim} back")
+
+
+def test_a_controller_restart_is_waited_out_and_one_gone_too_long_is_one_line(tmp_path, slurm_env):
+    """slurmctld stopped (SIGTERM, as a restart does) while two comparisons' 2-node rows run
+    on nodes of their own, started again 20 s later. The one that may wait 600 s says so
+    and ends with exit 0, its row measured; the one that may wait 8 s ends in one line,
+    exit 1, its job left running and named, nothing recorded as failed; its --resume picks
+    the job up and records the row from it."""
+    from dist_sqz.cluster.slurm import start_controller, stop_controller
+
+    slot = int(Path(slurm_env["SLURM_CONF"]).parent.name[len("slurm") :])
+    nodes = lambda *k: "--sbatch-args=--nodelist=" + ",".join(f"d{slot}n{i}" for i in k)  # noqa: E731
+    patient, brief = tmp_path / "patient", tmp_path / "brief"
+    started = []
+    for out, extra in ((patient, [nodes(0, 1), "--steps", "200"]), (brief, [nodes(2, 3)])):
+        cmd = [sys.executable, "-m", "dist_sqz", "compare", *ROW, "--workers", "2"]
+        if out == brief:
+            extra = [*extra, "--steps", "300", "--controller-wait-s", "8"]
+        started.append(
+            subprocess.Popen(
+                [*cmd, *extra, "--out", str(out)],
+                env=slurm_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for out in (patient, brief):
+        _wait_for(lambda o=out: _steps(o / "runs" / "squeezenet1_1-n2") >= 5, 300, "5 steps")
+    job = (brief / "slurm" / "squeezenet1_1-n2.job").read_text().strip()
+    stop_controller(slot)
+    try:
+        stdout, stderr = started[1].communicate(timeout=120)
+        time.sleep(max(0.0, 20 - 8))
+    finally:
+        start_controller(slot)
+    lines = stderr.strip().splitlines()
+    assert started[1].returncode == 1 and len(lines) == 1, stdout[-2000:] + stderr[-2000:]
+    assert f"job {job} is left as it is" in lines[0] and "--resume" in lines[0], lines[0]
+    assert not (brief / "results.json").exists() or not _results(brief)["rows"]
+
+    stdout, stderr = started[0].communicate(timeout=600)
+    assert started[0].returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "controller not answering" in stdout and "answering again" in stdout, stdout
+    (row,) = _results(patient)["rows"]
+    assert row["slurm"]["state"] == "COMPLETED" and not row.get("error")
+    assert row["wire_bytes"] >= row["sent_bytes"] == 4_941_984  # the interface was found
+
+    proc = dist_sqz("compare", "--resume", str(brief), env=slurm_env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"picking up job {job}" in proc.stdout
+    (row,) = _results(brief)["rows"]
+    assert row["slurm"]["job_id"] == job and row["slurm"]["state"] == "COMPLETED"
+    assert [m["step"] for m in read_run(brief / "runs" / "squeezenet1_1-n2")[0]] == list(
+        range(1, 301)
+    )
+    assert _squeue(slurm_env) == []

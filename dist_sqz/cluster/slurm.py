@@ -118,6 +118,36 @@ def _wait(what: str, ready, folder: Path) -> None:
     raise UsageError(f"the Slurm test cluster did not come up: {what} (logs in {folder})")
 
 
+def _controller(slot: int) -> None:
+    """slurmctld of the slot, which then owns it (the cluster outlives this command)."""
+    folder = state_dir(slot)
+    ctld = _spawn(
+        ["slurmctld", "-D", "-i", "-f", str(folder / "slurm.conf")],
+        folder / "slurmctld.out",
+        env_for(folder),
+    )
+    with _slots_locked():
+        owner = STATE_DIR / f"slot{slot}.owner"
+        owner.write_text(f"{ctld.pid} {_start_time(ctld.pid)}\n")
+
+
+def stop_controller(slot: int, timeout_s: float = 30) -> None:
+    """Stop slurmctld as a restart or an upgrade does (SIGTERM: it saves its state); the
+    nodes and their jobs keep running."""
+    pid = int((state_dir(slot) / "slurmctld.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while proc_stat(str(pid), 0) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def start_controller(slot: int) -> None:
+    """slurmctld again, from its saved state (jobs and nodes), once it answers."""
+    folder = state_dir(slot)
+    _controller(slot)
+    _wait("the controller answering", lambda: bool(sinfo(folder)), folder)
+
+
 def start_slurmd(slot: int, i: int) -> None:
     """Node i's slurmd, in its namespace with its own hostname (also to bring back a node
     whose slurmd died: `ReturnToService=2` takes it back once it registers)."""
@@ -178,16 +208,9 @@ def up(hosts: int, link: str) -> Path:
             f"--log-file={folder}/munged.log",
             f"--seed-file={folder}/munged.seed",
         )
-        ctld = _spawn(
-            ["slurmctld", "-D", "-i", "-f", str(folder / "slurm.conf")],
-            folder / "slurmctld.out",
-            env_for(folder),
-        )
+        _controller(slot)
         for i in range(hosts):
             start_slurmd(slot, i)
-        with _slots_locked():  # the slot now belongs to slurmctld, not to this command
-            owner = STATE_DIR / f"slot{slot}.owner"
-            owner.write_text(f"{ctld.pid} {_start_time(ctld.pid)}\n")
         _wait(f"{hosts} nodes idle", lambda: _idle_nodes(folder) == hosts, folder)
     except BaseException:
         down_slot(slot)

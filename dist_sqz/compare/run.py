@@ -26,7 +26,7 @@ from dist_sqz.compare.plan import (
     shaped_link,
     wandb_group,
 )
-from dist_sqz.compare.slurm import preflight, slurm_options
+from dist_sqz.compare.slurm import pending_job, preflight, slurm_options
 from dist_sqz.compare.slurm import run_row as slurm_row
 from dist_sqz.compare.trial import plan_rows, trials
 from dist_sqz.compute.modes import LATE_FRACTION, measure_local, measure_local_encoding
@@ -157,7 +157,7 @@ class Comparison:
         logs = self.out / "logs" / tag
         config_file = self.out / "configs" / f"{tag}.yaml"
         args = runs.resume_or_start(run_dir, "--config", str(config_file))
-        if args[0] != "--resume":
+        if args[0] != "--resume" and not (self.slurm and pending_job(self.out / "slurm", tag)):
             shutil.rmtree(run_dir, ignore_errors=True)
             config_file.parent.mkdir(parents=True, exist_ok=True)
             config_file.write_text(cfg.dump_yaml())

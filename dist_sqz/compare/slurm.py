@@ -25,7 +25,6 @@ cancels the job it is waiting for (`scancel`) before it stops.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -37,6 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dist_sqz.compare.slurm_client import (
+    Job,
+    Patience,
+    fields,
+    find_job,
+    job_info,
+    squeue_state,
+    unreached,
+)
 from dist_sqz.errors import Stopped, UsageError
 
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo", "scancel", "srun")
@@ -65,6 +73,7 @@ class SlurmOptions:
     sbatch_args: str = ""
     socket_ifname: str = ""
     signal_s: int = 120
+    controller_wait_s: float = 600.0
 
     @property
     def per_node(self) -> int:
@@ -105,11 +114,6 @@ def _out(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
-def _fields(text: str) -> dict[str, str]:
-    """`scontrol show ... -o` output as {key: value}."""
-    return dict(re.findall(r"(\w+)=(\S*)", text))
-
-
 def partition_nodes(partition: str) -> tuple[str, int]:
     """(the partition's name, its node count): the named one, or the default."""
     text = _out(
@@ -117,7 +121,7 @@ def partition_nodes(partition: str) -> tuple[str, int]:
         f"partition {partition or '(default)'}",
     )
     for line in text.splitlines():
-        f = _fields(line)
+        f = fields(line)
         if partition or f.get("Default") == "YES":
             return f.get("PartitionName", partition), int(f.get("TotalNodes", "0"))
     raise UsageError("Slurm has no default partition here: give --partition")
@@ -177,6 +181,18 @@ def node_script(train_args: list[str], per_node: int) -> str:
         'head=$(scontrol show hostnames "$SLURM_STEP_NODELIST" | head -n1)',
         'head_addr=$(node_addr "$head" | head -n1); head_addr=${head_addr:-$head}',
         'my_addr=$(node_addr "$SLURMD_NODENAME" | head -n1); my_addr=${my_addr:-$SLURMD_NODENAME}',
+        # No --socket-ifname: the interface that carries this node's NodeAddr, for gloo,
+        # NCCL and the wire counter (gloo would resolve the hostname itself, and may pick
+        # an interface the other nodes cannot reach).
+        "my_ip=$(getent ahostsv4 \"$my_addr\" | awk 'NR == 1 {print $1}')",
+        "my_ip=${my_ip:-$my_addr}",
+        "my_if=$(ip -o -4 addr show 2>/dev/null"
+        ' | awk -v a="$my_ip" \'{split($4, p, "/"); if (p[1] == a) {print $2; exit}}\')',
+        'if [ -z "${GLOO_SOCKET_IFNAME:-}" ] && [ -n "$my_if" ]; then',
+        '  export GLOO_SOCKET_IFNAME="$my_if" NCCL_SOCKET_IFNAME="$my_if"',
+        '  export DIST_SQZ_WIRE_IFACE="$my_if"',
+        "fi",
+        'export DIST_SQZ_NODE_ADDR="$my_addr"',
         'is_host=$([ "$SLURMD_NODENAME" = "$head" ] && echo 1 || echo 0)',
         "port=$(( 20000 + (SLURM_JOB_ID * 7 + SLURM_STEP_ID) % 20000 ))",
         "exec " + " ".join(cmd),
@@ -184,90 +200,11 @@ def node_script(train_args: list[str], per_node: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class Job:
-    """One row's job (or step), as Slurm reports it."""
-
-    job_id: str
-    state: str = "PENDING"
-    reason: str = ""
-    exit_code: str = ""
-    nodes: str = ""
-    queue_s: float | None = None
-    run_s: float | None = None
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "state": self.state,
-            "reason": self.reason,
-            "exit_code": self.exit_code,
-            "nodes": self.nodes,
-            "queue_s": self.queue_s,
-            "run_s": self.run_s,
-        }
-
-
-def _seconds(t0: str, t1: str) -> float | None:
-    try:
-        a = time.mktime(time.strptime(t0, "%Y-%m-%dT%H:%M:%S"))
-        b = time.mktime(time.strptime(t1, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
-    return max(0.0, b - a)
-
-
-def job_info(job: Job) -> Job:
-    """The job's final state from scontrol (kept MinJobAge), else sacct where there is
-    accounting; state UNKNOWN when neither knows it."""
-    proc = subprocess.run(
-        ["scontrol", "show", "job", "-o", job.job_id], capture_output=True, text=True
-    )
-    if proc.returncode == 0 and "JobState=" in proc.stdout:
-        f = _fields(proc.stdout)
-        job.state, job.reason = f.get("JobState", "UNKNOWN"), f.get("Reason", "")
-        job.exit_code, job.nodes = f.get("ExitCode", ""), f.get("NodeList", "")
-        job.queue_s = _seconds(f.get("SubmitTime", ""), f.get("StartTime", ""))
-        job.run_s = _seconds(f.get("StartTime", ""), f.get("EndTime", ""))
-        return job
-    if shutil.which("sacct"):
-        proc = subprocess.run(
-            [
-                "sacct",
-                "-n",
-                "-P",
-                "-X",
-                "-j",
-                job.job_id,
-                "-o",
-                "State,Reason,ExitCode,NodeList,Submit,Start,End",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        parts = proc.stdout.strip().splitlines()[0].split("|") if proc.stdout.strip() else []
-        if len(parts) == 7:
-            job.state, job.reason, job.exit_code, job.nodes = (
-                p.split()[0] if i == 0 else p for i, p in enumerate(parts[:4])
-            )
-            job.queue_s, job.run_s = _seconds(parts[4], parts[5]), _seconds(parts[5], parts[6])
-            return job
-    job.state = "UNKNOWN"
-    return job
-
-
-def _state(job_id: str) -> str:
-    proc = subprocess.run(
-        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def cancel(job_id: str, wait_s: float = 60) -> None:
+def cancel(job_id: str, patience: Patience, wait_s: float = 60) -> None:
     """scancel the job and wait (bounded) until squeue no longer lists it."""
-    subprocess.run(["scancel", job_id], capture_output=True)
+    patience.run(["scancel", job_id], job_id)
     deadline = time.monotonic() + wait_s
-    while _state(job_id) and time.monotonic() < deadline:
+    while squeue_state(patience, job_id) and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
@@ -305,6 +242,18 @@ def run_row(
     ]
     if in_allocation():
         return _run_step(srun, log, env, timeout_s)
+    out = folder.parent
+    patience = Patience(opts.controller_wait_s, f"; `dist-sqz compare --resume {out}` waits for it")
+    marker = folder / f"{tag}.job"  # the row's job while it may still be listed
+    if marker.exists():  # a comparison that ended without Slurm's last word on it
+        job = Job(marker.read_text().strip())
+        if squeue_state(patience, job.job_id):
+            print(f"    picking up job {job.job_id}, still listed", flush=True)
+            return _waited(job, timeout_s, patience, marker)
+        marker.unlink()
+        done = job_info(job, patience)
+        if done.state not in ("UNKNOWN", "CANCELLED", "FAILED", "NODE_FAIL"):
+            return done  # it ran to its end meanwhile: its outcome is the row's
     batch = folder / f"{tag}.sbatch"
     flags = [
         f"--job-name=dsqz-{tag}",
@@ -315,11 +264,41 @@ def run_row(
     submit = ["sbatch", "--parsable", *flags, str(batch)]
     head = f"#!/bin/bash\n# dist-sqz compare row {tag}, submitted as:\n# {shlex.join(submit)}\n"
     batch.write_text(f"{head}{shlex.join(srun)}\n")
-    job_id = _out(submit, "sbatch", env).strip().split(";")[0]
-    return _wait(Job(job_id), timeout_s)
+    job_id = _submit(submit, f"dsqz-{tag}", env, patience)
+    marker.write_text(job_id + "\n")
+    return _waited(Job(job_id), timeout_s, patience, marker)
 
 
-def _wait(job: Job, timeout_s: float) -> Job:
+def pending_job(folder: Path, tag: str) -> bool:
+    """Whether row `tag` has a job Slurm has not yet said is gone (a comparison that ended
+    waiting for it): `--resume` waits for that job instead of starting the row afresh."""
+    return (folder / f"{tag}.job").exists()
+
+
+def _submit(cmd: list[str], name: str, env: dict[str, str], patience: Patience) -> str:
+    """sbatch, once: a submission the controller may have taken before it went silent is
+    looked for by its name when it answers again, never submitted twice."""
+    while True:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if not unreached(proc):
+            break
+        patience.wait("sbatch", "")
+        found = find_job(patience, name)
+        if found:
+            return found
+    if proc.returncode != 0:
+        why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise UsageError(f"sbatch: {why[-1] if why else f'exit {proc.returncode}'}")
+    return proc.stdout.strip().split(";")[0]
+
+
+def _waited(job: Job, timeout_s: float, patience: Patience, marker: Path) -> Job:
+    job = _wait(job, timeout_s, patience)
+    marker.unlink(missing_ok=True)  # Slurm said it left the queue
+    return job
+
+
+def _wait(job: Job, timeout_s: float, patience: Patience) -> Job:
     """Poll the job until it is gone; SIGTERM/SIGINT meanwhile cancel it, then Stopped."""
     got: list[int] = []
     old = {}
@@ -331,7 +310,7 @@ def _wait(job: Job, timeout_s: float) -> Job:
     shown, t0 = "", time.monotonic()
     try:
         while not got:
-            state = _state(job.job_id)
+            state = squeue_state(patience, job.job_id)  # only Slurm's answer ends the wait
             if not state or state in GONE_STATES:
                 break
             if state != shown:
@@ -342,15 +321,15 @@ def _wait(job: Job, timeout_s: float) -> Job:
                     flush=True,
                 )
             if time.monotonic() - t0 > timeout_s:
-                cancel(job.job_id)  # run_timeout_s: recorded as Slurm's CANCELLED
+                cancel(job.job_id, patience)  # run_timeout_s: recorded as Slurm's CANCELLED
                 break
             time.sleep(POLL_S)
     finally:
         if got:
-            cancel(job.job_id)
+            cancel(job.job_id, patience)
         for s, handler in old.items():
             signal.signal(s, handler)
-    job = job_info(job)
+    job = job_info(job, patience)
     if got:
         raise Stopped(
             f"stopped by {signal.Signals(got[0]).name} (job {job.job_id} cancelled)", 128 + got[0]

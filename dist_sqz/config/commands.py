@@ -138,7 +138,10 @@ class CompareConfig(Config):
     )
     sbatch_args: str = setting("", "slurm: more sbatch arguments, e.g. '--qos=high --exclusive'")
     socket_ifname: str = setting(
-        "", "slurm: the nodes' interface for gloo/NCCL sockets and wire bytes (e.g. ib0, eth0)"
+        "", "slurm: the nodes' interface for sockets and wire bytes ('' = the one of NodeAddr)"
+    )
+    controller_wait_s: float = setting(
+        600.0, "slurm: how long to wait out a controller that does not answer (restart)", gt=0
     )
     signal_s: int = setting(
         120, "slurm: SIGTERM this many seconds before the time limit (checkpoint, resume)", gt=0

@@ -70,6 +70,15 @@ def init_process_group(backend: str, env: LaunchEnv, timeout_s: float) -> None:
     except (RuntimeError, ValueError, OSError) as e:
         lines = str(e).strip().splitlines()
         reason = lines[0][:160] if lines else type(e).__name__
+        if os.environ.get("DIST_SQZ_NODE_ADDR"):  # a Slurm row's node (compare/slurm.py)
+            iface = os.environ.get("GLOO_SOCKET_IFNAME") or "gloo's own pick"
+            raise UsageError(
+                f"could not complete the rendezvous at {where} with {env.world_size} workers "
+                f"within {timeout_s:g}s ({reason}); this node used address "
+                f"{os.environ['DIST_SQZ_NODE_ADDR']}, interface {iface}: pass --socket-ifname "
+                "naming the interface that reaches the other nodes",
+                rank=env.rank,
+            ) from None
         raise UsageError(
             f"could not complete the rendezvous at {where} with "
             f"{env.world_size} workers within {timeout_s:g}s ({reason}); start all workers "
