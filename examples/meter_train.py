@@ -27,50 +27,62 @@ parser.add_argument("--batch-size", type=int, default=8)
 parser.add_argument("--image-size", type=int, default=64)
 parser.add_argument("--horovod", action="store_true", help="Horovod instead of DDP")
 parser.add_argument("--powersgd", action="store_true", help="DDP with torch's PowerSGD hook")
-args = parser.parse_args()
 
-torch.manual_seed(0)
-net = torchvision.models.mobilenet_v3_small()
-optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-meter = dist_sqz.Meter(args.out, model="mobilenet_v3_small")  # meter
-if args.horovod:
-    import horovod.torch as hvd
 
-    hvd.init()
-    rank = hvd.rank()
-    hvd.broadcast_parameters(net.state_dict(), root_rank=0)
-    optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=net.named_parameters())
-    model = net
-    meter.watch(optimizer, model=net)  # meter
-else:
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    if args.powersgd:
-        from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
+def train(args) -> None:
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v3_small()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    meter = dist_sqz.Meter(args.out, model="mobilenet_v3_small")  # meter
+    if args.horovod:
+        import horovod.torch as hvd
 
-        # One bucket: torch's hook issues each bucket's second all-reduce from a callback,
-        # and over gloo two buckets' callbacks can reach the wire in a different order on
-        # each rank (gloo: "collective mismatch"). A cap over the model's size avoids it.
-        model = DDP(net, bucket_cap_mb=64)
-        state = psgd.PowerSGDState(None, matrix_approximation_rank=2, start_powerSGD_iter=2)
-        model.register_comm_hook(state, psgd.powerSGD_hook)
+        rank = hvd.rank()
+        hvd.broadcast_parameters(net.state_dict(), root_rank=0)
+        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=net.named_parameters())
+        model = net
+        meter.watch(optimizer, model=net)  # meter
     else:
-        model = DDP(net)
-    meter.watch(model)  # meter
+        rank = dist.get_rank()
+        if args.powersgd:
+            from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
 
-data = torch.Generator().manual_seed(1 + rank)
-for step in range(args.steps):
-    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=data)
-    y = torch.randint(0, 1000, (args.batch_size,), generator=data)
-    optimizer.zero_grad()
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
-    meter.step(loss)  # meter
-    if rank == 0 and (step + 1) % 10 == 0:
-        print(f"step {step + 1}: loss {loss.item():.4f}", flush=True)
-meter.close()  # meter
-if args.horovod:
-    hvd.shutdown()
-else:
-    dist.destroy_process_group()  # gloo's threads end before the interpreter does
+            # One bucket: torch's hook issues each bucket's second all-reduce from a
+            # callback, and over gloo two buckets' callbacks can reach the wire in a
+            # different order on each rank (gloo: "collective mismatch"). A cap over the
+            # model's size avoids it.
+            model = DDP(net, bucket_cap_mb=64)
+            state = psgd.PowerSGDState(None, matrix_approximation_rank=2, start_powerSGD_iter=2)
+            model.register_comm_hook(state, psgd.powerSGD_hook)
+        else:
+            model = DDP(net)
+        meter.watch(model)  # meter
+
+    data = torch.Generator().manual_seed(1 + rank)
+    for step in range(args.steps):
+        x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=data)
+        y = torch.randint(0, 1000, (args.batch_size,), generator=data)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        meter.step(loss)  # meter
+        if rank == 0 and (step + 1) % 10 == 0:
+            print(f"step {step + 1}: loss {loss.item():.4f}", flush=True)
+    meter.close()  # meter
+
+
+if __name__ == "__main__":
+    args = parser.parse_args()
+    if args.horovod:
+        import horovod.torch as hvd
+
+        hvd.init()
+        train(args)
+        hvd.shutdown()
+    else:
+        dist.init_process_group("gloo")
+        train(args)
+        # The model (which holds the process group) is gone with train()'s frame: gloo's
+        # threads end here, while Python is whole, not during its exit (pytorch#190489).
+        dist.destroy_process_group()

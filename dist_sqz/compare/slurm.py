@@ -252,6 +252,7 @@ def run_row(
             return _waited(job, timeout_s, patience, marker)
         marker.unlink()
         done = job_info(job, patience)
+        print(f"    job {job.job_id} ended while compare was away: {done.state}", flush=True)
         if done.state not in ("UNKNOWN", "CANCELLED", "FAILED", "NODE_FAIL"):
             return done  # it ran to its end meanwhile: its outcome is the row's
     batch = folder / f"{tag}.sbatch"

@@ -19,6 +19,7 @@
 
 import functools
 import inspect
+import itertools
 import time
 import weakref
 from collections.abc import Callable
@@ -41,6 +42,7 @@ _WRAPPED = (
 )
 _watches: list["DDPWatch"] = []
 _originals: dict[str, Callable[..., Any]] = {}
+_serials = itertools.count()
 
 
 def _stamp(rec: CollectiveRecord, payload: torch.Tensor, work: Any) -> None:
@@ -178,6 +180,7 @@ class DDPWatch(InputWatch):
         self.counting = True
         self.user_hook = ddp._comm_hooks[0][0].__qualname__ if ddp._comm_hooks else None
         self.training_forward = False
+        self.serial = next(_serials)  # this process's n-th watch: every rank counts alike
         self._pre = ddp.register_forward_pre_hook(self._before_forward)
         self._broadcast = getattr(ddp, "_distributed_broadcast_coalesced", None)
         params = [p for p in ddp.module.parameters() if p.requires_grad]
@@ -222,10 +225,16 @@ class DDPWatch(InputWatch):
     def end_step(self) -> None:
         self.settle(self.ledger)
 
-    def gather(self, obj: Any) -> list[Any]:
-        out: list[Any] = [None] * dist.get_world_size(self.group)
-        dist.all_gather_object(out, obj, group=self.group)
-        return out
+    def gather(self, text: str) -> list[str]:
+        """Every rank's `text` (a checksum), through the job's store, not a collective: a
+        collective's work freed by gloo's thread just before a script's exit, its tensors
+        Python's, aborted the rank now and then ("terminate called without an active
+        exception")."""
+        store = dist.distributed_c10d._get_default_store()
+        n, rank = dist.get_world_size(self.group), dist.get_rank(self.group)
+        key = f"dist_sqz.meter.{self.serial}"  # the same on every rank
+        store.set(f"{key}.{rank}", text)
+        return [store.get(f"{key}.{r}").decode() for r in range(n)]
 
     def parameters_holder(self) -> torch.nn.Module:
         return self.ddp.module
@@ -238,4 +247,4 @@ class DDPWatch(InputWatch):
             _watches.remove(self)
         if not _watches:
             _uninstall()
-        self.group = None  # nothing of the meter keeps a process group alive
+        self.group = self.ddp = None  # nothing of the meter keeps a process group alive
