@@ -280,20 +280,21 @@ def test_a_time_limit_and_a_dead_slurmd_each_end_their_row_in_one_line(tmp_path,
 def test_a_controller_restart_is_waited_out_and_one_gone_too_long_is_one_line(tmp_path, slurm_env):
     """slurmctld stopped (SIGTERM, as a restart does) while two comparisons' 2-node rows run
     on nodes of their own, started again 20 s later. The one that may wait 600 s says so
-    and ends with exit 0, its row measured (the interface of each node's NodeAddr found
-    without --socket-ifname); the one that may wait 8 s ends in one line, exit 1, its job
-    left running and named, nothing recorded as failed; its --resume waits for the job or
-    takes its outcome, never running the row twice."""
+    and ends with exit 0, both its rows measured, the 1-node row's job submitted only once
+    Slurm said the 2-node row's had left the queue (the interface of each node's NodeAddr
+    found without --socket-ifname); the one that may wait 8 s ends in one line, exit 1, its
+    job left running and named, nothing recorded as failed; its --resume waits for the job
+    or takes its outcome, never running the row twice."""
     from dist_sqz.cluster.slurm import start_controller, stop_controller
 
     slot = int(Path(slurm_env["SLURM_CONF"]).parent.name[len("slurm") :])
-    nodes = lambda *k: "--sbatch-args=--nodelist=" + ",".join(f"d{slot}n{i}" for i in k)  # noqa: E731
+    but = lambda *k: "--sbatch-args=--exclude=" + ",".join(f"d{slot}n{i}" for i in k)  # noqa: E731
     patient, brief = tmp_path / "patient", tmp_path / "brief"
     started = []
-    for out, extra in ((patient, [nodes(0, 1), "--steps", "100"]), (brief, [nodes(2, 3)])):
-        cmd = [sys.executable, "-m", "dist_sqz", "compare", *ROW, "--workers", "2"]
+    for out, extra in ((patient, [but(2, 3), "--workers", "2,1"]), (brief, [but(0, 1)])):
+        cmd = [sys.executable, "-m", "dist_sqz", "compare", *ROW, "--steps", "100"]
         if out == brief:
-            extra = [*extra, "--steps", "150", "--controller-wait-s", "8"]
+            extra = [*extra, "--workers", "2", "--steps", "150", "--controller-wait-s", "8"]
         started.append(
             subprocess.Popen(
                 [*cmd, *extra, "--out", str(out)],
@@ -320,10 +321,18 @@ def test_a_controller_restart_is_waited_out_and_one_gone_too_long_is_one_line(tm
     stdout, stderr = started[0].communicate(timeout=600)
     assert started[0].returncode == 0, stdout[-3000:] + stderr[-3000:]
     assert "controller not answering" in stdout and "answering again" in stdout, stdout
-    (row,) = _results(patient)["rows"]
-    assert row["slurm"]["state"] == "COMPLETED" and not row.get("error")
-    assert row["wire_bytes"] >= row["sent_bytes"] == 4_941_984  # the interface was found
+    two, one = _results(patient)["rows"]
+    for row in (two, one):
+        assert row["slurm"]["state"] == "COMPLETED" and not row.get("error")
+    assert two["wire_bytes"] >= two["sent_bytes"] == 4_941_984  # the interface was found
+    assert two["slurm"]["nodes"] == f"d{slot}n[0-1]" and one["slurm"]["queue_s"] is not None
 
+    def responding() -> bool:  # the restarted controller has heard from every slurmd
+        states = ["sinfo", "-h", "-N", "-o", "%t"]
+        out = subprocess.run(states, capture_output=True, text=True, env=slurm_env).stdout
+        return bool(out.split()) and not any(s.endswith("*") or "unk" in s for s in out.split())
+
+    _wait_for(responding, 120, "every node responding")  # else sbatch --test-only refuses
     proc = dist_sqz("compare", "--resume", str(brief), env=slurm_env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # still listed: waited for ("picking up job"); else its outcome taken ("ended while")
