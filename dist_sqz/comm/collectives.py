@@ -13,11 +13,32 @@ import time
 import torch
 import torch.distributed as dist
 
-from dist_sqz.comm.accounting import Ledger
+from dist_sqz.comm.accounting import CollectiveRecord, Ledger
 
 
 def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def start_timing(payload: torch.Tensor) -> torch.cuda.Event | None:
+    """Before a collective of `payload` is launched: on a GPU, an event on the current
+    stream (its start); on the CPU, nothing (the record's own start_s)."""
+    if not payload.is_cuda:
+        return None
+    start = torch.cuda.Event(enable_timing=True)
+    start.record()
+    return start
+
+
+def stamp_done(rec: CollectiveRecord, start: torch.cuda.Event | None) -> None:
+    """At the collective's completion: its end (on a GPU, an event read once the step has
+    synchronised)."""
+    if start is None:
+        rec.end_s = time.perf_counter()
+    else:
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        rec.cuda_events = (start, end)
 
 
 class TorchCollectives:
@@ -32,19 +53,11 @@ class TorchCollectives:
     def _issue(self, collective: str, payload: torch.Tensor, launch, result):
         """Start `launch()`, account it, and return a future of `result` once it completes."""
         rec = self.ledger.begin(collective, nbytes(payload))
-        start = None
-        if payload.is_cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            start.record()
+        start = start_timing(payload)
         work = launch()
 
         def done(fut: torch.futures.Future):
-            if start is None:
-                rec.end_s = time.perf_counter()
-            else:
-                end = torch.cuda.Event(enable_timing=True)
-                end.record()
-                rec.cuda_events = (start, end)
+            stamp_done(rec, start)
             try:
                 fut.wait()  # re-raises a failed collective here
             except Exception as e:

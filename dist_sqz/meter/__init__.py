@@ -184,13 +184,11 @@ class Meter:
         }
 
     def _open(self) -> None:
-        import yaml
-
+        """Rank 0's sinks, at the first step (config.yaml waits for close(): its steps)."""
         from dist_sqz.observe.metrics import Logging, open_sinks
 
         self.out.mkdir(parents=True, exist_ok=True)
         cfg = self._config()
-        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         log = Logging(steps=0, log_every=0, wandb=self.wandb, wandb_project=self.wandb_project)
         log.name = self.out.name
         self.sinks = [s for s in open_sinks(log, self.out, None, cfg) if _kept(s)]

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dist_sqz.comm.accounting import CollectiveRecord, Ledger
+from dist_sqz.comm.accounting import Ledger
 from dist_sqz.comm.buckets import buffer_groups
-from dist_sqz.comm.collectives import nbytes
+from dist_sqz.comm.collectives import nbytes, stamp_done, start_timing
 from dist_sqz.errors import UsageError
 
 # (function, collective kind, which argument is the payload)
@@ -45,27 +45,6 @@ _originals: dict[str, Callable[..., Any]] = {}
 _serials = itertools.count()
 
 
-def _stamp(rec: CollectiveRecord, payload: torch.Tensor, work: Any) -> None:
-    """Stamp `rec`'s end when `work` completes (on a GPU: an event on the current stream,
-    read once the step is taken)."""
-    if payload.is_cuda:
-        start = torch.cuda.Event(enable_timing=True)
-        start.record()
-
-        def cuda_done(_fut):
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            rec.cuda_events = (start, end)
-
-        work.get_future().then(cuda_done)
-        return
-
-    def done(_fut):
-        rec.end_s = time.perf_counter()
-
-    work.get_future().then(done)
-
-
 def _accounted(name: str, kind: str, arg: str) -> Callable[..., Any]:
     original = _originals[name]
     signature = inspect.signature(original)
@@ -78,13 +57,13 @@ def _accounted(name: str, kind: str, arg: str) -> Callable[..., Any]:
             return original(*args, **kwargs)
         payload = bound.arguments[arg]
         rec = watch.ledger.begin(kind, nbytes(payload))
-        if bound.arguments.get("async_op"):
-            work = original(*args, **kwargs)
-            _stamp(rec, payload, work)
-            return work
+        start = start_timing(payload)
+        asked_async = bound.arguments.get("async_op")
         bound.arguments["async_op"] = True
         work = original(*bound.args, **bound.kwargs)
-        _stamp(rec, payload, work)
+        work.get_future().then(lambda _fut: stamp_done(rec, start))
+        if asked_async:
+            return work
         work.wait()
         return None
 
@@ -93,9 +72,7 @@ def _accounted(name: str, kind: str, arg: str) -> Callable[..., Any]:
 
 def _watch_for(group: Any) -> "DDPWatch | None":
     for w in _watches:
-        if group is w.group or (group is None and w.default_group):
-            return w
-        if group is dist.group.WORLD and w.default_group:
+        if group is w.group or (w.default_group and (group is None or group is dist.group.WORLD)):
             return w
     return None
 

@@ -115,9 +115,8 @@ class Trainer(TrainerSetup):
         if not due or self.held_out is None:
             return False
         t0 = time.perf_counter()
-        if cfg.broadcast_buffers:  # rank 0's statistics, as DDP's forward would; not a step's
-            self.backend.sync_buffers(self.model)
-            self.backend.ledger.take_step()
+        if cfg.broadcast_buffers:  # rank 0's statistics, as DDP's forward would
+            self._rank0_buffers()
         record.update(
             evaluate(self.model, self.held_out, self.device, self.backend.all_gather_object)
         )
@@ -336,13 +335,17 @@ class Trainer(TrainerSetup):
             }
             write_trace(self.out / "trace.json", merge_trace(per_rank, meta))
 
+    def _rank0_buffers(self) -> None:
+        """Rank 0's buffers on every rank between steps: bytes of no step's (discarded)."""
+        self.backend.sync_buffers(self.model)
+        self.backend.ledger.take_step()
+
     def _finish(self) -> dict[str, Any]:
         if self.timeline.events:  # the run ended inside the traced steps
             self._write_trace()
         checksum, buffers = checkpoint.param_checksum(self.model), None
         if self.cfg.broadcast_buffers:  # rank 0's, as the next forward would have them
-            self.backend.sync_buffers(self.model)
-            self.backend.ledger.take_step()
+            self._rank0_buffers()
             buffers = checkpoint.buffer_checksum(self.model)
         checksums = self.backend.all_gather_object((checksum, buffers))
         self._save(self.last_step)
