@@ -9,10 +9,14 @@ apart.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing.process
 import os
+import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -38,6 +42,60 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "integration: starts processes or namespaces (deselect: -m 'not integration')"
     )
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skips without one)")
+    config.addinivalue_line("markers", "xdist_group(name): the pytest-xdist worker's group")
+    config.addinivalue_line("markers", "alone: runs with no other test beside it (see BESIDE)")
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        os.environ[LOCKS] = tempfile.mkdtemp(prefix="dist-sqz-test-locks-")  # workers inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and LOCKS in os.environ:
+        shutil.rmtree(os.environ.pop(LOCKS), ignore_errors=True)
+
+
+# Two workers (`pytest -n 2 --dist loadgroup`, the README's command). Most integration tests
+# spend much of their time waiting (on Slurm's timers, a collective's timeout, a restart, a
+# shaped link), so two of them at once fill the two cores better than one. The modules of
+# BESIDE run in one worker, every other test in the other, the unit layer first. A test that
+# asserts timings measured here, or leaves a stale cluster on purpose, is marked `alone`: it
+# waits until the other worker's test ends and holds the machine to itself (a lock shared by
+# the run's workers). Without xdist the tests run one at a time, as written.
+BESIDE = ("test_slurm.py", "test_cluster.py", "test_faults.py", "test_compare.py")
+LOCKS = "DIST_SQZ_TEST_LOCKS"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("integration") is not None)
+    for item in items:
+        group = "beside" if item.path.name in BESIDE else "main"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    locks = os.environ.get(LOCKS)  # made by the run's controller, when it starts workers
+    if not locks or not hasattr(item.config, "workerinput"):
+        yield
+        return
+    with _share_of_the_machine(Path(locks), alone=item.get_closest_marker("alone") is not None):
+        yield
+
+
+@contextlib.contextmanager
+def _share_of_the_machine(folder: Path, alone: bool):
+    """A shared hold on the machine for a test, an exclusive one for a test that runs alone.
+    A test waiting to run alone holds the gate, so no test starts beside it meanwhile."""
+    with open(folder / "gate", "a") as gate, open(folder / "machine", "a") as machine:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(machine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(machine, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,7 @@ def launchers(tmp_path_factory) -> dict:
     return {name: root / name for name in ("ddp", "mpi", "hvd", "unclipped")}
 
 
+@pytest.mark.alone  # the launchers' runs are made here (comm_busy_s compared below)
 def test_three_launchers_agree(launchers):
     """Also with gradient clipping (after averaging: on DDP once backward returns, in the
     bucketed exchange's step on MPI, around Horovod's synchronize); every launcher records
@@ -153,6 +154,7 @@ def test_backend_without_its_launcher_is_a_usage_error(tmp_path, tiny):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.alone  # busy times of runs made apart, compared
 def test_comm_time_means_the_same_on_every_backend(launchers):
     """comm_time_s sums issue-to-completion over a step's collectives and comm_busy_s is the
     time at least one was in flight, on DDP, MPI and Horovod alike. Same run on each (2

@@ -66,6 +66,7 @@ def test_three_hosts_exact_and_wire_bytes(tmp_path, tiny):
     assert re.search(r"host 2 \(10\.213\.\d+\.3\): exit 0", proc.stdout), proc.stdout
 
 
+@pytest.mark.alone  # leaves a stale cluster, which any cluster started beside would remove
 def test_failure_tears_down_and_stale_cluster_is_cleaned(tmp_path):
     # A killed run's leftovers: a cluster brought up by a process that then died.
     up = "from dist_sqz.cluster import Cluster; Cluster(2, '100mbit').up()"
@@ -293,6 +294,7 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path, shared_run, host):
     assert summary["replicas_consistent"] is True
 
 
+@pytest.mark.alone  # efficiencies measured here, compared
 def test_scaling_efficiency_is_invariant_under_dilation(tmp_path):
     """Emulated H100 compute on an emulated 1 Gbit/s link, at two dilations D: links are
     shaped to 1gbit/D and compute padded x D, and the efficiency comes out the same."""
@@ -337,6 +339,7 @@ def test_scaling_efficiency_is_invariant_under_dilation(tmp_path):
     assert eff[10] == pytest.approx(eff[5], rel=0.12), eff
 
 
+@pytest.mark.alone  # measured times against a fitted model
 def test_allreduce_bench_respects_the_link_and_fits_the_ring_model():
     """`cluster bench`: gloo all-reduces between 2 emulated hosts on a 200 Mbit/s link. Bus
     bandwidth cannot beat the shaped rate beyond what tbf's 128 KiB burst allows, and the

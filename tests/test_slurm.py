@@ -46,9 +46,9 @@ def slurm_env():
     yield env
     down = dist_sqz("cluster", "down", timeout=120)
     assert down.returncode == 0, down.stderr
-    assert (
-        "dsqz" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    )
+    slot = Path(env["SLURM_CONF"]).parent.name[len("slurm") :]  # others' clusters may be up
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"dsqz{slot}-" not in names, names
 
 
 def _squeue(env) -> list[str]:

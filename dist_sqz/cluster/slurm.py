@@ -133,8 +133,12 @@ def _controller(slot: int) -> None:
 
 def stop_controller(slot: int, timeout_s: float = 30) -> None:
     """Stop slurmctld as a restart or an upgrade does (SIGTERM: it saves its state); the
-    nodes and their jobs keep running."""
+    nodes and their jobs keep running. Until start_controller, the calling process owns the
+    slot, so no cluster allocated meanwhile takes the nodes for a dead owner's leftovers."""
     pid = int((state_dir(slot) / "slurmctld.pid").read_text().split()[0])
+    with _slots_locked():
+        me = os.getpid()
+        (STATE_DIR / f"slot{slot}.owner").write_text(f"{me} {_start_time(me)}\n")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while proc_stat(str(pid), 0) not in (None, "Z") and time.monotonic() < deadline:
@@ -219,6 +223,14 @@ def up(hosts: int, link: str) -> Path:
     return folder
 
 
+def _names(pidfile: Path, command: str) -> bool:
+    try:
+        pid = pidfile.read_text().split()[0]
+        return Path(f"/proc/{pid}/comm").read_text().strip() == command
+    except (OSError, IndexError):
+        return False
+
+
 def _kill_pidfile(path: Path) -> None:
     """Kill the process a pid file names and every process of its session (slurmctld's
     slurmscriptd, a daemon's helpers)."""
@@ -243,7 +255,8 @@ def down_slot(slot: int) -> None:
     for pidfile in folder.glob("*.pid"):
         _kill_pidfile(pidfile)
     owner = STATE_DIR / f"slot{slot}.owner"
-    _kill_pidfile(owner)
+    if _names(owner, "slurmctld"):  # not a process that stopped the controller for a while
+        _kill_pidfile(owner)
     # Anything still running with this cluster's config (srun, steps started by slurmd).
     conf = str(folder / "slurm.conf")
     for proc in Path("/proc").glob("[0-9]*"):
