@@ -60,7 +60,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # asserts timings measured here, or leaves a stale cluster on purpose, is marked `alone`: it
 # waits until the other worker's test ends and holds the machine to itself (a lock shared by
 # the run's workers). Without xdist the tests run one at a time, as written.
-BESIDE = ("test_slurm.py", "test_cluster.py", "test_faults.py", "test_compare.py")
+BESIDE = ("test_slurm.py", "test_cluster.py", "test_faults.py", "test_compare.py", "test_resume.py")
 LOCKS = "DIST_SQZ_TEST_LOCKS"
 
 
