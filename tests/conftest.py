@@ -29,7 +29,7 @@ from matplotlib import font_manager  # noqa: E402
 
 font_manager.fontManager.get_default_weight()
 
-from tests.helpers import TINY, train_torchrun  # noqa: E402
+from tests.helpers import TINY, cluster_leftovers, train_torchrun  # noqa: E402
 
 # dist_sqz's own cache (models' facts, dist_sqz/models_cache.py) starts empty for each test
 # run, here and in every process the tests start: nothing a test sees was left by another
@@ -60,7 +60,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # asserts timings measured here, or leaves a stale cluster on purpose, is marked `alone`: it
 # waits until the other worker's test ends and holds the machine to itself (a lock shared by
 # the run's workers). Without xdist the tests run one at a time, as written.
-BESIDE = ("test_slurm.py", "test_cluster.py", "test_faults.py", "test_compare.py", "test_resume.py")
+BESIDE = ("test_slurm.py", "test_cluster.py", "test_cluster_tools.py", "test_faults.py")
+BESIDE += ("test_compare.py", "test_resume.py")
 LOCKS = "DIST_SQZ_TEST_LOCKS"
 
 
@@ -112,6 +113,21 @@ def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch):
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
     yield
+
+
+@pytest.fixture
+def need_netns():
+    """Skips where network namespaces are not permitted (fails instead where
+    DIST_SQZ_REQUIRE_NETNS=1, as .ci/run sets); after the test, no cluster is left behind."""
+    from dist_sqz.cluster import namespaces_permitted
+
+    ok, why = namespaces_permitted()
+    if not ok:
+        if os.environ.get("DIST_SQZ_REQUIRE_NETNS") == "1":
+            pytest.fail(f"network namespaces required here but not permitted: {why}")
+        pytest.skip(f"network namespaces not permitted: {why}")
+    yield
+    assert cluster_leftovers() == [], "the cluster was not torn down"
 
 
 @pytest.fixture
