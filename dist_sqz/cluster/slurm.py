@@ -223,7 +223,7 @@ def up(hosts: int, link: str) -> Path:
     return folder
 
 
-def _names(pidfile: Path, command: str) -> bool:
+def _is_running(pidfile: Path, command: str) -> bool:
     try:
         pid = pidfile.read_text().split()[0]
         return Path(f"/proc/{pid}/comm").read_text().strip() == command
@@ -255,7 +255,7 @@ def down_slot(slot: int) -> None:
     for pidfile in folder.glob("*.pid"):
         _kill_pidfile(pidfile)
     owner = STATE_DIR / f"slot{slot}.owner"
-    if _names(owner, "slurmctld"):  # not a process that stopped the controller for a while
+    if _is_running(owner, "slurmctld"):  # not a process that stopped the controller for a while
         _kill_pidfile(owner)
     # Anything still running with this cluster's config (srun, steps started by slurmd).
     conf = str(folder / "slurm.conf")
