@@ -34,7 +34,8 @@ from tests.helpers import TINY, cluster_leftovers, train_torchrun  # noqa: E402
 # dist_sqz's own cache (models' facts, dist_sqz/models_cache.py) starts empty for each test
 # run, here and in every process the tests start: nothing a test sees was left by another
 # run on this machine.
-os.environ["DIST_SQZ_CACHE"] = tempfile.mkdtemp(prefix="dist-sqz-cache-")
+CACHE = tempfile.mkdtemp(prefix="dist-sqz-cache-")  # this process's; removed at its end
+os.environ["DIST_SQZ_CACHE"] = CACHE
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(CACHE, ignore_errors=True)
     if not hasattr(config, "workerinput") and LOCKS in os.environ:
         shutil.rmtree(os.environ.pop(LOCKS), ignore_errors=True)
 
