@@ -46,9 +46,13 @@ def slurm_env():
     yield env
     down = dist_sqz("cluster", "down", timeout=120)
     assert down.returncode == 0, down.stderr
-    slot = Path(env["SLURM_CONF"]).parent.name[len("slurm") :]  # others' clusters may be up
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"dsqz{slot}-" not in names, names
+    assert f"dsqz{_slot(env)}-" not in names, names  # others' clusters may be up
+
+
+def _slot(env) -> int:
+    """The Slurm test cluster's slot (its state folder, /run/dist_sqz/slurm<k>)."""
+    return int(Path(env["SLURM_CONF"]).parent.name[len("slurm") :])
 
 
 def _squeue(env) -> list[str]:
@@ -226,8 +230,7 @@ def test_a_time_limit_and_a_dead_slurmd_each_end_their_row_in_one_line(tmp_path,
     node comes back once its slurmd is started again."""
     from dist_sqz.cluster.slurm import start_slurmd, state_dir
 
-    conf = Path(slurm_env["SLURM_CONF"])
-    slot = int(conf.parent.name[len("slurm") :])
+    slot = _slot(slurm_env)
     nodes = lambda *k: "--sbatch-args=--nodelist=" + ",".join(f"d{slot}n{i}" for i in k)  # noqa: E731
     limited, dying = tmp_path / "limit", tmp_path / "dies"
     started = []
@@ -287,7 +290,7 @@ def test_a_controller_restart_is_waited_out_and_one_gone_too_long_is_one_line(tm
     or takes its outcome, never running the row twice."""
     from dist_sqz.cluster.slurm import start_controller, stop_controller
 
-    slot = int(Path(slurm_env["SLURM_CONF"]).parent.name[len("slurm") :])
+    slot = _slot(slurm_env)
     but = lambda *k: "--sbatch-args=--exclude=" + ",".join(f"d{slot}n{i}" for i in k)  # noqa: E731
     patient, brief = tmp_path / "patient", tmp_path / "brief"
     started = []

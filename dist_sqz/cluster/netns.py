@@ -119,7 +119,7 @@ def claim_slot() -> int:
     """A free slot for this process. Slots whose owner died are stale: what they left is
     removed and they are free again. The claim is a file naming this process (pid and start
     time), written under the lock; a live owner's slot is never touched."""
-    me = f"{os.getpid()} {_start_time(os.getpid())}\n"
+    me = _owner_line(os.getpid())
     with _slots_locked():
         free = None
         for slot in range(MAX_SLOTS):
@@ -138,6 +138,16 @@ def claim_slot() -> int:
         remove_prefix(f"{PREFIX}{free}")
         (STATE_DIR / f"slot{free}.owner").write_text(me)
         return free
+
+
+def _owner_line(pid: int) -> str:
+    return f"{pid} {_start_time(pid)}\n"
+
+
+def hand_slot(slot: int, pid: int) -> None:
+    """The slot's claim passes to `pid`, which owns the cluster from now on."""
+    with _slots_locked():
+        (STATE_DIR / f"slot{slot}.owner").write_text(_owner_line(pid))
 
 
 def release_slot(slot: int) -> None:

@@ -33,7 +33,7 @@ from dist_sqz.cluster.netns import (
     STATE_DIR,
     Cluster,
     _slots_locked,
-    _start_time,
+    hand_slot,
     host_addr,
     ns_name,
     proc_stat,
@@ -126,9 +126,7 @@ def _controller(slot: int) -> None:
         folder / "slurmctld.out",
         env_for(folder),
     )
-    with _slots_locked():
-        owner = STATE_DIR / f"slot{slot}.owner"
-        owner.write_text(f"{ctld.pid} {_start_time(ctld.pid)}\n")
+    hand_slot(slot, ctld.pid)
 
 
 def stop_controller(slot: int, timeout_s: float = 30) -> None:
@@ -136,9 +134,7 @@ def stop_controller(slot: int, timeout_s: float = 30) -> None:
     nodes and their jobs keep running. Until start_controller, the calling process owns the
     slot, so no cluster allocated meanwhile takes the nodes for a dead owner's leftovers."""
     pid = int((state_dir(slot) / "slurmctld.pid").read_text().split()[0])
-    with _slots_locked():
-        me = os.getpid()
-        (STATE_DIR / f"slot{slot}.owner").write_text(f"{me} {_start_time(me)}\n")
+    hand_slot(slot, os.getpid())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while proc_stat(str(pid), 0) not in (None, "Z") and time.monotonic() < deadline:
